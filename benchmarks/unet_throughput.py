@@ -1,0 +1,109 @@
+"""UNet throughput: the plugin's training loop vs a plain PyTorch loop, and inference.
+
+Training images/s of the ``unet`` segmenter (``core.training.train_supervised``:
+AdamW, cosine schedule, DiceCE) against a bare loop with the same network, batch
+size, optimiser and loss, and the ratio (plugin / plain; 1.0 = no overhead). Both
+run without augmentation and without validation so that they do the same work;
+a third line gives the plugin with its default paired augmentation on. Then
+inference images/s of ``UNetSegmenter.predict``.
+
+    .venv/bin/python benchmarks/unet_throughput.py                # 128 px, CPU
+    .venv/bin/python benchmarks/unet_throughput.py --size 64 --n 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+
+def _plain_loop(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
+                batch_size: int, device: torch.device) -> float:  # fmt: skip
+    """A bare PyTorch loop doing what train_supervised does; returns seconds."""
+    from monai.losses import DiceCELoss
+
+    net = net.to(device).train()
+    loss_fn = DiceCELoss(sigmoid=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    steps = max(1, len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
+    g = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(steps):
+            idx = perm[i * batch_size : (i + 1) * batch_size]
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            loss = loss_fn(net(xb).float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        float(loss.detach())  # one sync per epoch, like the plugin
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    """Run the benchmark and print a small table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--n", type=int, default=64, help="training images (phantoms)")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    from synthmri.core.phantoms import make_phantoms
+    from synthmri.core.training import RunContext, seed_everything
+    from synthmri.plugins.segmenters.unet import UNetSegmenter
+
+    run = RunContext(device=args.device, seed=0)
+    data = make_phantoms(args.n, args.size, seed=0)
+    params = {"epochs": args.epochs, "batch_size": args.batch_size, "augment": False}
+    images = args.n // args.batch_size * args.batch_size * args.epochs
+
+    # warm-up (allocator, oneDNN kernels) so neither measurement pays for it
+    seed_everything(0)
+    warm = UNetSegmenter({**params, "epochs": 1})
+    warm.fit(data.subset(range(args.batch_size)), None, run)
+
+    seed_everything(0)
+    model = UNetSegmenter(params)
+    t0 = time.perf_counter()
+    model.fit(data, None, run)
+    plugin_s = time.perf_counter() - t0
+
+    seed_everything(0)
+    aug = UNetSegmenter({**params, "augment": True})
+    t0 = time.perf_counter()
+    aug.fit(data, None, run)
+    aug_s = time.perf_counter() - t0
+
+    seed_everything(0)
+    net = UNetSegmenter._build(1, UNetSegmenter(params)._network_config())
+    plain_s = _plain_loop(net, data.images, data.masks, args.epochs, args.batch_size, run.device)
+
+    model.predict(data.images[:8])  # warm-up
+    t0 = time.perf_counter()
+    model.predict(data.images)
+    infer_s = time.perf_counter() - t0
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"UNet {args.size} px, {args.n} images x {args.epochs} epochs, batch "
+          f"{args.batch_size}, device {run.device}, torch threads {torch.get_num_threads()}, "
+          f"cpu count {os.cpu_count()}, load average {load:.1f}")  # fmt: skip
+    print(f"{'loop':<34}{'seconds':>9}{'images/s':>10}")
+    print(f"{'plain PyTorch':<34}{plain_s:9.2f}{images / plain_s:10.2f}")
+    print(f"{'plugin (train_supervised)':<34}{plugin_s:9.2f}{images / plugin_s:10.2f}")
+    print(f"{'plugin + paired augmentation':<34}{aug_s:9.2f}{images / aug_s:10.2f}")
+    print(f"{'inference (predict)':<34}{infer_s:9.2f}{args.n / infer_s:10.2f}")
+    print(f"ratio plugin / plain (images/s): {plain_s / plugin_s:.3f}")
+
+
+if __name__ == "__main__":
+    main()

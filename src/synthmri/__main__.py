@@ -1,0 +1,5 @@
+"""``python -m synthmri``."""
+
+from synthmri.cli import main
+
+main()

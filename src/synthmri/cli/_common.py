@@ -1,0 +1,36 @@
+"""What every command shares: the console and the global flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class State:
+    """Global flags set by the app callback."""
+
+    quiet: bool = False
+    debug: bool = False
+
+
+state = State()
+
+
+def rich_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    """A rich table from metric rows (intervals folded into their metric)."""
+    from synthmri.core.report import table_rows
+
+    cols, cells = table_rows(rows)
+    table = Table(title=title, title_justify="left")
+    for c in cols:
+        table.add_column(c, justify="left" if c in cols[:1] else "right")
+    for line in cells:
+        table.add_row(*line)
+    return table

@@ -1,0 +1,85 @@
+"""``synthmri plugins list|show``."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from synthmri.cli._common import console
+
+app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_(
+    kind: str | None = typer.Option(
+        None, "--kind", help="generator, classifier, segmenter or evaluator."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List plugins: name, kind, description, providing package and version."""
+    from synthmri.core.plugins import get_registry
+
+    registry = get_registry()
+    infos = registry.list(kind)
+    if as_json:
+        rows = [
+            {
+                "name": i.name,
+                "kind": i.kind,
+                "description": i.description,
+                "package": i.package,
+                "version": i.version,
+                "status": "ok",
+            }
+            for i in infos
+        ]
+        rows += [
+            {
+                "name": b.name,
+                "kind": None,
+                "description": b.error,
+                "package": b.package,
+                "version": b.version,
+                "status": "broken",
+            }
+            for b in registry.broken
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("kind", "name", "description", "package")
+    for i in infos:
+        table.add_row(i.kind, i.name, i.description, i.provider)
+    for b in registry.broken:
+        table.add_row("[red]broken[/]", b.name, f"[red]{b.error}[/]", f"{b.package} {b.version}")
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    name: str = typer.Argument(..., help="Plugin name."),
+    kind: str | None = typer.Option(None, "--kind", help="Kind, when a name is ambiguous."),
+) -> None:
+    """Show a plugin's description and its params with types and defaults."""
+    from synthmri.core.errors import PluginError
+    from synthmri.core.plugins import get_registry
+
+    registry = get_registry()
+    matches = [i for i in registry.list(kind) if i.name == name]
+    if not matches:
+        registry.get(kind or "generator", name)  # raises with the closest match
+        raise PluginError(f"unknown plugin {name!r}")
+    from rich.table import Table
+
+    for info in matches:
+        console.print(f"[bold]{info.name}[/] ({info.kind}, {info.provider}): {info.description}")
+        table = Table("param", "type", "default", "description")
+        for field, spec in info.cls.Params.model_fields.items():
+            ann = getattr(spec.annotation, "__name__", None) or str(spec.annotation)
+            table.add_row(
+                field, ann.replace("typing.", ""), repr(spec.default), spec.description or ""
+            )
+        console.print(table)

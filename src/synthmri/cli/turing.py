@@ -1,0 +1,96 @@
+"""``synthmri turing make|score``: the visual Turing test of the published studies."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import typer
+
+from synthmri.cli._common import console
+
+app = typer.Typer(
+    help="Visual Turing test: blinded real/synthetic kits and their scores.", no_args_is_help=True
+)
+
+
+@app.command("make")
+def make(
+    real: Path = typer.Option(..., "--real", help="Folder of real images."),
+    synthetic: Path = typer.Option(..., "--synthetic", help="Folder of synthetic images."),
+    n: int = typer.Option(50, "--n", help="Images in the kit: half real, half synthetic."),
+    out: Path = typer.Option(..., "--out", help="Kit folder: rater/ and key.json go here."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the draw and the order."),
+    size: int = typer.Option(128, "--size", help="Side length of the kit's images."),
+) -> None:
+    """Write a blinded kit: OUT/rater/ (images + index.html) for the rater, OUT/key.json apart."""
+    from synthmri.core.data import load_images
+    from synthmri.turing import make_kit
+
+    real_set = load_images(real, size=size).data
+    syn_set = load_images(synthetic, size=size).data
+    key = make_kit(
+        real_set.images,
+        syn_set.images,
+        out,
+        n=n,
+        seed=seed,
+        size=size,
+        real_sources=real_set.sources,
+        synthetic_sources=syn_set.sources,
+    )
+    console.print(
+        f"[green]kit written[/]: send [bold]{key.parent / 'rater'}[/] to the rater "
+        f"(open index.html); keep the key [bold]{key}[/] apart."
+    )
+
+
+@app.command("score")
+def score(
+    answers: Path = typer.Argument(..., help="answers.json (or .csv) downloaded by the rater."),
+    key: Path = typer.Argument(..., help="key.json written by `turing make`."),
+    out: Path | None = typer.Option(None, "--out", help="Write the scores (.json or .csv)."),
+) -> None:
+    """Score a rater: the 2x2 table, accuracy, binomial test and 95 % interval vs chance."""
+    from rich.table import Table
+
+    from synthmri.turing import format_p, score_answers
+
+    s = score_answers(answers, key)
+    table = Table(
+        title=f"visual Turing test ({s.n} answered"
+        + (f", {s.n_unanswered} unanswered)" if s.n_unanswered else ")"),
+        title_justify="left",
+    )
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for label, value in (
+        ("Real as Real", s.real_as_real),
+        ("Real as Synthetic", s.real_as_synthetic),
+        ("Synthetic as Real", s.synthetic_as_real),
+        ("Synthetic as Synthetic", s.synthetic_as_synthetic),
+    ):
+        table.add_row(label, str(value))
+    lo, hi = s.accuracy_ci
+    table.add_row("accuracy", f"{s.accuracy:.1%} (95 % CI {lo:.1%}-{hi:.1%})")
+    table.add_row("p (two-sided binomial vs 50 %)", format_p(s.p_value))
+    console.print(table)
+    verdict = (
+        "raters told real from synthetic better than chance"
+        if s.p_value < 0.05
+        else "no evidence that raters beat chance"
+    )
+    console.print(verdict)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        data = s.as_dict()
+        if out.suffix.lower() == ".csv":
+            with open(out, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["metric", "value"])
+                for k, v in data.items():
+                    writer.writerow([k, ";".join(map(str, v)) if isinstance(v, list) else v])
+        else:
+            out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        console.print(f"written: {out}")

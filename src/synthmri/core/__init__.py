@@ -1,0 +1,1 @@
+"""The small, stable core: plugin contract, data, recipes, pipeline. No model code."""

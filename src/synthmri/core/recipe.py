@@ -1,0 +1,391 @@
+"""Recipes: a whole study as data.
+
+A recipe is YAML read with ``yaml.safe_load``: names the registry resolves, no
+code. ``load_recipe`` parses it, applies ``--set key.path=value`` overrides,
+validates it against the schema below and every plugin's ``Params`` model, and
+reports errors with the YAML path and line. ``Recipe.to_yaml()`` gives the
+resolved recipe (every default and plugin param spelled out) that the run
+directory keeps, so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synthmri.core.errors import PluginError, RecipeError
+from synthmri.core.interfaces import TRAIN_ON, format_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitConfig(_Strict):
+    """How the real data is split; groups (patients, duplicates) never cross sides."""
+
+    val: float = Field(0.15, ge=0.0, lt=1.0, description="fraction of groups for validation")
+    test: float = Field(
+        0.2, gt=0.0, lt=1.0, description="fraction of groups for the real test part"
+    )
+    use_layout_split: bool = Field(
+        False, description="take the test part from the layout's Validation/Test folders"
+    )
+
+
+class DataConfig(_Strict):
+    """The real data: built-in phantoms, or a folder of images / volumes."""
+
+    source: Literal["auto", "phantoms", "folder"] = Field(
+        "auto", description="auto: a folder when `path` is set, else phantoms"
+    )
+    path: str | None = Field(None, description="folder of class folders, image+mask pairs or NIfTI")
+    layout: Literal["auto", "class_folders", "image_mask", "nifti"] = "auto"
+    size: int = Field(64, ge=16, le=1024, description="side length in pixels after preprocessing")
+    channel: int | None = Field(None, ge=0, description="take this channel (else luminance)")
+    crop_foreground: bool = Field(True, description="crop to the head's bounding box first")
+    classes: list[str] | None = Field(None, description="class folders to use, in label order")
+    on_bad_file: Literal["error", "skip"] = "error"
+    min_brain_fraction: float = Field(0.05, ge=0.0, le=1.0, description="NIfTI slice filter")
+    n: int = Field(600, ge=8, description="phantoms: number of slices")
+    contrast: str = Field("mixed", description="phantoms: t1, t2, flair or mixed")
+    tumor_fraction: float = Field(0.5, ge=0.0, le=1.0, description="phantoms: share with tumour")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @property
+    def uses_folder(self) -> bool:
+        """True when the data comes from ``path``."""
+        return self.source == "folder" or (self.source == "auto" and self.path is not None)
+
+    @model_validator(mode="after")
+    def _folder_needs_path(self) -> DataConfig:
+        if self.source == "folder" and not self.path:
+            raise ValueError("source 'folder' needs `path` (e.g. --set data.path=/my/images)")
+        return self
+
+
+class PluginEntry(_Strict):
+    """A plugin by name with its params (validated through the plugin's Params)."""
+
+    plugin: str
+    name: str | None = Field(None, description="label in results; defaults to the plugin name")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"plugin": value} if isinstance(value, str) else value
+
+    @property
+    def label(self) -> str:
+        """The name used in results, file names and stage keys."""
+        return self.name or self.plugin
+
+
+class GeneratorEntry(PluginEntry):
+    """A generator to train on the real train part."""
+
+    per_class: bool = Field(
+        True, description="one model per class; false needs a conditional generator"
+    )
+    classes: list[str] | None = Field(None, description="train for these classes only")
+    max_train_images: int | None = Field(
+        None, ge=1, description="train on a random subset of this many images per model"
+    )
+
+
+class Experiment(_Strict):
+    """Train models on real, synthetic or mixed data; test each on the real test part."""
+
+    name: str | None = None
+    task: Literal["classify", "segment"] = "classify"
+    models: list[PluginEntry]
+    train_on: list[Literal["real", "synthetic", "mixed"]] = Field(
+        default_factory=lambda: list(TRAIN_ON)
+    )
+    real_fraction: list[float] = Field(default_factory=lambda: [1.0])
+    synthetic_per_class: int = Field(200, ge=1)
+    generators: list[str] | None = Field(None, description="generator names (default: all)")
+
+    @field_validator("real_fraction")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0.0 < f <= 1.0 for f in value):
+            raise ValueError("each real_fraction must be in (0, 1]")
+        return value
+
+
+class Recipe(_Strict):
+    """A whole study."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    generators: list[GeneratorEntry] = Field(default_factory=list)
+    experiments: list[Experiment] = Field(default_factory=list)
+    evaluate: list[PluginEntry] = Field(default_factory=list)
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML (defaults included)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# ------------------------------------------------------------------ loading
+
+
+def recipes_dir() -> Path:
+    """The shipped recipes: ``synthmri/recipes`` in a wheel, ``recipes/`` in a clone."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "recipes", here.parent.parent / "recipes"):
+        if candidate.is_dir():
+            return candidate
+    return here / "recipes"
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """Name -> path of every shipped recipe."""
+    return {p.stem: p for p in sorted(recipes_dir().glob("*.yaml"))}
+
+
+def resolve_recipe_path(path_or_name: str | Path) -> Path:
+    """A recipe file path, or the path of the shipped recipe of that name."""
+    p = Path(path_or_name)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise RecipeError(f"{p}: recipe file not found")
+        return p
+    shipped = shipped_recipes()
+    if str(path_or_name) in shipped:
+        return shipped[str(path_or_name)]
+    close = difflib.get_close_matches(str(path_or_name), list(shipped), n=1)
+    raise RecipeError(
+        f"unknown recipe {str(path_or_name)!r}; shipped: {', '.join(shipped) or 'none'}",
+        hint=f"did you mean {close[0]!r}?" if close else "give a path to a .yaml file",
+    )
+
+
+def load_recipe(
+    path_or_name: str | Path, overrides: list[str] | None = None, *, check_plugins: bool = True
+) -> Recipe:
+    """Read, override, validate. Errors name the YAML path and line; exit code 2 in the CLI."""
+    path = resolve_recipe_path(path_or_name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: cannot read ({exc})") from None
+    return parse_recipe(text, source=str(path), overrides=overrides, check_plugins=check_plugins)
+
+
+def parse_recipe(
+    text: str,
+    source: str = "<recipe>",
+    overrides: list[str] | None = None,
+    *,
+    check_plugins: bool = True,
+) -> Recipe:
+    """Parse recipe YAML text (see ``load_recipe``)."""
+    try:
+        raw = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{where}: invalid YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping of keys (name, data, ...)")
+    for item in overrides or []:
+        apply_override(raw, item)
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(_located(exc, node, source)) from None
+    if check_plugins:
+        check_recipe_plugins(recipe, node, source)
+    return recipe
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b.c=value`` (value parsed as YAML; list positions as numbers)."""
+    if "=" not in item:
+        raise RecipeError(f"--set {item!r}: expected key.path=value")
+    key, value_text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        value = value_text
+    parts = key.strip().split(".")
+    target: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        target = _step(target, part, key, create=True, next_part=parts[i + 1])
+    last = parts[-1]
+    if isinstance(target, list):
+        target[_index(target, last, key)] = value
+    elif isinstance(target, dict):
+        target[last] = value
+    else:
+        raise RecipeError(f"--set {key}: {'.'.join(parts[:-1])} is not a section")
+
+
+def _index(seq: list[Any], part: str, key: str) -> int:
+    try:
+        i = int(part)
+        seq[i]
+        return i
+    except (ValueError, IndexError):
+        raise RecipeError(
+            f"--set {key}: {part!r} is not a position in a list of {len(seq)}"
+        ) from None
+
+
+def _step(target: Any, part: str, key: str, create: bool, next_part: str) -> Any:
+    if isinstance(target, list):
+        return target[_index(target, part, key)]
+    if isinstance(target, dict):
+        if part not in target or target[part] is None:
+            if not create:
+                raise RecipeError(f"--set {key}: no key {part!r}")
+            target[part] = {}
+        return target[part]
+    raise RecipeError(f"--set {key}: cannot descend into {part!r}")
+
+
+def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The YAML node at a pydantic error location (the deepest that exists)."""
+    best = node
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == str(part):
+                    nxt = k if part == loc[-1] else v
+                    break
+            if nxt is None:
+                return best
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return best
+            node = node.value[part]
+        else:
+            continue  # pydantic adds non-path parts (union tags); skip them
+        best = node
+    return best
+
+
+def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> str:
+    found = _node_at(node, loc)
+    return f":{found.start_mark.line + 1}" if found is not None else ""
+
+
+def _located(exc: ValidationError, node: yaml.Node | None, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc) or "<root>"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg += _close_key_hint(loc)
+        lines.append(f"{source}{_line(node, loc)}: {path}: {msg}")
+    return "\n".join(lines[:5])
+
+
+def _close_key_hint(loc: tuple[Any, ...]) -> str:
+    models: dict[str, type[BaseModel]] = {"data": DataConfig, "split": SplitConfig}
+    model: type[BaseModel] = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, str):
+            field = model.model_fields.get(part)
+            if part in models:
+                model = models[part]
+            elif field is not None and part in ("generators",):
+                model = GeneratorEntry
+            elif field is not None and part in ("experiments",):
+                model = Experiment
+            elif part in ("models", "evaluate"):
+                model = PluginEntry
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_recipe_plugins(recipe: Recipe, node: yaml.Node | None = None, source: str = "") -> None:
+    """Resolve every plugin name and validate its params; fill params with their defaults."""
+    from synthmri.core.plugins import get_plugin
+
+    where = source or "<recipe>"
+
+    def check(kind: str, entry: PluginEntry, loc: tuple[Any, ...]) -> type:
+        try:
+            cls = get_plugin(kind, entry.plugin)
+        except PluginError as exc:
+            raise RecipeError(
+                f"{where}{_line(node, (*loc, 'plugin'))}: "
+                f"{'.'.join(map(str, loc))}.plugin: {exc.message}",
+                hint=exc.hint,
+            ) from None
+        try:
+            params = cls.Params(**entry.params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            at = (*loc, "params", *first["loc"])
+            raise RecipeError(
+                f"{where}{_line(node, at)}: "
+                f"{format_validation_error(exc, '.'.join(map(str, (*loc, 'params'))))}",
+                hint=f"`synthmri plugins show {entry.plugin}` lists its params",
+            ) from None
+        entry.params = params.model_dump(mode="json")
+        return cls(params) if kind == "generator" else cls
+
+    labels: dict[str, Any] = {}
+    for i, gen in enumerate(recipe.generators):
+        cls = check("generator", gen, ("generators", i))  # an instance: flags follow params
+        if not gen.per_class and not cls.conditional:
+            raise RecipeError(
+                f"{where}{_line(node, ('generators', i, 'per_class'))}: generators.{i}.per_class: "
+                f"{gen.plugin!r} is not conditional, so it must be trained per class"
+            )
+        if gen.label in labels:
+            raise RecipeError(
+                f"{where}: generators.{i}: duplicate generator name {gen.label!r}",
+                hint="give each entry a distinct `name`",
+            )
+        labels[gen.label] = cls
+    for i, exp in enumerate(recipe.experiments):
+        kind = "classifier" if exp.task == "classify" else "segmenter"
+        names = set()
+        for j, model in enumerate(exp.models):
+            check(kind, model, ("experiments", i, "models", j))
+            if model.label in names:
+                raise RecipeError(
+                    f"{where}: experiments.{i}.models.{j}: duplicate name {model.label!r}"
+                )
+            names.add(model.label)
+        for g in exp.generators or []:
+            if g not in labels:
+                raise RecipeError(
+                    f"{where}{_line(node, ('experiments', i, 'generators'))}: "
+                    f"experiments.{i}.generators: unknown generator {g!r}; "
+                    f"the recipe has: {', '.join(sorted(labels)) or 'none'}"
+                )
+        if any(t != "real" for t in exp.train_on):
+            if not recipe.generators:
+                raise RecipeError(
+                    f"{where}{_line(node, ('experiments', i, 'train_on'))}: "
+                    f"experiments.{i}.train_on: synthetic or mixed training needs a generator"
+                )
+            maskless = [g for g in (exp.generators or labels) if not labels[g].emits_masks]
+            if exp.task == "segment" and maskless:
+                raise RecipeError(
+                    f"{where}{_line(node, ('experiments', i, 'generators'))}: "
+                    f"experiments.{i}: segmentation needs generators that emit masks; "
+                    f"{', '.join(maskless)} do not",
+                    hint="set `emits_masks: true` in their params, or list others in `generators`",
+                )
+    for i, ev in enumerate(recipe.evaluate):
+        check("evaluator", ev, ("evaluate", i))

@@ -1,0 +1,1 @@
+"""Built-in classifiers: torchvision ResNet / MobileNetV2 and the small brain_cnn."""

@@ -1,0 +1,242 @@
+"""What the built-in neural classifiers share: Params, ``fit`` through ``train_supervised``,
+``predict_proba`` through ``predict_batched``, and a ``state_dict`` that rebuilds the network.
+
+A subclass only says how to build its network (``build_network``), which of its params
+shape that network (``arch_fields``) and how to name it (``arch``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+from torch import nn
+
+from synthmri.core.data import Augment
+from synthmri.core.errors import DataError, PluginError
+from synthmri.core.interfaces import Classifier, ImageSet, StrictParams
+from synthmri.core.training import RunContext, predict_batched, train_supervised
+
+__all__ = ["ClassifierParams", "NeuralClassifier"]
+
+
+class ClassifierParams(StrictParams):
+    """Training params every built-in classifier accepts."""
+
+    epochs: int = Field(20, ge=1, description="maximum number of training epochs")
+    batch_size: int = Field(32, ge=2, description="images per training step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW, cosine decay)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    patience: int = Field(
+        5, ge=1, description="stop after this many epochs without a better validation score"
+    )
+    monitor: Literal["accuracy", "auc"] = Field(
+        "accuracy",
+        description="validation score for early stopping and picking the best epoch, ties "
+        "broken by the lower validation loss (auc falls back to accuracy when a class is "
+        "missing from the validation part)",
+    )
+    class_weights: bool = Field(
+        False, description="weight the loss by inverse class frequency of the training set"
+    )
+    augment: bool = Field(
+        True, description="random flip / rotation / scale / intensity on training batches"
+    )
+
+
+class NeuralClassifier(Classifier):
+    """A torch classifier trained with the shared supervised loop.
+
+    Subclasses set ``name``, ``description``, a nested ``Params``, ``arch_fields``
+    (the params that define the network; stored in ``state_dict``) and implement
+    ``build_network``.
+    """
+
+    Params: ClassVar[type[StrictParams]] = ClassifierParams  # type: ignore[assignment]
+    arch_fields: ClassVar[tuple[str, ...]] = ()
+    quick_params: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 8}
+
+    def __init__(self, params: BaseModel | Mapping[str, Any] | None = None) -> None:
+        super().__init__(params)
+        self._net: nn.Module | None = None
+        self._device = torch.device("cpu")
+        self.class_names: list[str] = []
+        self.size = 0
+        self.channels = 1
+        self.history: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ subclass hooks
+
+    def arch(self) -> str:
+        """A readable name of the network (e.g. ``resnet50``)."""
+        return self.name
+
+    def build_network(self, n_classes: int, channels: int, *, pretrained: bool) -> nn.Module:
+        """A fresh network taking ``[N, channels, H, W]`` in [0, 1] to ``n_classes`` logits.
+
+        ``pretrained`` is True in ``fit`` (load initial weights if the params ask for
+        them) and False when ``load_state_dict`` rebuilds a trained model.
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ training
+
+    def fit(self, train: ImageSet, val: ImageSet | None, run: RunContext) -> None:
+        """Train on ``train``; ``val`` (may be None) drives early stopping and the best epoch."""
+        x, y, names = self._training_data(train)
+        k = len(names)
+        self.class_names, self.size, self.channels = names, train.size, train.channels
+        net = self.build_network(k, self.channels, pretrained=True)
+        p = self.params
+        weight = None
+        if p.class_weights:
+            counts = torch.bincount(y, minlength=k).float()
+            weight = torch.where(counts > 0, len(y) / (k * counts.clamp(min=1)), 0.0)
+            weight = weight.to(run.device)
+        loss_fn = nn.CrossEntropyLoss(weight=weight)
+        augment = Augment(seed=run.seed + 7) if p.augment else None
+        val_x, val_y = self._validation_data(val, names, train)
+        if run.device.type == "cuda":  # keep the set on the GPU: no copy per step
+            x, y = x.to(run.device), y.to(run.device)
+        self.history = train_supervised(
+            net,
+            run,
+            train_x=x,
+            train_y=y,
+            loss_fn=loss_fn,
+            score_fn=self._score if val_x is not None else None,
+            val_x=val_x,
+            val_y=val_y,
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            lr=p.lr,
+            weight_decay=p.weight_decay,
+            patience=p.patience,
+            augment=augment,
+            description="train",
+        )
+        self._net = net.eval()
+        self._device = run.device
+
+    def _training_data(self, train: ImageSet) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        if len(train) == 0:
+            raise DataError(f"{self.name}: the training set is empty")
+        if train.labels is None:
+            raise DataError(
+                f"{self.name}: the training images have no labels",
+                hint="classifiers need class folders (or masks to derive tumor/normal from)",
+            )
+        names = list(train.class_names) or [str(i) for i in range(int(train.labels.max()) + 1)]
+        if len(names) < 2:
+            raise DataError(
+                f"{self.name}: need at least 2 classes to train a classifier, got {names}"
+            )
+        return train.images, train.labels, names
+
+    def _validation_data(
+        self, val: ImageSet | None, names: list[str], train: ImageSet
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if val is None or len(val) == 0 or val.labels is None:
+            return None, None
+        if val.class_names and val.class_names != names:
+            raise DataError(
+                f"{self.name}: validation classes {val.class_names} differ from "
+                f"training classes {names}"
+            )
+        if val.images.shape[1:] != train.images.shape[1:]:
+            raise DataError(
+                f"{self.name}: validation images {tuple(val.images.shape[1:])} differ from "
+                f"training images {tuple(train.images.shape[1:])}"
+            )
+        return val.images, val.labels
+
+    def _score(self, logits: torch.Tensor, target: torch.Tensor) -> float:
+        """Validation score: accuracy or ROC AUC (one-vs-rest macro), ties broken by the
+        lower validation cross-entropy (a term too small to outweigh one more right image)."""
+        logits, target = logits.float().cpu(), target.cpu()
+        tie_break = -1e-7 * min(float(F.cross_entropy(logits, target)), 10.0)
+        accuracy = float((logits.argmax(1) == target).float().mean())
+        k = logits.shape[1]
+        if self.params.monitor == "accuracy" or len(torch.unique(target)) < k:
+            return accuracy + tie_break  # AUC needs every class in the validation part
+        from sklearn.metrics import roc_auc_score
+
+        proba = torch.softmax(logits, 1).numpy()
+        y = target.numpy()
+        if k == 2:
+            return float(roc_auc_score(y, proba[:, 1])) + tie_break
+        return float(roc_auc_score(y, proba, multi_class="ovr", labels=list(range(k)))) + tie_break
+
+    # ------------------------------------------------------------ prediction
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax class probabilities ``[N, n_classes]`` (on the CPU)."""
+        if self._net is None:
+            raise PluginError(
+                f"{self.name}: the classifier is not trained",
+                hint="call fit() or load_state_dict() first",
+            )
+        if images.ndim != 4 or images.shape[1] != self.channels:
+            raise DataError(
+                f"{self.name}: expected images [N, {self.channels}, H, W], "
+                f"got {tuple(images.shape)}"
+            )
+        images = images.float()
+        if images.shape[-2:] != (self.size, self.size):
+            images = F.interpolate(
+                images, size=(self.size, self.size), mode="bilinear", antialias=True
+            )
+        if images.shape[0] == 0:
+            return torch.empty(0, len(self.class_names))
+        batch = max(64, 2 * self.params.batch_size)
+        logits = predict_batched(self._net, images, self._device, batch_size=batch)
+        return torch.softmax(logits.float(), dim=1)
+
+    # ------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Architecture, classes, image size and network weights (empty before ``fit``)."""
+        if self._net is None:
+            return {}
+        return {
+            "plugin": self.name,
+            "arch": self.arch(),
+            "config": {f: getattr(self.params, f) for f in self.arch_fields},
+            "n_classes": len(self.class_names),
+            "class_names": list(self.class_names),
+            "size": self.size,
+            "channels": self.channels,
+            "weights": {k: v.detach().cpu().clone() for k, v in self._net.state_dict().items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Rebuild the network from ``state`` and load its weights (on the CPU)."""
+        missing = [
+            key
+            for key in ("config", "class_names", "size", "channels", "weights")
+            if key not in state
+        ]
+        if missing:
+            raise DataError(
+                f"{self.name}: not a trained classifier state (missing {', '.join(missing)})"
+            )
+        if state.get("plugin", self.name) != self.name:
+            raise DataError(f"{self.name}: the state belongs to {state['plugin']!r}")
+        config = dict(state["config"])
+        if config:
+            self.params = type(self.params)(**{**self.params.model_dump(), **config})
+        self.class_names = list(state["class_names"])
+        self.size, self.channels = int(state["size"]), int(state["channels"])
+        net = self.build_network(len(self.class_names), self.channels, pretrained=False)
+        try:
+            net.load_state_dict(dict(state["weights"]))
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise DataError(
+                f"{self.name}: the saved weights do not fit {self.arch()}: {first}"
+            ) from None
+        self._net = net.eval()
+        self._device = torch.device("cpu")

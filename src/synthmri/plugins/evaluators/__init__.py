@@ -1,0 +1,1 @@
+"""Built-in evaluators: classification, intensity, segmentation, image quality, privacy."""

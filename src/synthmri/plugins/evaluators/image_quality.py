@@ -1,0 +1,456 @@
+"""Evaluator ``image_quality``: FID, KID, precision/recall, MS-SSIM diversity, intensities.
+
+Per generator and class, against the REAL TRAIN part of that class:
+
+- FID (Frechet distance of Gaussian fits to the features) and KID (unbiased MMD^2 with the
+  cubic polynomial kernel ``(x.y / d + 1)^3``, averaged over random subsets, with its
+  standard deviation), each beside its real floor: the same metric between the real train
+  and the real TEST part of that class (``fid_real_floor``, ``kid_real_floor``). A
+  synthetic FID of 1.4x the floor reads "1.4x as far as new real images are".
+- Improved precision and recall (Kynkaenniemi et al. 2019; k-NN radii, k = 3) on the same
+  features.
+- Diversity: mean MS-SSIM of random pairs within the synthetic and within the real images
+  (higher = less diverse; a collapsed generator approaches 1).
+- ``intensity_wasserstein``: 1-D Wasserstein distance of the pixel values, real train vs
+  synthetic.
+- ``memorized_fraction``: the ``privacy`` evaluator's rule (``privacy.find_memorized``).
+
+Features come from ``_features`` (``domain`` by default: a classifier trained on the real
+train part only). Nothing is fitted on the real test part.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from synthmri import hookimpl
+from synthmri.core.interfaces import EvalInputs, Evaluator, ImageSet
+from synthmri.core.training import RunContext
+from synthmri.plugins.evaluators._features import FeatureExtractor, FeatureParams, build_extractor
+from synthmri.plugins.evaluators.privacy import (
+    PrivacyEvaluator,
+    by_class,
+    find_memorized,
+    match_size,
+)
+
+__all__ = [
+    "ImageQualityEvaluator",
+    "candidate_metrics",
+    "floor_metrics",
+    "frechet_distance",
+    "intensity_wasserstein",
+    "kernel_inception_distance",
+    "ms_ssim_diversity",
+    "ms_ssim_settings",
+    "precision_recall",
+    "quality_metrics",
+]
+
+_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """FID between two feature sets ``[N, D]``: ``|mu_a - mu_b|^2 + Tr(Sa + Sb - 2 (Sa Sb)^1/2)``.
+
+    Float64 and robust for rank-deficient covariances (fewer images than dimensions). With
+    ``A``, ``B`` the centred features over ``sqrt(n - 1)``, ``Tr (Sa Sb)^1/2`` is the nuclear
+    norm of ``A B^T`` (an ``Na x Nb`` matrix: cheap when there are fewer images than
+    dimensions); otherwise it comes from the eigenvalues of the symmetric PSD matrix
+    ``Sa^1/2 Sb Sa^1/2`` (rounding noise below 0 clipped). Both are exact.
+    """
+    a, b = a.double(), b.double()
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        return math.nan
+    mean_term = float((a.mean(0) - b.mean(0)).pow(2).sum())
+    if a.shape[0] * b.shape[0] <= a.shape[1] ** 2:
+        value = mean_term + _trace_term_gram(a, b)
+    else:
+        value = mean_term + _trace_term_cov(a, b)
+    return max(value, 0.0)
+
+
+def _trace_term_gram(a: torch.Tensor, b: torch.Tensor) -> float:
+    ca = (a - a.mean(0)) / math.sqrt(a.shape[0] - 1)
+    cb = (b - b.mean(0)) / math.sqrt(b.shape[0] - 1)
+    nuclear = torch.linalg.svdvals(ca @ cb.T).sum()
+    return float(ca.pow(2).sum() + cb.pow(2).sum() - 2 * nuclear)
+
+
+def _trace_term_cov(a: torch.Tensor, b: torch.Tensor) -> float:
+    d = a.shape[1]
+    sa, sb = torch.cov(a.T).reshape(d, d), torch.cov(b.T).reshape(d, d)
+    w, v = torch.linalg.eigh(sa)
+    root_a = (v * w.clamp(min=0).sqrt()) @ v.T
+    m = root_a @ sb @ root_a
+    ev = torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0)
+    return float(sa.trace() + sb.trace() - 2 * ev.sqrt().sum())
+
+
+def _poly_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (x @ y.T / x.shape[1] + 1) ** 3
+
+
+def _mmd2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return _mmd2_unbiased(_poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y))
+
+
+def _mmd2_unbiased(kxx: torch.Tensor, kyy: torch.Tensor, kxy: torch.Tensor) -> torch.Tensor:
+    m, n = kxx.shape[0], kyy.shape[0]
+    sxx = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+    syy = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+    return sxx + syy - 2 * kxy.mean()
+
+
+def kernel_inception_distance(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """KID (mean, std) between feature sets: unbiased MMD^2, cubic polynomial kernel.
+
+    ``subsets`` random subsets of ``min(subset_size, len(a), len(b))`` items from each set
+    (drawn without replacement within a subset, seeded); with one subset covering both
+    sets the value is the plain unbiased MMD^2 (std 0). The kernel matrices are computed
+    once and indexed per subset when they fit in memory.
+    """
+    a, b = a.double(), b.double()
+    m = min(subset_size, a.shape[0], b.shape[0])
+    if m < 2:
+        return math.nan, math.nan
+    if m == a.shape[0] == b.shape[0]:
+        return float(
+            _mmd2_unbiased(_poly_kernel(a, a), _poly_kernel(b, b), _poly_kernel(a, b))
+        ), 0.0
+    g = torch.Generator().manual_seed(seed)
+    whole = (a.shape[0] + b.shape[0]) ** 2 <= 16_000_000
+    if whole:
+        kaa, kbb, kab = _poly_kernel(a, a), _poly_kernel(b, b), _poly_kernel(a, b)
+    values = []
+    for _ in range(subsets):
+        ia = torch.randperm(a.shape[0], generator=g)[:m]
+        ib = torch.randperm(b.shape[0], generator=g)[:m]
+        if whole:
+            values.append(_mmd2_unbiased(kaa[ia][:, ia], kbb[ib][:, ib], kab[ia][:, ib]))
+        else:
+            values.append(
+                _mmd2_unbiased(_poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y))
+            )
+    t = torch.stack(values)
+    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaenniemi et al. 2019) of ``fake`` against ``real``.
+
+    Each set's manifold is the union of balls around its points with radius the distance to
+    the point's k-th nearest neighbour in its own set. Precision = share of fake points inside
+    the real manifold; recall = share of real points inside the fake manifold.
+    """
+    real, fake = real.double(), fake.double()
+    if real.shape[0] <= k or fake.shape[0] <= k:
+        return math.nan, math.nan
+
+    def radii(x: torch.Tensor) -> torch.Tensor:
+        d = torch.cdist(x, x)
+        return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
+
+    r_real, r_fake = radii(real), radii(fake)
+    d = torch.cdist(fake, real)  # [n_fake, n_real]
+    precision = (d <= r_real[None, :]).any(dim=1).double().mean()
+    recall = (r_fake[None, :] >= d.T).any(dim=1).double().mean()
+    return float(precision), float(recall)
+
+
+def ms_ssim_settings(size: int) -> tuple[int, tuple[float, ...]]:
+    """(kernel size, weights) of MS-SSIM that work for images of ``size`` px.
+
+    The most scales (up to 5) for which MONAI's size check passes and the coarsest scale is
+    still at least one window wide; the standard weights of those scales, renormalised.
+    """
+    kernel = 11 if size >= 128 else 7
+    for k in (kernel, 5, 3):
+        for scales in range(5, 1, -1):
+            div = max(1, scales - 1) ** 2
+            if size // div > k - 1 and size // 2 ** (scales - 1) >= k:
+                w = _MS_SSIM_WEIGHTS[:scales]
+                total = sum(w)
+                return k, tuple(x / total for x in w)
+    raise ValueError(f"images of {size} px are too small for MS-SSIM")
+
+
+def ms_ssim_diversity(
+    images: torch.Tensor, pairs: int = 200, seed: int = 0, device: torch.device | str = "cpu"
+) -> float:
+    """Mean MS-SSIM of ``pairs`` random pairs of distinct images (fixed seed); higher = less
+    diverse. MONAI's ``MultiScaleSSIMMetric`` with a window and scales sized to the images."""
+    from monai.metrics import MultiScaleSSIMMetric
+
+    n = images.shape[0]
+    if n < 2:
+        return math.nan
+    g = torch.Generator().manual_seed(seed)
+    i = torch.randint(0, n, (pairs,), generator=g)
+    j = (i + torch.randint(1, n, (pairs,), generator=g)) % n  # j != i
+    kernel, weights = ms_ssim_settings(images.shape[-1])
+    metric = MultiScaleSSIMMetric(
+        spatial_dims=2, data_range=1.0, kernel_size=kernel, weights=weights, reduction="none"
+    )
+    x = images.float().clamp(0, 1).to(device)
+    values = []
+    for s in range(0, pairs, 256):
+        values.append(metric(x[i[s : s + 256]], x[j[s : s + 256]]).reshape(-1).cpu())
+    return float(torch.cat(values).mean())
+
+
+def intensity_wasserstein(
+    a: torch.Tensor, b: torch.Tensor, max_pixels: int = 200_000, seed: int = 0
+) -> float:
+    """1-D Wasserstein distance between the pixel values of two image sets (seeded subsample)."""
+    from scipy.stats import wasserstein_distance
+
+    g = torch.Generator().manual_seed(seed)
+
+    def sample(x: torch.Tensor) -> np.ndarray:
+        flat = x.float().reshape(-1)
+        if flat.numel() > max_pixels:
+            flat = flat[torch.randint(0, flat.numel(), (max_pixels,), generator=g)]
+        return flat.numpy()
+
+    if a.numel() == 0 or b.numel() == 0:
+        return math.nan
+    return float(wasserstein_distance(sample(a), sample(b)))
+
+
+def _num(v: float) -> float | None:
+    return round(float(v), 6) if v is not None and math.isfinite(float(v)) else None
+
+
+def floor_metrics(
+    reference: torch.Tensor,
+    holdout: torch.Tensor,
+    *,
+    ref_features: torch.Tensor | None,
+    holdout_features: torch.Tensor | None,
+    ms_ssim_pairs: int = 200,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """The real floors (reference vs other real images of the class) and real diversity."""
+    row: dict[str, Any] = {"fid_real_floor": None, "kid_real_floor": None}
+    if ref_features is not None and holdout_features is not None and len(holdout_features):
+        row["fid_real_floor"] = _num(frechet_distance(ref_features, holdout_features))
+        kid = kernel_inception_distance(
+            ref_features, holdout_features, kid_subsets, kid_subset_size, seed
+        )[0]
+        row["kid_real_floor"] = _num(kid)
+    row["ms_ssim_real"] = _num(ms_ssim_diversity(reference, ms_ssim_pairs, seed, device))
+    return row
+
+
+def candidate_metrics(
+    reference: torch.Tensor,
+    candidate: torch.Tensor,
+    *,
+    ref_features: torch.Tensor | None,
+    cand_features: torch.Tensor | None,
+    ms_ssim_pairs: int = 200,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    k: int = 3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """FID, KID, precision/recall, diversity and intensity distance of ``candidate`` images
+    against ``reference`` real images (feature numbers None without features)."""
+    row: dict[str, Any] = dict.fromkeys(("fid", "kid", "kid_std", "precision", "recall"))
+    if ref_features is not None and cand_features is not None:
+        row["fid"] = _num(frechet_distance(ref_features, cand_features))
+        kid, kid_std = kernel_inception_distance(
+            ref_features, cand_features, kid_subsets, kid_subset_size, seed
+        )
+        row["kid"], row["kid_std"] = _num(kid), _num(kid_std)
+        p, r = precision_recall(ref_features, cand_features, k)
+        row["precision"], row["recall"] = _num(p), _num(r)
+    row["ms_ssim_synthetic"] = _num(ms_ssim_diversity(candidate, ms_ssim_pairs, seed, device))
+    row["intensity_wasserstein"] = _num(intensity_wasserstein(reference, candidate, seed=seed))
+    return row
+
+
+def quality_metrics(
+    reference: torch.Tensor,
+    candidate: torch.Tensor,
+    holdout: torch.Tensor,
+    *,
+    ref_features: torch.Tensor | None,
+    cand_features: torch.Tensor | None,
+    holdout_features: torch.Tensor | None,
+    ms_ssim_pairs: int = 200,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    k: int = 3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """``candidate_metrics`` and ``floor_metrics`` in one dict.
+
+    ``holdout`` (other real images of the same class) gives the real floors; feature-based
+    numbers are None without features (inception weights absent). Undefined values (too
+    few images) are None.
+    """
+    common = {
+        "ms_ssim_pairs": ms_ssim_pairs,
+        "kid_subsets": kid_subsets,
+        "kid_subset_size": kid_subset_size,
+        "seed": seed,
+        "device": device,
+    }
+    row = candidate_metrics(
+        reference, candidate, ref_features=ref_features, cand_features=cand_features, k=k, **common
+    )
+    row.update(
+        floor_metrics(
+            reference,
+            holdout,
+            ref_features=ref_features,
+            holdout_features=holdout_features,
+            **common,
+        )
+    )
+    return row
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+
+class ImageQualityEvaluator(Evaluator):
+    """FID/KID with real floors, precision/recall, MS-SSIM diversity, memorisation."""
+
+    name: ClassVar[str] = "image_quality"
+    description: ClassVar[str] = (
+        "FID/KID beside the real floor, precision/recall, MS-SSIM diversity, memorisation"
+    )
+    requires: ClassVar[tuple[str, ...]] = ("synthetic",)
+
+    class Params(FeatureParams):
+        """Params of the image quality evaluator."""
+
+        ms_ssim_pairs: int = Field(200, ge=1, description="random pairs for MS-SSIM diversity")
+        kid_subsets: int = Field(100, ge=1, description="random subsets KID is averaged over")
+        kid_subset_size: int = Field(1000, ge=2, description="items per KID subset (at most)")
+        k: int = Field(3, ge=1, description="k of the k-NN radii of precision and recall")
+
+    def evaluate(self, inputs: EvalInputs, run: RunContext) -> dict[str, list[dict[str, Any]]]:
+        """One row per generator and class (section ``image_quality``)."""
+        p = self.params
+        train, test = inputs.train, inputs.test
+        extractor = build_extractor(p, train, run, seed=inputs.seed)
+        if extractor is None:
+            run.note(f"image_quality: no rows ({p.features} features unavailable)")
+            return {"image_quality": []}
+        train_f, test_f = extractor(train.images), extractor(test.images)
+        privacy = PrivacyEvaluator.Params()
+        common = {
+            "ms_ssim_pairs": p.ms_ssim_pairs,
+            "kid_subsets": p.kid_subsets,
+            "kid_subset_size": p.kid_subset_size,
+            "seed": inputs.seed,
+            "device": run.device,
+        }
+        floors: dict[str, dict[str, Any]] = {}
+        rows: list[dict[str, Any]] = []
+        for gen, syn in inputs.synthetic.items():
+            if len(syn) == 0:
+                continue
+            syn_images = match_size(syn.images, train.size)
+            syn_f = extractor(syn_images)
+            mem = find_memorized(
+                syn_images,
+                train.images,
+                synthetic_features=syn_f,
+                train_features=train_f,
+                reference_features=test_f,
+                ssim_threshold=privacy.ssim_threshold,
+                ratio_threshold=privacy.ratio_threshold,
+                reference_percentile=privacy.reference_percentile,
+                max_pairs=privacy.max_pairs,
+                device=run.device,
+            )
+            for cname, sidx in by_class(syn):
+                ridx = _same_class(train, cname)
+                if cname not in floors:
+                    hidx = _same_class(test, cname)
+                    floors[cname] = floor_metrics(
+                        train.images[ridx],
+                        test.images[hidx],
+                        ref_features=train_f[ridx],
+                        holdout_features=test_f[hidx],
+                        **common,
+                    )
+                metrics = candidate_metrics(
+                    train.images[ridx],
+                    syn_images[sidx],
+                    ref_features=train_f[ridx],
+                    cand_features=syn_f[sidx],
+                    k=p.k,
+                    **common,
+                )
+                metrics.update(floors[cname])
+                rows.append(
+                    _row(gen, cname, extractor, metrics, mem.memorized[sidx], len(sidx), len(ridx))
+                )
+        return {"image_quality": rows}
+
+
+def _row(
+    gen: str,
+    cname: str,
+    extractor: FeatureExtractor,
+    metrics: dict[str, Any],
+    memorized: torch.Tensor,
+    n_syn: int,
+    n_real: int,
+) -> dict[str, Any]:
+    keys = ("fid", "kid", "kid_std", "fid_real_floor", "kid_real_floor")
+    row: dict[str, Any] = {"generator": gen, "class": cname}
+    row.update({k: metrics[k] for k in keys})
+    row["features"] = extractor.name
+    for key in (
+        "ms_ssim_synthetic",
+        "ms_ssim_real",
+        "precision",
+        "recall",
+        "intensity_wasserstein",
+    ):
+        row[key] = metrics[key]
+    row["memorized_fraction"] = _num(float(memorized.float().mean())) if n_syn else None
+    row["n_synthetic"], row["n_real"] = n_syn, n_real
+    return row
+
+
+def _same_class(data: ImageSet, cname: str) -> torch.Tensor:
+    """Indices of ``data`` in class ``cname`` (all items when unlabelled or class unknown)."""
+    if data.labels is None or cname == "all":
+        return torch.arange(len(data))
+    lowered = [c.lower() for c in data.class_names]
+    if cname.lower() not in lowered:
+        return torch.arange(len(data))
+    return (data.labels == lowered.index(cname.lower())).nonzero().reshape(-1)
+
+
+@hookimpl
+def synthmri_register_evaluators(register: Any) -> None:
+    """Register the image quality evaluator."""
+    register(ImageQualityEvaluator)

@@ -1,0 +1,301 @@
+"""MONAI UNet and Attention UNet tumour segmenters on the shared supervised loop.
+
+Both train with ``DiceCELoss(sigmoid=True)``, AdamW, a cosine schedule and early
+stopping on the validation Dice (``core.training.train_supervised``), with the
+same random geometry applied to image and mask (``core.data.Augment``).
+``predict`` returns sigmoid probabilities ``[N, 1, H, W]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+
+from synthmri import hookimpl
+from synthmri.core.errors import ConfigError, DataError, PluginError
+from synthmri.core.interfaces import ImageSet, Segmenter, StrictParams
+from synthmri.core.training import RunContext, predict_batched, train_supervised
+
+__all__ = ["AttentionUNetSegmenter", "MonaiSegmenter", "UNetSegmenter", "batch_dice"]
+
+
+def batch_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image Dice of binary masks ``[N, 1, H, W]``; an empty prediction on an empty
+    mask scores 1 (it is correct), anything on an empty mask 0."""
+    p = pred.flatten(1).float()
+    t = target.flatten(1).float()
+    inter = (p * t).sum(1)
+    denom = p.sum(1) + t.sum(1)
+    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1e-12), torch.ones_like(denom))
+
+
+class _BaseParams(StrictParams):
+    """Training parameters shared by the MONAI segmenters."""
+
+    epochs: int = Field(30, ge=1, description="maximum training epochs")
+    batch_size: int = Field(16, ge=1, description="images per training step")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (cosine-annealed)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    patience: int = Field(
+        8, ge=1, description="epochs without better validation Dice before stopping"
+    )
+    augment: bool = Field(
+        True, description="random flip/rotation/scale (same on image and mask) and intensity"
+    )
+    channels: list[int] = Field(
+        default_factory=lambda: [16, 32, 64, 128, 256],
+        description="feature channels per level (encoder to bottleneck)",
+    )
+    strides: list[int] = Field(
+        default_factory=lambda: [2, 2, 2, 2],
+        description="down-sampling stride between levels (one fewer than channels)",
+    )
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="probability threshold for the validation Dice"
+    )
+
+    @field_validator("channels", "strides")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError("every entry must be >= 1")
+        return value
+
+    @model_validator(mode="after")
+    def _levels(self) -> _BaseParams:
+        if len(self.channels) < 2:
+            raise ValueError("channels needs at least 2 levels")
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError(
+                f"strides needs {len(self.channels) - 1} entries (one fewer than channels), "
+                f"got {len(self.strides)}"
+            )
+        return self
+
+
+class MonaiSegmenter(Segmenter):
+    """Shared base: config, size checks, training, prediction and checkpoints.
+
+    A subclass sets ``name``/``description``/``Params`` and implements
+    ``_network_config`` (the architecture part of the params) and ``_build``.
+    """
+
+    Params: ClassVar[type[_BaseParams]] = _BaseParams  # type: ignore[assignment]
+    predict_batch_size: ClassVar[int] = 64
+    quick_params: ClassVar[dict[str, Any]] = {
+        "epochs": 1,
+        "batch_size": 8,
+        "channels": [8, 16, 32],
+        "strides": [2, 2],
+    }  # small and fast, for synthmri.testing.check_segmenter
+
+    def __init__(self, params: Any = None) -> None:
+        super().__init__(params)
+        self.net: nn.Module | None = None
+        self.config: dict[str, Any] = {}
+        self.device = torch.device("cpu")
+        self.history: dict[str, Any] = {}
+
+    # -- architecture (per subclass)
+    def _network_config(self) -> dict[str, Any]:
+        """The params that define the network (kept in the checkpoint)."""
+        return {"channels": list(self.params.channels), "strides": list(self.params.strides)}
+
+    @staticmethod
+    def _build(in_channels: int, net: Mapping[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    # -- checks
+    def _check_images(self, images: torch.Tensor, strides: list[int], what: str) -> None:
+        if images.ndim != 4:
+            raise DataError(f"{self.name}: {what} must be [N, C, H, W], got {tuple(images.shape)}")
+        h, w = int(images.shape[-2]), int(images.shape[-1])
+        factor = math.prod(strides)
+        if h % factor or w % factor:
+            raise ConfigError(
+                f"{self.name}: image size {h}x{w} is not divisible by {factor}, "
+                f"the product of strides {list(strides)}",
+                hint=f"use a data.size that is a multiple of {factor} (32..256 are supported), "
+                "or fewer/smaller strides",
+            )
+
+    # -- training
+    def fit(self, train: ImageSet, val: ImageSet | None, run: RunContext) -> None:
+        """Train on image + mask pairs; early stopping on the Dice of ``val`` (with masks)."""
+        from monai.losses import DiceCELoss
+
+        from synthmri.core.data import Augment
+
+        p = self.params
+        if train.masks is None:
+            raise DataError(
+                f"{self.name}: the training data has no masks",
+                hint="use an image+mask layout, or a generator with emits_masks: true",
+            )
+        if len(train) == 0:
+            raise DataError(f"{self.name}: no training images")
+        self._check_images(train.images, p.strides, "training images")
+        self.config = {
+            "arch": self.name,
+            "in_channels": train.channels,
+            "size": train.size,
+            "threshold": p.threshold,
+            "net": self._network_config(),
+        }
+        self.device = run.device
+        self.net = self._build(train.channels, self.config["net"])
+        dice_ce = DiceCELoss(sigmoid=True)
+        logit_threshold = math.log(p.threshold / (1 - p.threshold))
+
+        def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return dice_ce(out.float(), target)
+
+        def score_fn(out: torch.Tensor, target: torch.Tensor) -> float:
+            # mean per-image Dice over all val slices; empty-on-empty counts as 1
+            return float(batch_dice(out > logit_threshold, target > 0.5).mean())
+
+        has_val = val is not None and val.masks is not None and len(val) > 0
+        val_x = val.images.to(run.device) if has_val else None  # type: ignore[union-attr]
+        val_y = val.masks if has_val else None  # type: ignore[union-attr]
+        if not has_val:
+            run.note(f"{self.name}: no validation masks; training all {p.epochs} epochs")
+        # small sets: keep the training tensors on the device so batches need no copies
+        self.history = train_supervised(
+            self.net,
+            run,
+            train_x=train.images.to(run.device),
+            train_y=train.masks.to(run.device),
+            loss_fn=loss_fn,
+            score_fn=score_fn,
+            val_x=val_x,
+            val_y=val_y,
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            lr=p.lr,
+            weight_decay=p.weight_decay,
+            patience=p.patience,
+            augment=Augment(seed=run.seed) if p.augment else None,
+            augment_target=True,
+            description=self.name,
+        )
+        run.log(
+            best_epoch=self.history.get("best_epoch", 0),
+            epochs_run=self.history.get("epochs_run", 0),
+        )
+
+    # -- inference
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Tumour probabilities ``[N, 1, H, W]`` in [0, 1] (sigmoid), on the CPU."""
+        if self.net is None:
+            raise PluginError(f"{self.name}: predict called before fit or load_state_dict")
+        self._check_images(images, self.config["net"]["strides"], "images")
+        if images.shape[1] != self.config["in_channels"]:
+            raise DataError(
+                f"{self.name}: trained on {self.config['in_channels']}-channel images, "
+                f"got {images.shape[1]} channels"
+            )
+        net = self.net
+        return predict_batched(
+            net,
+            images.float(),
+            self.device,
+            batch_size=self.predict_batch_size,
+            fn=lambda x: torch.sigmoid(net(x).float()),
+        )
+
+    # -- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Config (architecture, input channels, size, threshold) and weights."""
+        if self.net is None:
+            raise PluginError(f"{self.name}: nothing to save before fit")
+        weights = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        return {"config": dict(self.config), "weights": weights}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Rebuild the network from the saved config and restore its weights (on the CPU)."""
+        config = dict(state.get("config", {}))
+        if config.get("arch") != self.name:
+            raise PluginError(
+                f"{self.name}: checkpoint is for {config.get('arch')!r}, not {self.name!r}"
+            )
+        net = self._build(int(config["in_channels"]), config["net"])
+        net.load_state_dict(state["weights"])
+        net.eval()
+        self.config, self.net, self.device = config, net, torch.device("cpu")
+        self.params = self.params.model_copy(
+            update={**config["net"], "threshold": config["threshold"]}
+        )
+
+
+class UNetSegmenter(MonaiSegmenter):
+    """MONAI residual UNet."""
+
+    name: ClassVar[str] = "unet"
+    description: ClassVar[str] = "MONAI residual UNet (DiceCE loss, paired augmentation)"
+
+    class Params(_BaseParams):
+        """UNet parameters."""
+
+        num_res_units: int = Field(2, ge=0, description="residual units per level (0: plain)")
+        dropout: float = Field(0.0, ge=0, lt=1, description="dropout in every unit")
+
+    def _network_config(self) -> dict[str, Any]:
+        return {
+            **super()._network_config(),
+            "num_res_units": self.params.num_res_units,
+            "dropout": self.params.dropout,
+        }
+
+    @staticmethod
+    def _build(in_channels: int, net: Mapping[str, Any]) -> nn.Module:
+        from monai.networks.nets import UNet
+
+        return UNet(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=1,
+            channels=tuple(net["channels"]),
+            strides=tuple(net["strides"]),
+            num_res_units=int(net["num_res_units"]),
+            dropout=float(net["dropout"]),
+        )
+
+
+class AttentionUNetSegmenter(MonaiSegmenter):
+    """MONAI Attention UNet."""
+
+    name: ClassVar[str] = "attention_unet"
+    description: ClassVar[str] = "MONAI Attention UNet (attention-gated skips, DiceCE loss)"
+
+    class Params(_BaseParams):
+        """Attention UNet parameters."""
+
+        dropout: float = Field(0.0, ge=0, lt=1, description="dropout in every block")
+
+    def _network_config(self) -> dict[str, Any]:
+        return {**super()._network_config(), "dropout": self.params.dropout}
+
+    @staticmethod
+    def _build(in_channels: int, net: Mapping[str, Any]) -> nn.Module:
+        from monai.networks.nets import AttentionUnet
+
+        return AttentionUnet(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=1,
+            channels=tuple(net["channels"]),
+            strides=tuple(net["strides"]),
+            dropout=float(net["dropout"]),
+        )
+
+
+@hookimpl
+def synthmri_register_segmenters(register: Any) -> None:
+    """Register the built-in segmenters."""
+    register(UNetSegmenter)
+    register(AttentionUNetSegmenter)

@@ -1,0 +1,190 @@
+"""Conformance checks plugin authors run on their plugins.
+
+::
+
+    from synthmri.testing import check_generator
+    def test_my_generator():
+        check_generator(MyGenerator)
+
+Each check trains the plugin briefly on 32 px phantoms and asserts the
+contract of DESIGN.md: shapes, dtype, range, determinism for a seed, a
+``state_dict`` that survives ``torch.save`` / ``torch.load(weights_only=True)``,
+labels honoured when conditional, masks when the plugin says it emits them,
+and a clear error for bad params. A plugin makes its check fast through the
+class attribute ``quick_params`` (e.g. ``{"iterations": 5}``), which the checks
+use unless ``params`` is given.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from synthmri.core.errors import PluginError
+from synthmri.core.interfaces import (
+    Classifier,
+    Generator,
+    ImageSet,
+    Plugin,
+    Segmenter,
+    StrictParams,
+)
+from synthmri.core.training import RunContext
+
+__all__ = ["check_classifier", "check_generator", "check_segmenter", "phantom_set"]
+
+
+def phantom_set(n: int = 16, size: int = 32, seed: int = 0) -> ImageSet:
+    """A small labelled phantom set with masks (half with tumours)."""
+    from synthmri.core.phantoms import make_phantoms
+
+    return make_phantoms(n, size, seed=seed)
+
+
+def _check_declaration(cls: type[Plugin], base: type[Plugin]) -> None:
+    assert isinstance(cls, type) and issubclass(cls, base), f"{cls!r} must subclass {base.__name__}"
+    assert isinstance(cls.name, str) and cls.name, f"{cls.__name__} needs a `name`"
+    assert cls.name == cls.name.strip() and " " not in cls.name, "`name` must have no spaces"
+    assert isinstance(cls.description, str) and cls.description.strip(), (
+        f"{cls.__name__} needs a one-line `description`"
+    )
+    assert "\n" not in cls.description.strip(), "`description` must be one line"
+    assert issubclass(cls.Params, BaseModel), "`Params` must be a pydantic model"
+    assert (
+        issubclass(cls.Params, StrictParams) or cls.Params.model_config.get("extra") == "forbid"
+    ), "`Params` must forbid unknown keys (derive from synthmri.StrictParams)"
+    cls.Params()  # every param has a default
+    for field, spec in cls.Params.model_fields.items():
+        assert spec.description or field in _documented(cls.Params), (
+            f"{cls.__name__}.Params.{field} needs a description (Field(..., description=...))"
+        )
+    try:
+        cls({"no_such_param_xyz": 1})
+    except PluginError as exc:
+        assert "no_such_param_xyz" in str(exc), "the error must name the bad key"
+    else:
+        raise AssertionError("an unknown param must raise PluginError")
+
+
+def _documented(model: type[BaseModel]) -> set[str]:
+    """Fields documented in the class docstring instead of Field descriptions."""
+    doc = model.__doc__ or ""
+    return {f for f in model.model_fields if f"{f}:" in doc or f"``{f}``" in doc}
+
+
+def _params(cls: type[Plugin], params: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(params if params is not None else getattr(cls, "quick_params", {}))
+
+
+def _round_trip(model: Plugin) -> dict[str, Any]:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _check_images(images: torch.Tensor, n: int, channels: int, size: int, what: str) -> None:
+    assert isinstance(images, torch.Tensor), f"{what} must be a tensor"
+    assert tuple(images.shape) == (n, channels, size, size), (
+        f"{what} has shape {tuple(images.shape)}, expected {(n, channels, size, size)}"
+    )
+    assert images.dtype == torch.float32, f"{what} must be float32, is {images.dtype}"
+    assert torch.isfinite(images).all(), f"{what} has NaN or inf"
+    assert images.min() >= 0.0 and images.max() <= 1.0, f"{what} must lie in [0, 1]"
+
+
+def check_generator(
+    cls: type[Generator],
+    params: Mapping[str, Any] | None = None,
+    *,
+    size: int = 32,
+    n_train: int = 16,
+) -> None:
+    """Assert that ``cls`` honours the Generator contract (raises AssertionError if not)."""
+    _check_declaration(cls, Generator)
+    p = _params(cls, params)
+    data = phantom_set(n_train, size)
+    model = cls(p)
+    train = data if model.conditional else data.of_class("tumor")
+    model.fit(train, RunContext(seed=0))
+    n = 5
+    label = 1 if model.conditional else None
+    out = model.sample(n, label=label, seed=3)
+    assert isinstance(out, ImageSet), "sample() must return an ImageSet"
+    _check_images(out.images, n, 1, size, "sample().images")
+    again = model.sample(n, label=label, seed=3)
+    assert torch.equal(out.images, again.images), "sample() must be deterministic for a seed"
+    if model.conditional:
+        assert out.labels is not None and bool((out.labels == 1).all()), (
+            "a conditional generator must return labels equal to the asked label"
+        )
+        other = model.sample(n, label=0, seed=3)
+        assert other.labels is not None and bool((other.labels == 0).all())
+    if model.emits_masks:
+        assert out.masks is not None, "emits_masks generators must return masks"
+        assert tuple(out.masks.shape) == (n, 1, size, size), "masks must be [N, 1, H, W]"
+        assert bool(((out.masks == 0) | (out.masks == 1)).all()), "masks must be binary"
+    restored = cls(p)
+    restored.load_state_dict(_round_trip(model))
+    same = restored.sample(n, label=label, seed=3)
+    assert torch.allclose(same.images, out.images, atol=1e-5), (
+        "a generator restored from state_dict must sample the same images"
+    )
+
+
+def _fit_supervised(
+    cls: type[Plugin], base: type[Plugin], params: Mapping[str, Any] | None, size: int, n: int
+) -> tuple[Any, ImageSet, ImageSet]:
+    _check_declaration(cls, base)
+    p = _params(cls, params)
+    train = phantom_set(n, size, seed=0)
+    val = phantom_set(max(8, n // 4), size, seed=1)
+    model = cls(p)
+    model.fit(train, val, RunContext(seed=0))
+    return model, val, p  # type: ignore[return-value]
+
+
+def check_classifier(
+    cls: type[Classifier],
+    params: Mapping[str, Any] | None = None,
+    *,
+    size: int = 32,
+    n_train: int = 24,
+) -> None:
+    """Assert that ``cls`` honours the Classifier contract (raises AssertionError if not)."""
+    model, val, p = _fit_supervised(cls, Classifier, params, size, n_train)
+    proba = model.predict_proba(val.images)
+    n = len(val)
+    assert isinstance(proba, torch.Tensor) and tuple(proba.shape) == (n, 2), (
+        f"predict_proba must be [N, n_classes], got {tuple(getattr(proba, 'shape', ()))}"
+    )
+    assert torch.isfinite(proba).all() and proba.min() >= 0 and proba.max() <= 1
+    assert torch.allclose(proba.sum(1), torch.ones(n), atol=1e-4), "probabilities must sum to 1"
+    assert torch.equal(model.predict(val.images), proba.argmax(1))
+    restored = cls(p)
+    restored.load_state_dict(_round_trip(model))
+    assert torch.allclose(restored.predict_proba(val.images), proba, atol=1e-5), (
+        "a classifier restored from state_dict must predict the same"
+    )
+
+
+def check_segmenter(
+    cls: type[Segmenter],
+    params: Mapping[str, Any] | None = None,
+    *,
+    size: int = 32,
+    n_train: int = 24,
+) -> None:
+    """Assert that ``cls`` honours the Segmenter contract (raises AssertionError if not)."""
+    model, val, p = _fit_supervised(cls, Segmenter, params, size, n_train)
+    pred = model.predict(val.images)
+    _check_images(pred, len(val), 1, size, "predict()")
+    restored = cls(p)
+    restored.load_state_dict(_round_trip(model))
+    assert torch.allclose(restored.predict(val.images), pred, atol=1e-5), (
+        "a segmenter restored from state_dict must predict the same"
+    )
