@@ -397,6 +397,18 @@ def test_nifti_volumes_with_and_without_masks(tmp_path: Path) -> None:
     assert load_images(flat, size=16).data.labels is None
 
 
+def test_nifti_orientation_follows_the_affine(tmp_path: Path) -> None:
+    vol, _ = _volume(3)
+    (tmp_path / "ras").mkdir()
+    (tmp_path / "las").mkdir()
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "ras" / "v.nii.gz")
+    flipped = np.ascontiguousarray(vol[::-1])  # x stored right-to-left, said so by the affine
+    nib.save(nib.Nifti1Image(flipped, np.diag([-1.0, 1, 1, 1])), tmp_path / "las" / "v.nii.gz")
+    a = load_images(tmp_path / "ras", size=32).data.images
+    b = load_images(tmp_path / "las", size=32).data.images
+    assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_nifti_mask_shape_mismatch(tmp_path: Path) -> None:
     vol, _ = _volume(0)
     nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "a.nii.gz")
@@ -588,6 +600,13 @@ def test_lgg_image_mask_layout() -> None:
     assert len({g.split("+")[0] for g in data.groups}) == 8 and len(set(data.groups)) == 8
     assert data.masks is not None and len(data) == 284
     assert data.class_names == ["normal", "tumor"] and 0 < int(data.labels.sum()) < len(data)
-    # FLAIR (channel 1) differs from the luminance of the three sequences
-    lum = load_images(LGG, size=32).data
-    assert not torch.allclose(lum.images, data.images)
+    # the image is channel 1 (FLAIR) of the RGB file, preprocessed with its mask
+    i = next(k for k, s in enumerate(data.sources) if data.labels[k] == 1)
+    src = Path(data.sources[i])
+    rgb = np.asarray(Image.open(src).convert("RGB")).astype(np.float32)
+    mask = np.asarray(Image.open(src.with_name(src.stem + "_mask.png")).convert("L")) > 127
+    flair, m = preprocess(rgb[..., 1], mask, size=32)
+    assert torch.allclose(data.images[i, 0], torch.from_numpy(flair), atol=1e-5)
+    assert torch.equal(data.masks[i, 0], torch.from_numpy(m))
+    other, _ = preprocess(rgb[..., 0], mask, size=32)
+    assert not torch.allclose(data.images[i, 0], torch.from_numpy(other), atol=1e-2)

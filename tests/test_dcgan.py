@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,15 @@ from synthmri.plugins.generators.dcgan import DCGAN, build_networks
 
 # Small networks keep the whole file fast on a shared 2-core CPU.
 TINY = {"iterations": 20, "batch_size": 16, "ngf": 16, "ndf": 16, "log_every": 10}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny networks gain nothing from intra-op threads; on a shared CPU they cost a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +90,8 @@ def test_fit_logs_and_saves_grid(tmp_path: Path, phantoms: ImageSet) -> None:
         assert all(isinstance(d[key], float) for d in steps), key
     assert 0.0 <= steps[-1]["d_real"] <= 1.0 and 0.0 <= steps[-1]["d_fake"] <= 1.0
     figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
-    assert "generate_dcgan-samples.png" in figures
-    assert "generate_dcgan-samples-000005.png" in figures
+    assert any(name.endswith("dcgan-samples.png") for name in figures), figures
+    assert any(name.endswith("dcgan-samples-000005.png") for name in figures), figures
 
 
 def test_conditional_sampling_honours_labels() -> None:
@@ -97,11 +107,11 @@ def test_conditional_sampling_honours_labels() -> None:
         {
             "iterations": 150,
             "batch_size": 16,
-            "ngf": 8,
+            "ngf": 16,
             "ndf": 8,
             "conditional": True,
             "diffaugment": None,
-            "lr": 5e-4,
+            "lr": 2e-3,
             "log_every": 50,
         }
     )
@@ -113,7 +123,7 @@ def test_conditional_sampling_honours_labels() -> None:
     assert s1.labels is not None and s1.labels.tolist() == [1] * 16
     assert s1.class_names == ["dark", "bright"]
     m0, m1 = float(s0.images.mean()), float(s1.images.mean())
-    assert m1 > m0 + 0.1, (m0, m1)
+    assert m1 > m0 + 0.15, (m0, m1)
     with pytest.raises(Exception, match="out of range"):
         model.sample(2, label=5)
     mixed = model.sample(10, seed=0)  # no label: random classes, labelled
@@ -198,8 +208,10 @@ def test_reference_keras_parameter_counts_at_128px() -> None:
     assert tuple(d(g(z)).shape) == (2,)
 
 
-@pytest.mark.parametrize("size", [32, 64, 128, 256])
-@pytest.mark.parametrize("architecture", ["dcgan", "reference-keras"])
+@pytest.mark.parametrize(
+    ("size", "architecture"),
+    [(32, "dcgan"), (64, "dcgan"), (128, "dcgan"), (256, "dcgan"), (64, "reference-keras")],
+)
 def test_networks_cover_every_size(size: int, architecture: str) -> None:
     config = {
         "size": size,
@@ -218,7 +230,7 @@ def test_networks_cover_every_size(size: int, architecture: str) -> None:
 
 
 def test_reference_keras_trains(phantoms: ImageSet) -> None:
-    model = DCGAN({**TINY, "iterations": 3, "architecture": "reference-keras"})
+    model = DCGAN({**TINY, "iterations": 2, "batch_size": 8, "architecture": "reference-keras"})
     model.fit(phantoms.of_class("tumor"), RunContext(seed=0))
     assert tuple(model.sample(2, seed=0).images.shape) == (2, 1, 32, 32)
 

@@ -13,7 +13,14 @@ of ``[N, 1, size, size]`` float32 images in [0, 1]. Layouts (``layout="auto"`` p
   folders; labels are ``tumor`` when the mask has any foreground, else ``normal``.
   Auto-detection picks it when every image has a mask and every image's name starts with
   its folder's name (``TCGA_x/TCGA_x_10.png``), or all images lie in the root.
-- ``nifti``: ``.nii``/``.nii.gz`` volumes cut into axial slices (see :func:`load_images`).
+- ``nifti``: ``.nii``/``.nii.gz`` volumes cut into axial slices (see :func:`load_images`);
+  the volume is the group. Auto-detection picks it as soon as the folder holds a volume.
+
+Every image: decoded with PIL (JPEG DCT-downscaled while decoding), one channel or the
+luminance, cropped to the head, padded to a centred square, resized, scaled to [0, 1]; the
+mask gets the same crop/pad and a nearest resize (:func:`preprocess`). A mask-derived label
+reads the full-resolution mask, so a tumour of a few pixels keeps its label even where it
+vanishes from the resized mask.
 
 Groups (what a split keeps on one side) are the patient folder / volume when the layout
 gives one, merged with duplicate groups (byte-identical or near-identical images) so that
@@ -505,23 +512,25 @@ def preprocess(
     from monai.transforms import Resize, ScaleIntensity, SpatialCrop, SpatialPad
 
     img = _minmax(np.asarray(image, dtype=np.float32))
-    if crop_foreground:
-        y0, y1, x0, x1 = _foreground_box(img, mask)
-        crop = SpatialCrop(roi_start=(y0, x0), roi_end=(y1, x1))
-    side = max(img.shape) if not crop_foreground else max(y1 - y0, x1 - x0)
+    if img.ndim != 2 or (mask is not None and np.shape(mask) != img.shape):
+        raise ValueError(
+            f"preprocess needs a 2D image and a mask of its shape, got {img.shape} and "
+            f"{None if mask is None else np.shape(mask)}"
+        )
+    h, w = img.shape
+    y0, y1, x0, x1 = _foreground_box(img, mask) if crop_foreground else (0, h, 0, w)
+    crop = SpatialCrop(roi_start=(y0, x0), roi_end=(y1, x1))
+    side = max(y1 - y0, x1 - x0)
     pad = SpatialPad(spatial_size=(side, side), method="symmetric", mode="constant")
     resize = Resize((size, size), mode="area" if side >= size else "bilinear")
     t = torch.from_numpy(np.ascontiguousarray(img))[None]
-    if crop_foreground:
-        t = crop(t).contiguous()  # torch pads strided views very slowly (55 ms, 2 threads)
-    t = ScaleIntensity(minv=0.0, maxv=1.0)(resize(pad(t)))
-    out = torch.as_tensor(t).clamp_(0.0, 1.0).numpy()[0].astype(np.float32)
+    # .contiguous(): torch pads a strided view very slowly (55 ms at 2 threads)
+    t = ScaleIntensity(minv=0.0, maxv=1.0)(resize(pad(crop(t).contiguous())))
+    out = torch.as_tensor(t).clamp(0.0, 1.0).numpy()[0].astype(np.float32)
     out_mask = None
     if mask is not None:
         m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
-        if crop_foreground:
-            m = crop(m).contiguous()
-        m = Resize((size, size), mode="nearest-exact")(pad(m))
+        m = Resize((size, size), mode="nearest-exact")(pad(crop(m).contiguous()))
         out_mask = (torch.as_tensor(m).numpy()[0] > 0.5).astype(np.float32)
     return out, out_mask
 
@@ -605,8 +614,7 @@ def _load_volume(
         if mvol.shape != vol.shape:
             raise _BadFile(
                 item.path,
-                f"its mask {item.mask} has shape {mvol.shape} but the volume has shape "
-                f"{vol.shape}",
+                f"its mask {item.mask} has shape {mvol.shape} but the volume has shape {vol.shape}",
                 unreadable=False,
             )
         mvol = mvol > 0
@@ -752,6 +760,19 @@ def _class_index(found: list[str], classes: list[str] | None, where: Path) -> li
     return list(classes)
 
 
+def _mask_class_names(classes: list[str] | None, root: Path) -> list[str]:
+    """normal/tumor, in the order (and spelling) ``classes`` gives, when it gives them."""
+    if classes is None:
+        return list(MASK_CLASS_NAMES)
+    if sorted(c.lower() for c in classes) != MASK_CLASS_NAMES:
+        raise DataError(
+            f"{root}: labels come from the masks (normal/tumor); classes={classes} does not "
+            "name those two",
+            hint="leave `classes` out, or give ['normal', 'tumor'] in the order wanted",
+        )
+    return list(classes)
+
+
 def load_images(
     path: str | Path,
     *,
@@ -793,6 +814,8 @@ def load_images(
         raise ConfigError(f"size must be at least 4 pixels, not {size}")
     if channel is not None and channel < 0:
         raise ConfigError(f"channel must be >= 0, not {channel}")
+    if not 0.0 <= min_brain_fraction <= 1.0:
+        raise ConfigError(f"min_brain_fraction must be in [0, 1], not {min_brain_fraction}")
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(f"{root}: no such file or folder", hint="check the data path")
@@ -803,6 +826,24 @@ def load_images(
     if not items:
         raise DataError(f"{root}: no images found for layout {layout!r}")
 
+    # what the labels come from: the masks, the class folders, or nothing
+    mask_labels = layout == "image_mask" or (
+        layout == "nifti" and any(it.mask is not None for it in items)
+    )
+    class_names: list[str] = []
+    lookup: dict[str, int] = {}
+    if mask_labels:
+        class_names = _mask_class_names(classes, root)
+    elif any(it.class_name is not None for it in items):
+        class_names = _class_index([it.class_name or "" for it in items], classes, root)
+        lookup = {c.lower(): i for i, c in enumerate(class_names)}
+        kept = [it for it in items if (it.class_name or "").lower() in lookup]
+        if len(kept) < len(items):
+            log.info("%s: %d item(s) outside `classes` left out", root, len(items) - len(kept))
+        items = kept
+    elif classes is not None:
+        raise DataError(f"{root}: `classes` given but the {layout} layout here has no classes")
+
     total = len(items)
     skipped: list[tuple[str, str]] = []
     slices: list[_Slice] = []
@@ -812,7 +853,11 @@ def load_images(
             if layout == "nifti":
                 return _load_volume(item, size, channel, crop_foreground, min_brain_fraction)
             if layout == "image_mask" and item.mask is None:
-                return _BadFile(item.path, "no <stem>_mask file beside it", unreadable=False)
+                return _BadFile(
+                    item.path,
+                    "no mask for this image (<stem>_mask.<ext> beside it, or in masks/)",
+                    unreadable=False,
+                )
             return _load_picture(item, size, channel, crop_foreground)
         except _BadFile as bad:
             return bad
@@ -845,33 +890,13 @@ def load_images(
             + (f" ({len(skipped)} skipped)" if skipped else " (no slice passed the filters)")
         )
 
-    # labels
-    has_masks = any(s.mask is not None for s in slices)
+    has_masks = mask_labels or any(s.mask is not None for s in slices)
     labels: torch.Tensor | None = None
-    class_names: list[str] = []
-    if layout == "image_mask" or (layout == "nifti" and has_masks):
-        if classes is not None:
-            if sorted(c.lower() for c in classes) != MASK_CLASS_NAMES:
-                raise DataError(
-                    f"{root}: labels come from the masks (normal/tumor); classes={classes} "
-                    "does not name those two",
-                    hint="leave `classes` out, or give ['normal', 'tumor'] in the order wanted",
-                )
-            class_names = list(classes)
-        else:
-            class_names = list(MASK_CLASS_NAMES)
+    if mask_labels:
         tumor = next(i for i, c in enumerate(class_names) if c.lower() == "tumor")
         labels = torch.tensor([tumor if s.has_tumor else 1 - tumor for s in slices])
-    elif any(s.item.class_name is not None for s in slices):
-        class_names = _class_index([s.item.class_name or "" for s in slices], classes, root)
-        lookup = {c.lower(): i for i, c in enumerate(class_names)}
-        keep = [s for s in slices if (s.item.class_name or "").lower() in lookup]
-        if len(keep) < len(slices):
-            log.info("%s: %d item(s) outside `classes` left out", root, len(slices) - len(keep))
-        slices = keep
+    elif lookup:
         labels = torch.tensor([lookup[(s.item.class_name or "").lower()] for s in slices])
-    elif classes is not None:
-        raise DataError(f"{root}: `classes` given but the {layout} layout here has no classes")
 
     # duplicates and groups
     thumbs = torch.from_numpy(np.stack([s.thumbnail for s in slices]))
@@ -1013,11 +1038,12 @@ class Augment:
     (one affine warp; the SAME warp on image and mask; mask by nearest, so it stays 0/1),
     then intensity ``x * (1 + a) + b`` with ``|a|, |b| <= intensity``, clamped to [0, 1].
 
-    Batched torch (``affine_grid``/``grid_sample``) rather than MONAI's per-sample
-    ``RandAffine``/``RandFlip``/``RandScaleIntensity``/``RandShiftIntensity``: on a
-    64 x 1 x 64 x 64 CPU batch (2 threads) the MONAI loop took ~30 ms and this ~1.3 ms, and
-    this one stays on the GPU in one kernel launch per step. Random numbers come from a
-    CPU generator seeded with ``seed``, so a run is repeatable on CPU and CUDA alike.
+    Batched torch (``affine_grid``/``grid_sample``), not MONAI: measured on a 64 x 1 x 64 x 64
+    CPU batch (one torch thread), MONAI's per-sample ``RandFlipd`` + ``RandAffined`` (bilinear
+    image, nearest mask) + ``RandScaleIntensityd`` + ``RandShiftIntensityd`` took ~110 ms of
+    CPU per batch without MetaTensor tracking and ~370 ms with it; this takes ~10 ms, and on
+    CUDA it stays a few kernel launches per batch instead of 64 small pipelines. Random
+    numbers come from a CPU generator seeded with ``seed``: repeatable on CPU and CUDA alike.
     """
 
     def __init__(

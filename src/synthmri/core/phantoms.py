@@ -10,14 +10,17 @@ and its exact mask.
 
 All randomness comes from numpy Generators seeded by ``(seed, slice index)``; torch's
 global RNG is never used. The same arguments give bit-identical output, and the
-anatomy, pose and contrast of slice ``i`` depend only on ``seed`` and ``i`` (not on
-``n`` nor on whether the slice gets a tumour), so ``tumor_fraction=1.0`` and ``0.0``
-give the same heads with and without tumours.
+random parameters of slice ``i`` (anatomy, pose, contrast, tumour, noise) depend only on
+``seed`` and ``i``, not on ``n`` nor on the label: ``tumor_fraction=1.0`` and ``0.0`` give
+the same heads with and without tumours.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +49,15 @@ _TWO_PI = 2.0 * math.pi
 _TISSUES = ("scalp", "skull", "marrow", "csf", "gm", "wm", "deep", "oedema", "necrosis")
 _BASE = {
     "t1": (0.85, 0.06, 0.55, 0.12, 0.50, 0.73, 0.60, 0.50, 0.12),
-    "t2": (0.62, 0.05, 0.33, 0.95, 0.56, 0.37, 0.47, 0.79, 0.93),
-    "flair": (0.55, 0.05, 0.33, 0.07, 0.56, 0.41, 0.50, 0.88, 0.26),
+    "t2": (0.62, 0.05, 0.33, 0.95, 0.56, 0.37, 0.47, 0.88, 0.93),
+    "flair": (0.55, 0.05, 0.33, 0.07, 0.56, 0.41, 0.50, 0.90, 0.26),
 }
-# Tumour core intensity ranges per contrast: (hypo range, hyper range, P(hyper)).
+# Tumour core intensity per contrast: (hypo range, hyper range, P(hyper)). Each range keeps
+# the core >= ~0.1 away from every normal tissue and from the oedema, so the lesion shows.
 _CORE = {
-    "t1": ((0.20, 0.36), (0.86, 0.95), 0.2),  # mostly hypointense, sometimes haemorrhagic
-    "t2": ((0.50, 0.66), (0.66, 0.72), 1.0),  # hyperintense to WM, darker than oedema
-    "flair": ((0.58, 0.72), (0.58, 0.72), 1.0),  # hyperintense to WM, darker than oedema
+    "t1": ((0.24, 0.33), (0.88, 0.95), 0.2),  # mostly hypointense, sometimes haemorrhagic
+    "t2": ((0.68, 0.76), (0.68, 0.76), 1.0),  # hyperintense to brain, darker than the oedema
+    "flair": ((0.68, 0.76), (0.68, 0.76), 1.0),  # hyperintense to brain, darker than the oedema
 }
 
 
@@ -82,21 +86,26 @@ def make_phantoms(
     ``contrast`` is ``"t1"``, ``"t2"``, ``"flair"`` or ``"mixed"`` (one drawn per slice);
     ``noise`` is the Rician noise sigma (each slice draws within +-25 % of it) and
     ``bias_field`` the strength of the smooth multiplicative bias (0 turns it off).
+
+    Renders on one CPU thread (torch's thread count is restored afterwards): the work is
+    many small element-wise operations, which extra threads slow down on a busy machine.
     """
     _check_args(n, size, seed, tumor_fraction, contrast, noise, bias_field)
-    n_tumor = int(round(n * tumor_fraction))
+    n, size, seed = int(n), int(size), int(seed)
+    n_tumor = round(float(n) * float(tumor_fraction))
     labels = np.zeros(n, dtype=np.int64)
     labels[:n_tumor] = 1
     np.random.default_rng([seed, n, 0x7E]).shuffle(labels)
 
     per_batch = max(1, _BATCH_PIXELS // (size * size))
     images, masks = [], []
-    for start in range(0, n, per_batch):
-        idx = range(start, min(n, start + per_batch))
-        draws = [_draw_slice(seed, i, size, contrast, bool(labels[i]), noise) for i in idx]
-        img, msk = _render(_stack(draws), size, bias_field)
-        images.append(img)
-        masks.append(msk)
+    with _one_thread():
+        for start in range(0, n, per_batch):
+            idx = range(start, min(n, start + per_batch))
+            draws = [_draw_slice(seed, i, size, contrast, bool(labels[i]), noise) for i in idx]
+            img, msk = _render(_stack(draws), size, bias_field)
+            images.append(img)
+            masks.append(msk)
     sources = [f"phantom:seed={seed}:{i}" for i in range(n)]
     return ImageSet(
         images=torch.cat(images).unsqueeze(1),
@@ -146,32 +155,44 @@ def write_phantoms(
 # ------------------------------------------------------------------------------ internals
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block, then restore the thread count."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _check_args(
-    n: int,
-    size: int,
-    seed: int,
-    tumor_fraction: float,
-    contrast: str,
-    noise: float,
-    bias_field: float,
+    n: Any,
+    size: Any,
+    seed: Any,
+    tumor_fraction: Any,
+    contrast: Any,
+    noise: Any,
+    bias_field: Any,
 ) -> None:
-    """Raise ConfigError for arguments make_phantoms cannot use."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"phantoms: n must be an integer >= 1, got {n!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
-        raise ConfigError(f"phantoms: size must be an integer >= 16, got {size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"phantoms: seed must be an integer >= 0, got {seed!r}")
-    if not 0.0 <= float(tumor_fraction) <= 1.0:
-        raise ConfigError(f"phantoms: tumor_fraction must be in [0, 1], got {tumor_fraction!r}")
+    """Raise ConfigError (one line) for arguments make_phantoms cannot use."""
+    for name, value, least in (("n", n, 1), ("size", size, 16), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise ConfigError(f"phantoms: {name} must be an integer >= {least}, got {value!r}")
+    for name, value, top in (
+        ("tumor_fraction", tumor_fraction, 1.0),
+        ("noise", noise, 0.5),
+        ("bias_field", bias_field, 1.0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= top:
+            raise ConfigError(f"phantoms: {name} must be a number in [0, {top:g}], got {value!r}")
     if contrast not in (*CONTRASTS, "mixed"):
         raise ConfigError(
             f"phantoms: unknown contrast {contrast!r}; choose one of {[*CONTRASTS, 'mixed']}"
         )
-    if not 0.0 <= float(noise) <= 0.5:
-        raise ConfigError(f"phantoms: noise must be in [0, 0.5], got {noise!r}")
-    if not 0.0 <= float(bias_field) <= 1.0:
-        raise ConfigError(f"phantoms: bias_field must be in [0, 1], got {bias_field!r}")
 
 
 _PHI = np.linspace(-math.pi, math.pi, _T, endpoint=False)  # angle of table column j
@@ -216,7 +237,7 @@ def _draw_slice(
     # --- contrast and intensities
     c_idx = int(ra.integers(len(CONTRASTS)))
     name = contrast if contrast != "mixed" else CONTRASTS[c_idx]
-    d["tissue"] = np.asarray(_BASE[name]) * ra.uniform(0.93, 1.07, len(_TISSUES))
+    d["tissue"] = np.asarray(_BASE[name]) * ra.uniform(0.95, 1.05, len(_TISSUES))
 
     # --- pose and head shape (image coordinates in [-1, 1])
     d["theta"] = ra.uniform(-0.3, 0.3)
@@ -296,7 +317,7 @@ def _draw_slice(
     d["nuclei"] = nuclei
     d["deep"] = float(nuclei[0, 2] > 0)
     d["fissure"] = np.asarray(fissure)
-    d["gain"] = ra.uniform(0.9, 1.0)
+    d["gain"] = ra.uniform(0.85, 0.95)
     d["sigma"] = noise * ra.uniform(0.75, 1.25)
 
     # --- low-resolution random fields: bias (4x4), texture (8x8, g x g)
@@ -318,9 +339,10 @@ def _draw_slice(
     core_tab = 1.0 + _harmonics(rt, lobes, first=2)
     oedema_tab = 1.0 + _harmonics(rt, rt.uniform(0, 0.12, 5), first=2)
     lo, hi, p_hyper = _CORE[name]
-    rng_i = hi if rt.random() < p_hyper else lo
+    core_value = rt.uniform(*(hi if rt.random() < p_hyper else lo))
     oedema = rt.uniform(1.2, 2.1) if rt.random() < 0.85 else rt.uniform(1.02, 1.15)
     necrosis = rt.uniform(0.35, 0.6) if (rt.random() < 0.5 and r_t * brain_px > 5) else 0.0
+    d["ref"] = max(float(d["tissue"].max()), core_value)
     d["tumor"] = np.array(
         [
             float(tumor),
@@ -331,7 +353,7 @@ def _draw_slice(
             rt.uniform(0.0, math.pi),  # orientation
             oedema,
             necrosis,
-            rt.uniform(*rng_i),  # core intensity
+            core_value,
             rt.uniform(0.1, 0.5) * r_t,  # mass effect
             rt.uniform(0.05, 0.15),  # core heterogeneity
         ]
@@ -362,7 +384,7 @@ def _paint(img: torch.Tensor, value: torch.Tensor | float, m: torch.Tensor) -> N
 
 
 def _lookup(tables: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Linearly interpolate periodic tables ``[B, K, T]`` at angles ``[B, H, W]`` -> [B, K, H, W]."""
+    """Interpolate periodic tables ``[B, K, T]`` at angles ``[B, H, W]``: ``[B, K, H, W]``."""
     b, k, t = tables.shape
     wrapped = torch.cat([tables, tables[:, :, :1]], dim=2)  # column T repeats column 0
     f = (angle.reshape(b, 1, -1) + math.pi).mul_(t / _TWO_PI).clamp_(0.0, t - 1e-3)
@@ -387,7 +409,9 @@ def _fields(p: dict[str, torch.Tensor], size: int) -> torch.Tensor:
     return F.interpolate(torch.cat(up, 1), size=(size, size), mode="bilinear", align_corners=True)
 
 
-def _render(p: dict[str, torch.Tensor], size: int, bias_field: float) -> tuple[Any, Any]:
+def _render(
+    p: dict[str, torch.Tensor], size: int, bias_field: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Render a batch of slices from their stacked parameters: (images, masks) [B, H, W]."""
     b = p["theta"].shape[0]
 
@@ -445,8 +469,7 @@ def _render(p: dict[str, torch.Tensor], size: int, bias_field: float) -> tuple[A
     bscale = eb * scale  # pixels per brain unit
     mid_px = px.abs() * (size / 2.0)  # distance to the midline in pixels
     tp = p["tumor"]
-    hit = tp[:, 0] > 0
-    ti = hit.nonzero().reshape(-1)
+    ti = (tp[:, 0] > 0).nonzero().reshape(-1)
     n_t = len(ti)
 
     def tcol(x: torch.Tensor) -> torch.Tensor:
@@ -463,8 +486,7 @@ def _render(p: dict[str, torch.Tensor], size: int, bias_field: float) -> tuple[A
         push = tcol(tp[:, 9]) * torch.exp(-fall) / dist
         wu[ti] -= push * du
         wv[ti] -= push * dv
-    img_w, paren_w, brain_w, mid_w = img[win], paren[win], brain[win], mid_px[win]
-    bs = bscale
+    img_w, paren_w, brain_w, mid_w = img[win], paren[win], brain[win], mid_px[win]  # views
 
     # deep grey nuclei (caudate heads, lentiform nuclei, thalami), painted soft
     deep = col(p["deep"])
@@ -473,7 +495,7 @@ def _render(p: dict[str, torch.Tensor], size: int, bias_field: float) -> tuple[A
         cx0, cy0, ax0, ay0 = (col(nuc[:, j, k]).clamp_min(1e-3) for k in range(4))
         for side in (-1.0, 1.0):
             e = ((side * wu - cx0) / ax0) ** 2 + ((wv - cy0) / ay0) ** 2
-            m = _ramp((1 - torch.sqrt(e)) * ax0 * bs * 0.6) * (deep * brain_w)
+            m = _ramp((1 - torch.sqrt(e)) * ax0 * bscale * 0.6) * (deep * brain_w)
             _paint(img_w, tis["deep"], m * 0.85)
             _paint(paren_w, 0.45, m)
 
@@ -484,12 +506,12 @@ def _render(p: dict[str, torch.Tensor], size: int, bias_field: float) -> tuple[A
         t = (wv - vc) / half_l
         width = half_v * (1 + 0.5 * t * t - flare * t).clamp_min(0.4)
         centre = gap + width + half_l * (0.5 * curv * half_l * t * t + tilt * t)
-        reach = torch.minimum(width, half_l) * bs
+        reach = torch.minimum(width, half_l) * bscale
         for side in (-1.0, 1.0):
             e = torch.sqrt(((side * wu - centre) / width) ** 2 + t * t)
             vent = torch.maximum(vent, _ramp((1 - e) * reach) * on)
     # third ventricle: a thin slit between the thalami
-    slit = _ramp(0.5 * unit - mid_w) * _ramp((0.1 - (wv - col(nuc[:, 2, 1])).abs()) * bs)
+    slit = _ramp(0.5 * unit - mid_w) * _ramp((0.1 - (wv - col(nuc[:, 2, 1])).abs()) * bscale)
     vent = torch.maximum(vent, slit * deep) * brain_w
     _paint(img_w, tis["csf"], vent)
     _paint(paren_w, 0.0, vent)
@@ -530,13 +552,17 @@ def _render(p: dict[str, torch.Tensor], size: int, bias_field: float) -> tuple[A
         img[ti] = img_t
         masks[ti] = ((core >= 0.5) & (brain_t >= 0.5)).float()
 
-    # --- acquisition: bias field, gain, Rician noise
+    # --- acquisition: bias field, then a gain that does not depend on the tumour (the
+    # brightest tissue the slice could show, lesion included, under the bias inside the head)
     if bias_field > 0:
         f = fields[:, 0]
         f = f / f.flatten(1).abs().amax(1).clamp_min(1e-6).view(b, 1, 1)
-        img = img * torch.exp(bias_field * f)
-    peak = img.flatten(1).amax(1).clamp_min(1e-6).view(b, 1, 1)
-    img = img * (col(p["gain"]) / peak)
+        bias = torch.exp(bias_field * f)
+        img = img * bias
+        peak = (bias * (rho < 1.0)).flatten(1).amax(1).clamp_min(1e-6).view(b, 1, 1)
+    else:
+        peak = torch.ones(b, 1, 1)
+    img = img * (col(p["gain"]) / (peak * col(p["ref"])))
     sigma = col(p["sigma"])
     n1, n2 = p["noise"][:, 0], p["noise"][:, 1]
     img = torch.sqrt((img + sigma * n1) ** 2 + (sigma * n2) ** 2)

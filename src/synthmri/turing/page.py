@@ -43,7 +43,8 @@ _TEMPLATE = """<!DOCTYPE html>
   #viewer { text-align: center; }
   #counter { color: var(--muted); margin-bottom: 8px; }
   #frame { background: #000; border-radius: 6px; display: flex; align-items: center;
-           justify-content: center; width: 100%; aspect-ratio: 1 / 1; max-height: 70vh; }
+           justify-content: center; width: min(100%, 68vh); aspect-ratio: 1 / 1;
+           margin: 0 auto; overflow: hidden; }
   #image { width: 100%; height: 100%; object-fit: contain; }
   .answer-row { display: flex; gap: 12px; margin-top: 14px; }
   .answer-row button { flex: 1; font-size: 17px; padding: 14px 10px; border-radius: 8px;
@@ -55,12 +56,13 @@ _TEMPLATE = """<!DOCTYPE html>
   .nav-row button, .side button { padding: 8px 12px; border-radius: 6px; cursor: pointer;
                                   border: 1px solid var(--line); background: #fff; }
   kbd { border: 1px solid var(--line); border-bottom-width: 2px; border-radius: 4px;
-        padding: 0 5px; font-size: 12px; background: #fafafa; }
+        padding: 0 5px; font-size: 12px; background: #fafafa; color: var(--ink); }
   .bar { height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; }
   #bar-fill { height: 100%; width: 0; background: #10b981; transition: width .2s; }
-  #dots { display: grid; grid-template-columns: repeat(10, 1fr); gap: 4px; margin: 12px 0; }
-  .dot { height: 18px; border-radius: 3px; background: #e5e7eb; border: 0; padding: 0;
-         cursor: pointer; font-size: 9px; color: #fff; }
+  #dots { display: grid; grid-template-columns: repeat(10, minmax(0, 1fr)); gap: 4px;
+          margin: 12px 0; }
+  .dot { height: 18px; min-width: 0; border-radius: 3px; background: #e5e7eb; border: 0;
+         padding: 0; cursor: pointer; }
   .dot.real { background: var(--real); } .dot.synthetic { background: var(--syn); }
   .dot.current { outline: 2px solid var(--ink); outline-offset: 1px; }
   .side button.download { width: 100%; margin-top: 8px; font-weight: 600; }

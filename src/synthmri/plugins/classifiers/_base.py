@@ -122,8 +122,8 @@ class NeuralClassifier(Classifier):
         self._device = run.device
 
     def _training_data(self, train: ImageSet) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        if len(train) == 0:
-            raise DataError(f"{self.name}: the training set is empty")
+        if len(train) < 2:
+            raise DataError(f"{self.name}: need at least 2 training images, got {len(train)}")
         if train.labels is None:
             raise DataError(
                 f"{self.name}: the training images have no labels",

@@ -155,18 +155,17 @@ class ClassificationEvaluator(Evaluator):
         self, pred: Predictions, target: np.ndarray, proba: np.ndarray, seed: int
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         n, k = proba.shape
-        names = list(pred.class_names) or [str(c) for c in range(k)]
+        names = list(pred.class_names)[:k]
+        names += [str(c) for c in range(len(names), k)]
         positive = positive_class(names, k) if k == 2 else None
         point = classification_metrics(target, proba, np.ones((1, n)), positive)
         row: dict[str, Any] = {
             "classifier": pred.model,
-            "plugin": pred.plugin,
             "generator": pred.generator,
             "train_on": pred.train_on,
             "real_fraction": pred.real_fraction,
             "n_train": pred.n_train,
             "n_test": n,
-            "positive_class": names[positive] if positive is not None else None,
         }
         row.update({m: _num(point[m][0]) for m in METRICS})
         b = self.params.bootstrap
@@ -183,6 +182,8 @@ class ClassificationEvaluator(Evaluator):
                     row[f"{m}_ci"] = [float(lo), float(hi)]
         else:
             row.update({f"{m}_ci": [None, None] for m in METRICS})
+        row["plugin"] = pred.plugin
+        row["positive_class"] = names[positive] if positive is not None else None
         conf = np.zeros((k, k), dtype=int)
         np.add.at(conf, (target, proba.argmax(axis=1)), 1)
         curve = {"confusion": conf, "names": names, "roc": _roc_points(target, proba, positive)}

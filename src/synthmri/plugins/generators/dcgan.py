@@ -346,6 +346,7 @@ class DCGAN(Generator):
             if run.world_size > 1:  # two D forwards per step: BN buffers must not be re-sent
                 net.broadcast_buffers = False  # type: ignore[assignment]
         g_raw, d_raw = unwrap(G), unwrap(D)
+        torch.manual_seed(run.seed + 7919 * run.rank + 1)  # own latents/augmentation per rank
         self.G, self.D = g_raw, d_raw
         ema = EMA(g_raw, p.ema) if p.ema is not None else None
         self.G_ema = ema.module if ema is not None else None

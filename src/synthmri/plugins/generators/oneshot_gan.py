@@ -20,9 +20,11 @@ A GAN meant for very little data: one image, one video, or one small class.
   ``L_adv = L_content + L_layout + 2 L_low``; the generator minimises
   ``L_adv - dr_lambda * L_DR``, where the diversity regularisation ``L_DR`` is the mean
   L1 distance between the generator's block outputs for two latent codes, averaged over
-  blocks. Plain by default (as we read the paper's equation); ``dr_normalize: true``
-  divides each pair's distance by the mean L1 distance of its two latents
-  (mode-seeking style).
+  blocks. Not divided by the latents' distance by default (as we read the paper's
+  equation; ``dr_normalize: true`` divides each pair's distance by the mean L1 distance
+  of its two latents, mode-seeking style), but each block's distance is taken relative
+  to that block's mean absolute activation: the generator's batch norm would otherwise
+  let it inflate L_DR without end by scaling features.
 - **Feature augmentation** of the *real* discriminator features at the branch inputs,
   each sample with probability ``feature_aug_p``: channel mixing with another real
   sample and channel dropout for the content branch, a rectangle taken from another
@@ -221,7 +223,8 @@ class _DBlock(nn.Module):
 
 
 def _head(cin: int) -> nn.Module:
-    return spectral_norm(nn.Conv2d(cin, 1, 1))
+    """A decision head: a plain 1x1 conv (no spectral norm, so the logits' scale can grow)."""
+    return nn.Conv2d(cin, 1, 1)
 
 
 def _partner(n: int, device: torch.device) -> Tensor:
@@ -303,13 +306,13 @@ class OneShotDiscriminator(nn.Module):
         )
         self.low_heads = nn.ModuleList(_head(w) for w in low_w)
         c = low_w[-1]
-        cw = _width(c, max_channels, 2)
+        cw = max_channels  # 1x1 convs on a pooled vector: width is almost free
         self.content = nn.ModuleList(
             _DBlock(c if i == 0 else cw, cw, 1, downsample=False) for i in range(self.n_branch)
         )
         self.content_heads = nn.ModuleList(_head(cw) for _ in range(self.n_branch))
         self.collapse = _sn_conv(c, 1, 1)
-        lw = c
+        lw = _width(c, max_channels, 2)
         res = size // 2**self.n_low
         layout: list[nn.Module] = []
         for i in range(self.n_branch):
@@ -363,16 +366,21 @@ def adversarial_loss(out: dict[str, list[Tensor]], real: bool) -> tuple[Tensor, 
 def diversity_loss(feats: list[Tensor], z: Tensor | None = None, normalize: bool = False) -> Tensor:
     """L_DR: mean L1 distance between block features of two latent codes, averaged over blocks.
 
-    The batch is paired in halves: sample ``i`` with sample ``i + N // 2``. With
-    ``normalize`` each pair's distance is divided by the mean L1 distance of its latents
-    ``z``. Identical latents give 0.
+    The batch is paired in halves: sample ``i`` with sample ``i + N // 2``. Each block's
+    distance is measured relative to that block's mean absolute activation over the batch,
+    so the generator cannot raise L_DR by merely scaling features that the next batch
+    norm scales back. With ``normalize`` each pair's distance is also divided by the mean
+    L1 distance of its latents ``z`` (mode-seeking style). Identical latents give 0.
     """
     n = feats[0].shape[0] // 2
     if n == 0:
         return feats[0].new_zeros(())
-    per_pair = torch.stack(
-        [(f[:n].float() - f[n : 2 * n].float()).abs().flatten(1).mean(1) for f in feats]
-    ).mean(0)  # [n]
+    per_block = []
+    for f in feats:
+        f = f.float()
+        scale = f[: 2 * n].abs().mean() + 1e-6
+        per_block.append((f[:n] - f[n : 2 * n]).abs().flatten(1).mean(1) / scale)
+    per_pair = torch.stack(per_block).mean(0)  # [n]
     if normalize:
         if z is None:
             raise ValueError("normalize=True needs the latents z")

@@ -107,13 +107,13 @@ def _check_size(size: int, height: int | None = None) -> None:
 
 def encoder_strides(size: int) -> list[int]:
     """The stride of each of the six encoder blocks: 2 while the map stays >= 2 x 2."""
-    n_down = min(ENCODER_BLOCKS, int(math.floor(math.log2(size / 2))))
+    n_down = min(ENCODER_BLOCKS, math.floor(math.log2(size / 2)))
     return [2] * n_down + [1] * (ENCODER_BLOCKS - n_down)
 
 
 def decoder_steps(size: int) -> int:
     """Number of stride-2 decoder blocks from 2 x 2 to (at least) ``size``."""
-    return int(math.ceil(math.log2(size / 2)))
+    return math.ceil(math.log2(size / 2))
 
 
 class VAENet(nn.Module):
@@ -251,14 +251,22 @@ def train_vae(
     device = run.device
     model = run.prepare(net)
     opt = torch.optim.Adam(
-        model.parameters(), lr=params.lr, foreach=device.type != "cuda",
+        model.parameters(),
+        lr=params.lr,
+        foreach=device.type != "cuda",
         fused=device.type == "cuda" or None,
     )
     on_device = images.numel() * 4 <= 2**30  # keep the set on the device when it fits in 1 GiB
     data = images.float().to(device) if on_device else images.float()
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    batches = minibatches(len(images), params.batch_size, run.generator(211), drop_last=True,
-                          rank=run.rank, world=run.world_size)
+    batches = minibatches(
+        len(images),
+        params.batch_size,
+        run.generator(211),
+        drop_last=True,
+        rank=run.rank,
+        world=run.world_size,
+    )
     augment = Augment(seed=run.seed + 17) if params.augment else None
     sums = torch.zeros(3, device=device)  # recon, kl, loss since the last log line
     since = 0
@@ -300,9 +308,38 @@ def train_vae(
                 _save_grids(unwrap(model), data, run, f"samples-{step + 1:06d}", reals=False)
                 model.train()
     net = unwrap(model)  # type: ignore[assignment]
-    net.eval()
+    recalibrate_batchnorm(net, data, params.batch_size, fmt, run)
     _save_grids(net, data, run, "samples", reals=True)
     return history
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    net: VAENet, data: Tensor, batch_size: int, fmt: torch.memory_format, run: RunContext
+) -> None:
+    """Recompute BatchNorm running statistics for the final weights, then eval mode.
+
+    The running averages kept during training lag behind weights that still move (they
+    mix the last ~10 steps); one pass over the training set in train mode with a
+    cumulative average (``momentum=None``) gives eval-mode ``reconstruct`` / ``sample``
+    the statistics of the trained network.
+    """
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    device = run.device
+    for i in range(0, data.shape[0], max(2, batch_size)):
+        x = data[i : i + max(2, batch_size)]
+        if x.shape[0] < 2:  # BatchNorm needs two samples
+            break
+        with run.autocast():
+            net(x.to(device, non_blocking=True).contiguous(memory_format=fmt))
+    for m, mom in zip(bns, momenta, strict=True):
+        m.momentum = mom
+    net.eval()
 
 
 @torch.no_grad()
@@ -354,7 +391,9 @@ class VAE(Generator):
 
     def _net(self) -> VAENet:
         if self.net is None:
-            raise ConfigError("vae: the model is not trained", hint="call fit() or load a checkpoint")
+            raise ConfigError(
+                "vae: the model is not trained", hint="call fit() or load a checkpoint"
+            )
         return self.net
 
     # -- sampling and the anomaly-detection API

@@ -47,7 +47,7 @@ from synthmri.plugins.generators.dcgan import (
     _recalibrate_bn,
 )
 
-__all__ = ["WGANCritic", "WGANGP", "build_wgan_networks", "gradient_penalty"]
+__all__ = ["WGANGP", "WGANCritic", "build_wgan_networks", "gradient_penalty"]
 
 SAMPLE_BATCH = 256
 GRID_N = 64
@@ -255,8 +255,12 @@ class WGANGP(Generator):
         opt_d = torch.optim.Adam(D.parameters(), **adam)
 
         batches = minibatches(
-            len(train), p.batch_size, run.generator(23), drop_last=True,
-            rank=run.rank, world=run.world_size,
+            len(train),
+            p.batch_size,
+            run.generator(23),
+            drop_last=True,
+            rank=run.rank,
+            world=run.world_size,
         )
         first = next(batches)
         b = int(first.shape[0])
@@ -328,7 +332,11 @@ class WGANGP(Generator):
                     check_finite(ld, "wgan_gp critic loss")
                     check_finite(lg, "wgan_gp generator loss")
                     run.log(
-                        step=step + 1, wasserstein=w, loss_d=ld, loss_g=lg, gp=gpv,
+                        step=step + 1,
+                        wasserstein=w,
+                        loss_d=ld,
+                        loss_g=lg,
+                        gp=gpv,
                         diversity=stats[4],
                     )
                     bar.advance(step + 1 - done, W=w, gp=gpv)
@@ -423,8 +431,12 @@ class WGANGP(Generator):
         tag = f"wgan_gp:seed={seed}" if seed is not None else "wgan_gp"
         sources = [f"{tag}:{i}" for i in range(n)]
         return ImageSet(
-            images=images, labels=out_labels, class_names=names, masks=masks,
-            sources=sources, groups=list(sources),
+            images=images,
+            labels=out_labels,
+            class_names=names,
+            masks=masks,
+            sources=sources,
+            groups=list(sources),
         )
 
     # -- checkpoints
