@@ -8,7 +8,8 @@ a third line gives the plugin with its default paired augmentation on. Then
 inference images/s of ``UNetSegmenter.predict``. Besides wall time it reports this
 process's CPU time: on a shared machine images per CPU-second stays comparable when
 other jobs steal the cores (uncontended wall images/s ~ images/CPU-s x threads x
-parallel efficiency).
+parallel efficiency). ``--threads 1`` gives the cleanest CPU-time figures on a busy
+machine (no OpenMP threads spinning while they wait for a core).
 
     .venv/bin/python benchmarks/unet_throughput.py                # 128 px, CPU
     .venv/bin/python benchmarks/unet_throughput.py --size 64 --n 128
@@ -68,7 +69,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     from synthmri.core.phantoms import make_phantoms
     from synthmri.core.training import RunContext, seed_everything

@@ -1,8 +1,9 @@
-"""``synthmri plugins list|show``."""
+"""``synthmri plugins list|show|new``."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -83,3 +84,23 @@ def show(
                 field, ann.replace("typing.", ""), repr(spec.default), spec.description or ""
             )
         console.print(table)
+
+
+@app.command("new")
+def new(
+    kind: str = typer.Argument(..., help="generator, classifier, segmenter or evaluator."),
+    name: str = typer.Argument(..., help="Plugin name: a lower-case Python identifier."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Package folder to create (default ./synthmri-<name>); must be empty."
+    ),
+) -> None:
+    """Write a ready-to-install package for a new plugin (class, Params, hook, test, README)."""
+    from synthmri.scaffold import names, scaffold_plugin
+
+    target = scaffold_plugin(kind, name, out)
+    dist = names(kind, name)["__DIST__"]
+    console.print(f"created [bold]{dist}[/] ({kind} {name!r}) in {target}", highlight=False)
+    console.print("next:", highlight=False)
+    console.print(f"  pip install -e {target}", highlight=False)
+    console.print(f"  python -m pytest {target}", highlight=False)
+    console.print(f"  synthmri plugins list --kind {kind}", highlight=False)

@@ -117,8 +117,7 @@ class VAEAnomalyParams(VAEParams):
         99.0,
         gt=0,
         lt=100,
-        description="a pixel is anomalous above this percentile of the healthy "
-        "validation errors",
+        description="a pixel is anomalous above this percentile of the healthy validation errors",
     )
     tumor_index: float = Field(
         0.005,
@@ -142,6 +141,13 @@ class VAEAnomalyParams(VAEParams):
     )
     foreground_threshold: float = Field(
         0.05, ge=0, lt=1, description="intensity above which a (smoothed) pixel is head"
+    )
+    foreground_erode: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="shrink the head mask by this share of the image side (a crude skull "
+        "strip: the scalp and skull rim is where a healthy VAE errs most)",
     )
     max_points: int = Field(
         1000, ge=10, description="dbscan: at most this many anomalous pixels per image"
@@ -392,7 +398,9 @@ class VAEAnomaly(Classifier):
             normal_scores = scores[is_normal]
             if normal_scores.size == 0:
                 return float(p.tumor_index)
-            return float(np.quantile(normal_scores, p.target_specificity, method="higher"))
+            # the lowest threshold that keeps target_specificity of the normals at or below it
+            k = max(0, math.ceil(p.target_specificity * normal_scores.size - 1e-9) - 1)
+            return float(np.sort(normal_scores)[k])
         candidates = np.unique(scores)
         pred = scores[None, :] > candidates[:, None]  # [T, N]: tumour above each threshold
         pos = ~is_normal
@@ -448,9 +456,7 @@ class VAEAnomaly(Classifier):
             return x.clone()
         return self._vae().reconstruct(x)
 
-    def error_maps(
-        self, images: Tensor, recon: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def error_maps(self, images: Tensor, recon: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(errors, foreground)``: ``|x - x_hat|`` (channel mean, smoothed, zero outside
         the head when ``foreground_only``) ``[N, 1, H, W]`` and the head mask (bool)."""
         x = self._images(images)
@@ -460,6 +466,9 @@ class VAEAnomaly(Classifier):
         err = gaussian_smooth((x - recon.float()).abs().mean(1, keepdim=True), p.smooth_sigma)
         if p.foreground_only:
             fg = gaussian_smooth(x.mean(1, keepdim=True), 1.0) > p.foreground_threshold
+            r = round(p.foreground_erode * self.size)
+            if r > 0:  # erosion: a pixel stays head when its whole neighbourhood is head
+                fg = ~(F.max_pool2d((~fg).float(), 2 * r + 1, stride=1, padding=r) > 0)
             err = err * fg
         else:
             fg = torch.ones_like(err, dtype=torch.bool)
@@ -590,7 +599,7 @@ class VAEAnomaly(Classifier):
         cent = self.global_centroids.double()
         d = torch.cdist(maps, cent) ** 2 / maps.shape[1]  # mean squared distance per cell
         dist, nearest = d.min(1)
-        g = int(round(math.sqrt(maps.shape[1])))
+        g = round(math.sqrt(maps.shape[1]))
         pattern = cent[nearest].reshape(-1, 1, g, g).float()
         pattern = F.interpolate(pattern, size=anomalous.shape[-2:], mode="nearest")
         outside = anomalous & (pattern < 0.5)  # anomalous pixels no normal pattern explains

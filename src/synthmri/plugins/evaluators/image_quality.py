@@ -6,7 +6,10 @@ Per generator and class, against the REAL TRAIN part of that class:
   cubic polynomial kernel ``(x.y / d + 1)^3``, averaged over random subsets, with its
   standard deviation), each beside its real floor: the same metric between the real train
   and the real TEST part of that class (``fid_real_floor``, ``kid_real_floor``). A
-  synthetic FID of 1.4x the floor reads "1.4x as far as new real images are".
+  synthetic FID of 1.4x the floor reads "1.4x as far as new real images are". FID is
+  biased upwards for small sets, so by default (``match_floor_size``) the synthetic FID is
+  the mean over subsets as large as the real test part (``n_real_floor``): both numbers
+  then carry the same bias. KID is unbiased and uses all images.
 - Improved precision and recall (Kynkaenniemi et al. 2019; k-NN radii, k = 3) on the same
   features.
 - Diversity: mean MS-SSIM of random pairs within the synthetic and within the real images
@@ -234,6 +237,17 @@ def _num(v: float) -> float | None:
     return round(float(v), 6) if v is not None and math.isfinite(float(v)) else None
 
 
+def _fid_sized(ref: torch.Tensor, cand: torch.Tensor, size: int | None, seed: int) -> float:
+    if size is None or size < 2 or size >= cand.shape[0]:
+        return frechet_distance(ref, cand)
+    g = torch.Generator().manual_seed(seed + 17)
+    values = [
+        frechet_distance(ref, cand[torch.randperm(cand.shape[0], generator=g)[:size]])
+        for _ in range(5)
+    ]
+    return float(sum(values) / len(values))
+
+
 def floor_metrics(
     reference: torch.Tensor,
     holdout: torch.Tensor,
@@ -270,12 +284,18 @@ def candidate_metrics(
     k: int = 3,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    fid_size: int | None = None,
 ) -> dict[str, Any]:
     """FID, KID, precision/recall, diversity and intensity distance of ``candidate`` images
-    against ``reference`` real images (feature numbers None without features)."""
+    against ``reference`` real images (feature numbers None without features).
+
+    ``fid_size``: compute the FID as the mean over 5 random subsets of that many candidates
+    (when there are more), so that it carries the same small-sample bias as a real floor
+    computed from that many real images.
+    """
     row: dict[str, Any] = dict.fromkeys(("fid", "kid", "kid_std", "precision", "recall"))
     if ref_features is not None and cand_features is not None:
-        row["fid"] = _num(frechet_distance(ref_features, cand_features))
+        row["fid"] = _num(_fid_sized(ref_features, cand_features, fid_size, seed))
         kid, kid_std = kernel_inception_distance(
             ref_features, cand_features, kid_subsets, kid_subset_size, seed
         )
@@ -301,6 +321,7 @@ def quality_metrics(
     k: int = 3,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    match_floor_size: bool = True,
 ) -> dict[str, Any]:
     """``candidate_metrics`` and ``floor_metrics`` in one dict.
 
@@ -316,7 +337,13 @@ def quality_metrics(
         "device": device,
     }
     row = candidate_metrics(
-        reference, candidate, ref_features=ref_features, cand_features=cand_features, k=k, **common
+        reference,
+        candidate,
+        ref_features=ref_features,
+        cand_features=cand_features,
+        k=k,
+        fid_size=len(holdout) if match_floor_size and len(holdout) >= 2 else None,
+        **common,
     )
     row.update(
         floor_metrics(
@@ -349,6 +376,11 @@ class ImageQualityEvaluator(Evaluator):
         kid_subsets: int = Field(100, ge=1, description="random subsets KID is averaged over")
         kid_subset_size: int = Field(1000, ge=2, description="items per KID subset (at most)")
         k: int = Field(3, ge=1, description="k of the k-NN radii of precision and recall")
+        match_floor_size: bool = Field(
+            True,
+            description="FID of the synthetic images on subsets the size of the real test part "
+            "of the class (mean of 5), so it has the same small-sample bias as its real floor",
+        )
 
     def evaluate(self, inputs: EvalInputs, run: RunContext) -> dict[str, list[dict[str, Any]]]:
         """One row per generator and class (section ``image_quality``)."""
@@ -397,12 +429,14 @@ class ImageQualityEvaluator(Evaluator):
                         holdout_features=test_f[hidx],
                         **common,
                     )
+                    floors[cname]["n_real_floor"] = len(hidx)
                 metrics = candidate_metrics(
                     train.images[ridx],
                     syn_images[sidx],
                     ref_features=train_f[ridx],
                     cand_features=syn_f[sidx],
                     k=p.k,
+                    fid_size=floors[cname]["n_real_floor"] if p.match_floor_size else None,
                     **common,
                 )
                 metrics.update(floors[cname])
@@ -435,6 +469,7 @@ def _row(
         row[key] = metrics[key]
     row["memorized_fraction"] = _num(float(memorized.float().mean())) if n_syn else None
     row["n_synthetic"], row["n_real"] = n_syn, n_real
+    row["n_real_floor"] = metrics.get("n_real_floor")
     return row
 
 

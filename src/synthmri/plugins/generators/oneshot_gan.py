@@ -113,8 +113,22 @@ def _width(channels: int, max_channels: int, factor: int) -> int:
     return int(min(max_channels, channels * factor))
 
 
+INIT_STD = 0.02
+"""Weights start from N(0, 0.02) (biases 0). Spectral norm removes their scale from the
+forward pass but not from learning: Adam moves weights by about ``lr`` per step, so small
+weights change fast relative to their size (with PyTorch's default init, the two-branch
+discriminator barely leaves chance level in the first few hundred steps)."""
+
+
+def _init(layer: nn.Conv2d | nn.Linear) -> nn.Module:
+    nn.init.normal_(layer.weight, 0.0, INIT_STD)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
 def _sn_conv(cin: int, cout: int, k: int) -> nn.Module:
-    return spectral_norm(nn.Conv2d(cin, cout, k, padding=k // 2))
+    return spectral_norm(_init(nn.Conv2d(cin, cout, k, padding=k // 2)))
 
 
 # ------------------------------------------------------------------ generator
@@ -165,14 +179,14 @@ class OneShotGenerator(nn.Module):
             _width(channels, max_channels, 2 ** (self.n_up - i)) for i in range(self.n_up + 1)
         ]
         self.widths = widths
-        self.fc = spectral_norm(nn.Linear(latent_dim, widths[0] * self.base * self.base))
+        self.fc = spectral_norm(_init(nn.Linear(latent_dim, widths[0] * self.base * self.base)))
         self.blocks = nn.ModuleList(
             [_GBlock(widths[0], widths[0], upsample=False)]
             + [_GBlock(widths[i - 1], widths[i], upsample=True) for i in range(1, self.n_up + 1)]
         )
         self.to_image = nn.ModuleList(
             nn.Sequential(
-                nn.BatchNorm2d(w), nn.LeakyReLU(0.2), nn.Conv2d(w, image_channels, 3, 1, 1)
+                nn.BatchNorm2d(w), nn.LeakyReLU(0.2), _init(nn.Conv2d(w, image_channels, 3, 1, 1))
             )
             for w in widths
         )
@@ -223,8 +237,8 @@ class _DBlock(nn.Module):
 
 
 def _head(cin: int) -> nn.Module:
-    """A decision head: a plain 1x1 conv (no spectral norm, so the logits' scale can grow)."""
-    return nn.Conv2d(cin, 1, 1)
+    """A decision head: a 1x1 spectral-norm conv to one logit per position."""
+    return _sn_conv(cin, 1, 1)
 
 
 def _partner(n: int, device: torch.device) -> Tensor:
@@ -317,7 +331,8 @@ class OneShotDiscriminator(nn.Module):
         layout: list[nn.Module] = []
         for i in range(self.n_branch):
             down = res > 4
-            layout.append(_DBlock(1 if i == 0 else lw, lw, 3, downsample=down, preact=i > 0))
+            cin = 1 if i == 0 else lw
+            layout.append(_DBlock(cin, lw, 3, downsample=down, preact=i > 0))
             res = res // 2 if down else res
         self.layout = nn.ModuleList(layout)
         self.layout_heads = nn.ModuleList(_head(lw) for _ in range(self.n_branch))

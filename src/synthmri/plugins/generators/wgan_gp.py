@@ -153,7 +153,7 @@ class WGANGP(Generator):
         """WGAN-GP params (plus the shared GAN training params)."""
 
         iterations: int = Field(
-            1000, ge=1, description="generator steps (each after n_critic critic steps)"
+            2000, ge=1, description="generator steps (each after n_critic critic steps)"
         )
         latent_dim: int = Field(128, ge=1, description="size of the latent vector z")
         ngf: int = Field(64, ge=1, description="generator width (channels of its last layer)")
