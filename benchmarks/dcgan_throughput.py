@@ -156,14 +156,16 @@ def main() -> None:
         fn(2)
     _sync(device)
     times: dict[str, list[float]] = {k: [] for k in contenders}
+    cpu: dict[str, list[float]] = {k: [] for k in contenders}
     for r in range(args.repeats):
         order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
         for name in order:
             _sync(device)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             contenders[name](args.iters)
             _sync(device)
             times[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
     n_img = args.iters * args.batch
     print(
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
@@ -174,7 +176,11 @@ def main() -> None:
         rate[name] = n_img / min(ts)
         med = n_img / statistics.median(ts)
         runs = ", ".join(f"{t:.2f}" for t in ts)
-        print(f"{name:16s} best {rate[name]:8.1f} img/s   median {med:8.1f} img/s   ({runs} s)")
+        per_cpu = n_img / min(cpu[name])
+        print(
+            f"{name:16s} best {rate[name]:7.1f} img/s   median {med:7.1f} img/s   "
+            f"{per_cpu:7.1f} img/CPU-s   ({runs} s)"
+        )
     print(f"ratio plugin / plain (best): {rate['plugin'] / rate['plain']:.3f}")
     if "plugin+defaults" in rate:
         ratio = rate["plugin+defaults"] / rate["plain"]

@@ -287,7 +287,9 @@ def test_image_quality_evaluator_rows(parts: dict[str, ImageSet]) -> None:
     assert set(by) == {(g, c) for g in synthetic for c in ("normal", "tumor")}
     for r in rows:
         assert keys <= set(r) and r["features"] == "random"
-        assert r["n_real"] == int((train.labels == train.class_names.index(r["class"])).sum())
+        k = train.class_names.index(r["class"])
+        assert r["n_real"] == int((train.labels == k).sum())
+        assert r["n_real_floor"] == int((parts["test"].labels == k).sum())
     for c in ("normal", "tumor"):
         assert by[("noise", c)]["fid"] > 1.5 * by[("fresh", c)]["fid"]
         assert by[("copier", c)]["memorized_fraction"] == 1.0

@@ -6,9 +6,9 @@ import io
 
 import pytest
 import torch
-
 from synthmri import EvalInputs, PluginError, RunContext
 from synthmri.testing import check_generator, phantom_set
+
 from synthmri_pca import (
     PCACoverageEvaluator,
     PCAGMMGenerator,
@@ -72,7 +72,8 @@ def test_state_dict_is_plain_and_loads_with_weights_only() -> None:
     model.fit(phantom_set(16, 32).of_class("tumor"), RunContext())
     state = model.state_dict()
     allowed = (torch.Tensor, int, float, str, bool, list)
-    assert all(isinstance(v, allowed) for v in state.values()), {k: type(v) for k, v in state.items()}
+    kinds = {k: type(v).__name__ for k, v in state.items()}
+    assert all(isinstance(v, allowed) for v in state.values()), kinds
     buf = io.BytesIO()
     torch.save(state, buf)
     buf.seek(0)

@@ -159,10 +159,22 @@ def compare_folders(
             seed=seed,
             device=run.device,
         )
+        order = (
+            "fid",
+            "fid_real_floor",
+            "kid",
+            "kid_std",
+            "kid_real_floor",
+            "precision",
+            "recall",
+            "ms_ssim_synthetic",
+            "ms_ssim_real",
+            "intensity_wasserstein",
+        )
         rows.append(
             {
                 "class": cname,
-                **metrics,
+                **{key: metrics[key] for key in order},
                 "memorized_fraction": round(float(mem.memorized[sidx].float().mean()), 6),
                 "nn_ssim_max": round(float(mem.nn_ssim[sidx].max()), 6),
                 "n_synthetic": len(sidx),

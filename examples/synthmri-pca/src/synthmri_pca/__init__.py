@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from synthmri import hookimpl
+
 from synthmri_pca.evaluator import PCACoverageEvaluator, manifold_precision
 from synthmri_pca.generator import PCAGMMGenerator
 

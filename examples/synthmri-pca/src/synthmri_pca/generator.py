@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field
-
 from synthmri import DataError, Generator, ImageSet, StrictParams
 
 if TYPE_CHECKING:
@@ -106,9 +105,10 @@ class PCAGMMGenerator(Generator):
             )
         x = train.images.reshape(n, -1).double().numpy()
         if self.emits_masks:
-            masks = train.masks if train.masks is not None else torch.zeros_like(train.images[:, :1])
-            if train.masks is None:
-                run.note("pca_gmm: emits_masks but the training set has no masks; using empty masks")
+            masks = train.masks
+            if masks is None:
+                masks = torch.zeros_like(train.images[:, :1])
+                run.note("pca_gmm: emits_masks, but the training set has no masks: empty masks")
             m = (masks > 0.5).reshape(n, -1).double().numpy() * p.mask_weight
             x = np.concatenate([x, m], axis=1)
         k = min(p.n_components, n - 1, x.shape[1])

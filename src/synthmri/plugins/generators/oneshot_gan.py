@@ -134,6 +134,11 @@ def _sn_conv(cin: int, cout: int, k: int) -> nn.Module:
 # ------------------------------------------------------------------ generator
 
 
+def _g_conv(cin: int, cout: int, k: int) -> nn.Module:
+    """A generator conv: PyTorch's default init, spectral norm."""
+    return spectral_norm(nn.Conv2d(cin, cout, k, padding=k // 2))
+
+
 class _GBlock(nn.Module):
     """Residual block: BN, LReLU, (x2 nearest), 3x3 SN conv, BN, LReLU, 3x3 SN conv."""
 
@@ -141,10 +146,10 @@ class _GBlock(nn.Module):
         super().__init__()
         self.upsample = upsample
         self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = _sn_conv(cin, cout, 3)
+        self.conv1 = _g_conv(cin, cout, 3)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.conv2 = _sn_conv(cout, cout, 3)
-        self.skip = _sn_conv(cin, cout, 1) if cin != cout else nn.Identity()
+        self.conv2 = _g_conv(cout, cout, 3)
+        self.skip = _g_conv(cin, cout, 1) if cin != cout else nn.Identity()
 
     def _up(self, x: Tensor) -> Tensor:
         return F.interpolate(x, scale_factor=2.0, mode="nearest") if self.upsample else x
@@ -179,14 +184,14 @@ class OneShotGenerator(nn.Module):
             _width(channels, max_channels, 2 ** (self.n_up - i)) for i in range(self.n_up + 1)
         ]
         self.widths = widths
-        self.fc = spectral_norm(_init(nn.Linear(latent_dim, widths[0] * self.base * self.base)))
+        self.fc = spectral_norm(nn.Linear(latent_dim, widths[0] * self.base * self.base))
         self.blocks = nn.ModuleList(
             [_GBlock(widths[0], widths[0], upsample=False)]
             + [_GBlock(widths[i - 1], widths[i], upsample=True) for i in range(1, self.n_up + 1)]
         )
         self.to_image = nn.ModuleList(
             nn.Sequential(
-                nn.BatchNorm2d(w), nn.LeakyReLU(0.2), _init(nn.Conv2d(w, image_channels, 3, 1, 1))
+                nn.BatchNorm2d(w), nn.LeakyReLU(0.2), nn.Conv2d(w, image_channels, 3, 1, 1)
             )
             for w in widths
         )
@@ -236,9 +241,26 @@ class _DBlock(nn.Module):
         return h + s
 
 
+HEAD_GAIN = 4.0
+"""Logit scale of the decision heads. A spectral-norm head is 1-Lipschitz, and a per-pixel
+head sees only a few channels of a shallow, 1-Lipschitz trunk, so without a gain its
+logits stay near 0 and its BCE near chance for hundreds of steps."""
+
+
+class _Head(nn.Module):
+    """A decision head: a 1x1 spectral-norm conv to one logit per position, times a gain."""
+
+    def __init__(self, cin: int, gain: float = HEAD_GAIN) -> None:
+        super().__init__()
+        self.conv = _sn_conv(cin, 1, 1)
+        self.gain = gain
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x) * self.gain
+
+
 def _head(cin: int) -> nn.Module:
-    """A decision head: a 1x1 spectral-norm conv to one logit per position."""
-    return _sn_conv(cin, 1, 1)
+    return _Head(cin)
 
 
 def _partner(n: int, device: torch.device) -> Tensor:

@@ -32,6 +32,7 @@ from synthmri.core.errors import ConfigError, DataError
 from synthmri.core.interfaces import Generator, ImageSet, StrictParams
 from synthmri.core.training import check_finite, minibatches, predict_batched, unwrap
 from synthmri.plugins.generators._common import latent_seeded, save_sample_grid
+from synthmri.plugins.generators.dcgan import _IndexBlocks
 
 if TYPE_CHECKING:
     from synthmri.core.training import RunContext
@@ -267,6 +268,9 @@ def train_vae(
         rank=run.rank,
         world=run.world_size,
     )
+    first = next(batches)
+    # indices reach the device a block of steps at a time (no per-step host->device copy)
+    block = _IndexBlocks(batches, first, params.log_every, data.device) if on_device else None
     augment = Augment(seed=run.seed + 17) if params.augment else None
     sums = torch.zeros(3, device=device)  # recon, kl, loss since the last log line
     since = 0
@@ -275,8 +279,10 @@ def train_vae(
     model.train()
     with run.progress(iterations, description) as bar:
         for step in range(iterations):
-            idx = next(batches)
-            x = data[idx.to(data.device)] if on_device else data[idx]
+            if block is not None:
+                x = data[block.next()]
+            else:
+                x = data[first if step == 0 else next(batches)]
             if augment is not None:
                 x = augment(x)
             x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
@@ -331,10 +337,9 @@ def recalibrate_batchnorm(
         m.momentum = None
     net.train()
     device = run.device
-    for i in range(0, data.shape[0], max(2, batch_size)):
-        x = data[i : i + max(2, batch_size)]
-        if x.shape[0] < 2:  # BatchNorm needs two samples
-            break
+    n, bs = data.shape[0], max(1, batch_size)
+    for i in range(0, max(1, n - bs + 1), bs):  # full batches (the whole set if smaller)
+        x = data[i : i + bs]
         with run.autocast():
             net(x.to(device, non_blocking=True).contiguous(memory_format=fmt))
     for m, mom in zip(bns, momenta, strict=True):
