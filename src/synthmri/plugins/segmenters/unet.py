@@ -34,6 +34,19 @@ def batch_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(denom > 0, 2 * inter / denom.clamp_min(1e-12), torch.ones_like(denom))
 
 
+def _init_output_bias(net: nn.Module, foreground: float) -> None:
+    """Set the bias of the last 1-channel convolution to ``logit(foreground)`` (clamped)."""
+    last = None
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.out_channels == 1:
+            last = m
+    if last is None or last.bias is None:
+        return
+    pi = min(max(foreground, 1e-3), 0.5)
+    with torch.no_grad():
+        last.bias.fill_(math.log(pi / (1 - pi)))
+
+
 class _BaseParams(StrictParams):
     """Training parameters shared by the MONAI segmenters."""
 
@@ -57,6 +70,11 @@ class _BaseParams(StrictParams):
     )
     threshold: float = Field(
         0.5, gt=0, lt=1, description="probability threshold for the validation Dice"
+    )
+    bias_prior: bool = Field(
+        True,
+        description="start the output bias at the logit of the training foreground fraction "
+        "(tumours are ~1 % of pixels: without it BCE spends hundreds of steps on the bias)",
     )
 
     @field_validator("channels", "strides")
@@ -149,6 +167,8 @@ class MonaiSegmenter(Segmenter):
         }
         self.device = run.device
         self.net = self._build(train.channels, self.config["net"])
+        if p.bias_prior:
+            _init_output_bias(self.net, float(train.masks.float().mean()))
         dice_ce = DiceCELoss(sigmoid=True)
         logit_threshold = math.log(p.threshold / (1 - p.threshold))
 
