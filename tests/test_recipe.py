@@ -36,7 +36,7 @@ def test_good_recipe_resolves_defaults_and_params(toy_plugins: str) -> None:
     r = parse_recipe(GOOD)
     assert r.name == "toy" and r.seed == 3 and r.data.size == 32
     assert r.generators[0].params == {"noise": 0.05, "emits_masks": False, "conditional": False}
-    assert r.experiments[0].models[0].params == {"steps": 200}
+    assert r.experiments[0].models[0].params == {"steps": 60}
     assert r.evaluate[0].plugin == "toy_count"
     again = parse_recipe(r.to_yaml())
     assert again == r

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -20,9 +21,24 @@ from synthmri.plugins.evaluators.segmentation import (
     hd95_per_image,
     segmentation_scores,
 )
-from synthmri.plugins.segmenters.unet import AttentionUNetSegmenter, UNetSegmenter, batch_dice
+from synthmri.plugins.segmenters.unet import (
+    AttentionUNetSegmenter,
+    UNetSegmenter,
+    _init_output_bias,
+    batch_dice,
+    val_dice,
+)
 
 SMALL = {"channels": [8, 16, 32], "strides": [2, 2], "batch_size": 8}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny 32 px nets gain nothing from more threads; on a busy CPU they lose a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------ a hand-computed case
@@ -219,6 +235,26 @@ def test_batch_dice_convention() -> None:
     assert batch_dice(a, b).tolist() == [1.0, 0.0, 0.0]
 
 
+def test_val_dice_pooled_and_mean() -> None:
+    pred = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    truth = torch.zeros_like(pred)
+    truth[0, 0, 0, 0:2] = pred[0, 0, 0, 0:2] = True  # 2 px right
+    pred[1, 0, 3, 3] = True  # 1 false-positive pixel on an empty slice
+    assert val_dice(pred, truth, "pooled") == pytest.approx(2 * 2 / (3 + 2))
+    assert val_dice(pred, truth, "mean") == pytest.approx((1.0 + 0.0) / 2)
+    assert val_dice(torch.zeros_like(pred), truth & False) == 1.0
+
+
+@pytest.mark.parametrize("cls", [UNetSegmenter, AttentionUNetSegmenter])
+def test_output_bias_prior(cls) -> None:
+    net = cls._build(1, cls(SMALL)._network_config())
+    _init_output_bias(net, 0.01)
+    with torch.no_grad():
+        logits = net(torch.rand(2, 1, 32, 32))
+    # the output starts near logit(0.01) = -4.6, so BCE need not learn the background first
+    assert float(torch.sigmoid(logits).mean()) < 0.1
+
+
 # ------------------------------------------------------------------ the whole path
 
 
@@ -242,7 +278,6 @@ evaluate: [segmentation]
 """
 
 
-@pytest.mark.slow
 def test_recipe_runs_the_segmentation_path(tmp_path) -> None:
     import synthmri
     from synthmri.core.recipe import parse_recipe

@@ -65,7 +65,7 @@ class MeanIntensityClassifier(Classifier):
     description = "Logistic regression on two intensity features."
 
     class Params(StrictParams):
-        steps: int = Field(200, ge=1, description="gradient steps")
+        steps: int = Field(60, ge=1, description="gradient steps")
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         flat = images.flatten(1)
@@ -84,7 +84,7 @@ class MeanIntensityClassifier(Classifier):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if step % 50 == 0:
+            if step % 20 == 0:
                 run.log(epoch=step, loss=loss.item())
 
     @torch.no_grad()

@@ -310,17 +310,21 @@ class VAEAnomaly(Classifier):
         vae.net, vae.device = net, run.device
         self.vae = vae
 
-        train_err, train_fg = self.error_maps(healthy.images)
         val_normal = (
             val.subset(val.labels == normal)
             if val is not None and len(val) and val.labels is not None
             else None
         )
-        if val_normal is not None and len(val_normal):
+        has_val = val_normal is not None and len(val_normal) > 0
+        train_err = train_fg = None
+        if self.params.method == "global_kmeans" or not has_val:
+            train_err, train_fg = self.error_maps(healthy.images)
+        if has_val:
             val_err, val_fg = self.error_maps(val.images)  # type: ignore[union-attr]
             is_normal = (val.labels == normal).numpy()  # type: ignore[union-attr]
             self.calibrated_on = "validation"
         else:
+            assert train_err is not None and train_fg is not None
             run.note(
                 "vae_anomaly: no healthy validation slices; thresholds come from the "
                 "training slices (optimistic: expect more false positives on the test part)"

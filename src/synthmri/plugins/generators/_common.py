@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ __all__ = [
     "DIFFAUGMENT_OPS",
     "EMA",
     "GANParams",
+    "IndexBlocks",
     "batch_diversity",
     "diff_augment",
     "from_unit",
@@ -240,6 +241,32 @@ def _split_buffers(module: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
     for b in module.buffers():
         (floats if b.is_floating_point() else others).append(b)
     return floats, others
+
+
+# ------------------------------------------------------------------ batches
+
+
+class IndexBlocks:
+    """Index batches from ``minibatches`` (``first`` already drawn), moved to the device a
+    block at a time: one host->device copy per ``block`` steps instead of one per step.
+    ``next()`` returns the next index batch on ``device``."""
+
+    def __init__(self, batches: Any, first: Tensor, block: int, device: torch.device) -> None:
+        self.batches, self.block, self.device = batches, max(1, block), device
+        self.buf = [first]
+        self.rows: Tensor | None = None
+        self.i = 0
+
+    def next(self) -> Tensor:
+        """The next index batch, on the device."""
+        if self.rows is None or self.i >= self.rows.shape[0]:
+            while len(self.buf) < self.block:
+                self.buf.append(next(self.batches))
+            self.rows = torch.stack(self.buf).to(self.device, non_blocking=True)
+            self.buf, self.i = [], 0
+        row = self.rows[self.i]
+        self.i += 1
+        return row
 
 
 # ------------------------------------------------------------------ value ranges

@@ -152,7 +152,11 @@ class _GBlock(nn.Module):
         self.skip = _g_conv(cin, cout, 1) if cin != cout else nn.Identity()
 
     def _up(self, x: Tensor) -> Tensor:
-        return F.interpolate(x, scale_factor=2.0, mode="nearest") if self.upsample else x
+        return (
+            F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            if self.upsample
+            else x
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(self._up(F.leaky_relu(self.bn1(x), 0.2)))
@@ -184,7 +188,8 @@ class OneShotGenerator(nn.Module):
             _width(channels, max_channels, 2 ** (self.n_up - i)) for i in range(self.n_up + 1)
         ]
         self.widths = widths
-        self.fc = spectral_norm(nn.Linear(latent_dim, widths[0] * self.base * self.base))
+        # no bias: a free bias would let the map ignore z (the next batch norm scales z away)
+        self.fc = spectral_norm(nn.Linear(latent_dim, widths[0] * self.base**2, bias=False))
         self.blocks = nn.ModuleList(
             [_GBlock(widths[0], widths[0], upsample=False)]
             + [_GBlock(widths[i - 1], widths[i], upsample=True) for i in range(1, self.n_up + 1)]

@@ -4,13 +4,26 @@ Both train with ``DiceCELoss(sigmoid=True)``, AdamW, a cosine schedule and early
 stopping on the validation Dice (``core.training.train_supervised``), with the
 same random geometry applied to image and mask (``core.data.Augment``).
 ``predict`` returns sigmoid probabilities ``[N, 1, H, W]``.
+
+Three defaults matter for tumour slices, where the tumour is ~1 % of the pixels and
+many slices have none (measured on LGG FLAIR and phantoms at 64 px):
+
+- ``bias_prior``: the output bias starts at the logit of the training foreground
+  fraction; from 0 the BCE term spends hundreds of steps pulling the background down
+  (val BCE 0.72 -> 0.60 in 300 steps, against 0.09 after 50 with the prior);
+- ``batch_dice``: the Dice term is computed over the batch (MONAI ``batch=True``); per
+  slice, a tumour-free slice adds a constant ~1 with no gradient, and the UNet learnt
+  to mark something on every normal slice (test detection specificity 0.0 -> 0.86);
+- ``val_score: pooled``: early stopping on the Dice pooled over all val pixels; the
+  per-slice mean scores a tumour-free slice 0 for one stray pixel and stopped
+  training after a few epochs.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -21,7 +34,13 @@ from synthmri.core.errors import ConfigError, DataError, PluginError
 from synthmri.core.interfaces import ImageSet, Segmenter, StrictParams
 from synthmri.core.training import RunContext, predict_batched, train_supervised
 
-__all__ = ["AttentionUNetSegmenter", "MonaiSegmenter", "UNetSegmenter", "batch_dice"]
+__all__ = [
+    "AttentionUNetSegmenter",
+    "MonaiSegmenter",
+    "UNetSegmenter",
+    "batch_dice",
+    "val_dice",
+]
 
 
 def batch_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -32,6 +51,15 @@ def batch_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     inter = (p * t).sum(1)
     denom = p.sum(1) + t.sum(1)
     return torch.where(denom > 0, 2 * inter / denom.clamp_min(1e-12), torch.ones_like(denom))
+
+
+def val_dice(pred: torch.Tensor, target: torch.Tensor, how: str = "pooled") -> float:
+    """Validation Dice of binary masks: ``pooled`` over all pixels, or ``mean`` per slice."""
+    if how == "mean":
+        return float(batch_dice(pred, target).mean())
+    p, t = pred.float(), target.float()
+    denom = float(p.sum() + t.sum())
+    return 1.0 if denom == 0 else 2 * float((p * t).sum()) / denom
 
 
 def _init_output_bias(net: nn.Module, foreground: float) -> None:
@@ -52,7 +80,7 @@ class _BaseParams(StrictParams):
 
     epochs: int = Field(30, ge=1, description="maximum training epochs")
     batch_size: int = Field(16, ge=1, description="images per training step")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (cosine-annealed)")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate (cosine-annealed)")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
     patience: int = Field(
         8, ge=1, description="epochs without better validation Dice before stopping"
@@ -61,15 +89,26 @@ class _BaseParams(StrictParams):
         True, description="random flip/rotation/scale (same on image and mask) and intensity"
     )
     channels: list[int] = Field(
-        default_factory=lambda: [16, 32, 64, 128, 256],
+        default=[16, 32, 64, 128, 256],
         description="feature channels per level (encoder to bottleneck)",
     )
     strides: list[int] = Field(
-        default_factory=lambda: [2, 2, 2, 2],
+        default=[2, 2, 2, 2],
         description="down-sampling stride between levels (one fewer than channels)",
     )
     threshold: float = Field(
         0.5, gt=0, lt=1, description="probability threshold for the validation Dice"
+    )
+    val_score: Literal["pooled", "mean"] = Field(
+        "pooled",
+        description="early-stopping score on val: 'pooled' Dice over all val pixels (false "
+        "positives on tumour-free slices cost their area), or 'mean' per-slice Dice (an empty "
+        "prediction on an empty mask = 1, any pixel on it = 0)",
+    )
+    batch_dice: bool = Field(
+        True,
+        description="Dice term of the loss over the whole batch (MONAI batch=True) rather than "
+        "per slice: tumour-free slices then add their false positives instead of a constant 1",
     )
     bias_prior: bool = Field(
         True,
@@ -169,15 +208,14 @@ class MonaiSegmenter(Segmenter):
         self.net = self._build(train.channels, self.config["net"])
         if p.bias_prior:
             _init_output_bias(self.net, float(train.masks.float().mean()))
-        dice_ce = DiceCELoss(sigmoid=True)
+        dice_ce = DiceCELoss(sigmoid=True, batch=p.batch_dice)
         logit_threshold = math.log(p.threshold / (1 - p.threshold))
 
         def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             return dice_ce(out.float(), target)
 
         def score_fn(out: torch.Tensor, target: torch.Tensor) -> float:
-            # mean per-image Dice over all val slices; empty-on-empty counts as 1
-            return float(batch_dice(out > logit_threshold, target > 0.5).mean())
+            return val_dice(out > logit_threshold, target > 0.5, p.val_score)
 
         has_val = val is not None and val.masks is not None and len(val) > 0
         val_x = val.images.to(run.device) if has_val else None  # type: ignore[union-attr]
