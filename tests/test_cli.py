@@ -9,19 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from synthmri.cli import main
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def test_version_and_module_entry_point() -> None:
     done = subprocess.run(
@@ -30,8 +17,8 @@ def test_version_and_module_entry_point() -> None:
     assert done.returncode == 0 and done.stdout.startswith("synthmri ")
 
 
-def test_plugins_list_json_is_valid(capsys, toy_plugins: str) -> None:
-    code, out, _ = cli(capsys, "plugins", "list", "--json")
+def test_plugins_list_json_is_valid(cli, toy_plugins: str) -> None:
+    code, out, _ = cli("plugins", "list", "--json")
     assert code == 0
     rows = json.loads(out)
     toy = next(r for r in rows if r["name"] == "toy_mean")
@@ -45,10 +32,10 @@ def test_plugins_list_json_is_valid(capsys, toy_plugins: str) -> None:
     }
 
 
-def test_plugins_show_lists_params(capsys, toy_plugins: str) -> None:
-    code, out, _ = cli(capsys, "plugins", "show", "toy_mean")
+def test_plugins_show_lists_params(cli, toy_plugins: str) -> None:
+    code, out, _ = cli("plugins", "show", "toy_mean")
     assert code == 0 and "noise" in out and "synthmri-toys" in out
-    code, _, err = cli(capsys, "plugins", "show", "toy_maen")
+    code, _, err = cli("plugins", "show", "toy_maen")
     assert code == 2 and "toy_mean" in err
 
 
@@ -74,40 +61,39 @@ evaluate: [toy_count]
     ],
 )
 def test_validate_errors_exit_2_without_traceback(
-    capsys, tmp_path: Path, toy_plugins: str, change: tuple[str, str], expect: str
+    cli, tmp_path: Path, toy_plugins: str, change: tuple[str, str], expect: str
 ) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(RECIPE.replace(*change))
-    code, _, err = cli(capsys, "validate", str(path))
+    code, _, err = cli("validate", str(path))
     assert code == 2
     assert expect in err and "Traceback" not in err
     assert str(path) in err.replace("\n", "")
 
 
-def test_validate_ok_and_set(capsys, tmp_path: Path, toy_plugins: str) -> None:
+def test_validate_ok_and_set(cli, tmp_path: Path, toy_plugins: str) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(RECIPE)
-    code, out, _ = cli(capsys, "validate", str(path), "--set", "data.size=64")
+    code, out, _ = cli("validate", str(path), "--set", "data.size=64")
     assert code == 0 and "ok" in out
-    code, _, err = cli(capsys, "validate", str(path), "--set", "data.size=tiny")
+    code, _, err = cli("validate", str(path), "--set", "data.size=tiny")
     assert code == 2 and "data.size" in err
 
 
-def test_run_prints_table_and_report(capsys, tmp_path: Path, toy_plugins: str) -> None:
+def test_run_prints_table_and_report(cli, tmp_path: Path, toy_plugins: str) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(RECIPE)
-    code, out, err = cli(capsys, "--quiet", "run", str(path), "--out", str(tmp_path / "runs"))
+    code, out, err = cli("--quiet", "run", str(path), "--out", str(tmp_path / "runs"))
     assert code == 0, err
     assert "classification" in out and "report.html" in out
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "report.html").is_file()
 
 
-def test_run_on_missing_folder_exits_2(capsys, tmp_path: Path, toy_plugins: str) -> None:
+def test_run_on_missing_folder_exits_2(cli, tmp_path: Path, toy_plugins: str) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(RECIPE)
     code, _, err = cli(
-        capsys,
         "run",
         str(path),
         "--set",
@@ -118,35 +104,35 @@ def test_run_on_missing_folder_exits_2(capsys, tmp_path: Path, toy_plugins: str)
     assert code == 2 and "nope" in err and "Traceback" not in err
 
 
-def test_recipes_list_and_show(capsys) -> None:
-    code, out, _ = cli(capsys, "recipes", "list")
+def test_recipes_list_and_show(cli) -> None:
+    code, out, _ = cli("recipes", "list")
     assert code == 0 and "quickstart" in out
-    code, out, _ = cli(capsys, "recipes", "show", "quickstart")
+    code, out, _ = cli("recipes", "show", "quickstart")
     assert code == 0 and "name: quickstart" in out
-    code, _, err = cli(capsys, "recipes", "show", "quikstart")
+    code, _, err = cli("recipes", "show", "quikstart")
     assert code == 2 and "quickstart" in err
 
 
-def test_phantoms_command_writes_class_folders(capsys, tmp_path: Path) -> None:
+def test_phantoms_command_writes_class_folders(cli, tmp_path: Path) -> None:
     out_dir = tmp_path / "ph"
-    code, _, err = cli(capsys, "phantoms", "--out", str(out_dir), "--n", "6", "--size", "32")
+    code, _, err = cli("phantoms", "--out", str(out_dir), "--n", "6", "--size", "32")
     assert code == 0, err
     assert {p.name for p in out_dir.iterdir()} == {"normal", "tumor"}
     assert list(out_dir.glob("*/*_mask.png"))
-    code, _, err = cli(capsys, "phantoms", "--out", str(out_dir), "--n", "6")
+    code, _, err = cli("phantoms", "--out", str(out_dir), "--n", "6")
     assert code == 2 and str(out_dir) in err  # never overwrites
 
 
-def test_generate_from_checkpoint(capsys, tmp_path: Path, toy_plugins: str) -> None:
+def test_generate_from_checkpoint(cli, tmp_path: Path, toy_plugins: str) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(RECIPE)
-    assert cli(capsys, "-q", "run", str(path), "--out", str(tmp_path / "runs"))[0] == 0
+    assert cli("-q", "run", str(path), "--out", str(tmp_path / "runs"))[0] == 0
     ckpt = next((tmp_path / "runs").glob("*/checkpoints/generate-toy_mean-tumor.pt"))
     out_dir = tmp_path / "gen"
-    code, _, err = cli(capsys, "generate", str(ckpt), "-n", "5", "--out", str(out_dir))
+    code, _, err = cli("generate", str(ckpt), "-n", "5", "--out", str(out_dir))
     assert code == 0, err
     assert len(list(out_dir.glob("tumor/*.png"))) == 5
-    code, _, err = cli(capsys, "generate", str(ckpt), "-n", "5", "--out", str(out_dir))
+    code, _, err = cli("generate", str(ckpt), "-n", "5", "--out", str(out_dir))
     assert code == 2 and "not empty" in err
-    code, _, err = cli(capsys, "generate", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "x"))
+    code, _, err = cli("generate", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "x"))
     assert code == 2 and "r.yaml" in err

@@ -123,7 +123,7 @@ def test_conditional_generator_and_segmentation_from_synthetic(tmp_path, toy_plu
     ).replace(
         "    task: segment\n    models: [toy_threshold]\n    train_on: [real]",
         "    task: segment\n    models: [toy_threshold]\n    train_on: [real, synthetic]\n"
-            "    synthetic_per_class: 12",
+        "    synthetic_per_class: 12",
     )
     result = run_recipe(parse_recipe(text), out=None)
     assert result.run_dir is None

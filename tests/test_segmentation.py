@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -30,15 +29,6 @@ from synthmri.plugins.segmenters.unet import (
 )
 
 SMALL = {"channels": [8, 16, 32], "strides": [2, 2], "batch_size": 8}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny 32 px nets gain nothing from more threads; on a busy CPU they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------ a hand-computed case

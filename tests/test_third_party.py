@@ -22,7 +22,6 @@ from types import ModuleType
 import pytest
 
 import synthmri
-from synthmri.cli import main
 from synthmri.core.errors import ConfigError, PluginError
 from synthmri.core.plugins import DISABLE_ENV, get_registry, reset_registry
 from synthmri.scaffold import names, plugin_files, scaffold_plugin
@@ -53,23 +52,12 @@ def fresh_registry() -> Iterator[None]:
     reset_registry()
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 # ----------------------------------------------------------------- the example package
 
 
 @needs_example
-def test_plugins_list_shows_the_example_package(capsys, fresh_registry) -> None:
-    code, out, _ = cli(capsys, "plugins", "list", "--json")
+def test_plugins_list_shows_the_example_package(cli, fresh_registry) -> None:
+    code, out, _ = cli("plugins", "list", "--json")
     assert code == 0
     rows = {(r["kind"], r["name"]): r for r in json.loads(out)}
     version = _example_version()
@@ -235,34 +223,34 @@ def test_scaffold_writes_the_package_files(tmp_path: Path) -> None:
     ],
 )
 def test_new_rejects_bad_input_with_exit_2(
-    args: list[str], message: str, capsys, tmp_path: Path
+    args: list[str], message: str, cli, tmp_path: Path
 ) -> None:
     out = tmp_path / "pkg"
-    code, _, err = cli(capsys, "plugins", "new", *args, "--out", str(out))
+    code, _, err = cli("plugins", "new", *args, "--out", str(out))
     assert code == 2
     assert message in err and "Traceback" not in err
     assert not out.exists(), "nothing may be written on an error"
 
 
-def test_new_refuses_a_non_empty_folder(capsys, tmp_path: Path) -> None:
+def test_new_refuses_a_non_empty_folder(cli, tmp_path: Path) -> None:
     out = tmp_path / "pkg"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code, _, err = cli(capsys, "plugins", "new", "generator", "tp_x", "--out", str(out))
+    code, _, err = cli("plugins", "new", "generator", "tp_x", "--out", str(out))
     assert code == 2 and "not empty" in err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     with pytest.raises(ConfigError, match="not empty"):
         scaffold_plugin("generator", "tp_x", out)
 
 
-def test_new_writes_into_an_empty_or_default_folder(capsys, tmp_path: Path, monkeypatch) -> None:
+def test_new_writes_into_an_empty_or_default_folder(cli, tmp_path: Path, monkeypatch) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, out, _ = cli(capsys, "plugins", "new", "evaluator", "tp_count", "--out", str(empty))
+    code, out, _ = cli("plugins", "new", "evaluator", "tp_count", "--out", str(empty))
     assert code == 0 and "pip install -e" in out
     assert (empty / "src" / "synthmri_tp_count" / "__init__.py").is_file()
     monkeypatch.chdir(tmp_path)
-    code, _, _ = cli(capsys, "plugins", "new", "segmenter", "tp_seg")
+    code, _, _ = cli("plugins", "new", "segmenter", "tp_seg")
     assert code == 0 and (tmp_path / "synthmri-tp-seg" / "pyproject.toml").is_file()
 
 

@@ -44,15 +44,6 @@ TINY: dict[str, Any] = {
 FIGURES = ("giaem", "dbscan")  # methods whose fit saves figures (matplotlib is slow here)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny nets gain nothing from intra-op threads on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def blobs(n: int, seed: int, size: int = SIZE, classes: tuple[str, str] = ("normal", "tumor")):
     """Flat noisy disks (label 0) and the same with a bright Gaussian blob (label 1)."""
     g = torch.Generator().manual_seed(seed)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +29,6 @@ from synthmri.testing import check_generator
 
 TINY_WGAN: dict[str, Any] = {"iterations": 4, "n_critic": 2, "batch_size": 8, "ngf": 8, "ndf": 8}
 TINY_VAE: dict[str, Any] = {"iterations": 8, "batch_size": 8, "base_channels": 8, "latent_dim": 16}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny 32 px nets gain nothing from intra-op threads; on a shared, busy CPU two
-    threads per process made this file ~6x slower (OpenMP waits), so use one here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ import sys
 import typer
 
 from synthmri._version import __version__
-from synthmri.cli import data, generate, plugins, recipes, run
-from synthmri.cli import compare, turing
+from synthmri.cli import compare, data, generate, plugins, recipes, run, turing
 from synthmri.cli._common import err_console, state
 from synthmri.core.errors import SynthMRIError
 

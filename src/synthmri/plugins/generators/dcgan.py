@@ -409,12 +409,16 @@ class DCGAN(Generator):
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()
-                # -- G step: non-saturating loss through the updated D
+                # -- G step: non-saturating loss through the updated D. D's weights need no
+                # gradient here: freeze them and call the unwrapped D (no DDP hooks), which
+                # saves the weight-gradient half of D's backward pass.
+                d_raw.requires_grad_(False)
                 with autocast():
-                    d_gen = D(diff_augment(fake, policy, image_channels), y)
+                    d_gen = d_raw(diff_augment(fake, policy, image_channels), y)
                     loss_g = F.binary_cross_entropy_with_logits(d_gen.float(), gen_target)
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
+                d_raw.requires_grad_(True)
                 opt_g.step()
                 if ema is not None:
                     ema.update(g_raw)
