@@ -252,10 +252,10 @@ class DCGAN(Generator):
         """DCGAN params (plus the shared GAN training params)."""
 
         iterations: int = Field(
-            250,
+            200,
             ge=1,
-            description="generator steps (250: recognisable 64 px phantom slices in ~2 min "
-            "of a 2-core CPU; raise it for real data and a GPU)",
+            description="generator steps (200: recognisable 64 px phantom slices in ~2 min "
+            "of a 2-core CPU; raise it for real data, larger images and a GPU)",
         )
         latent_dim: int = Field(100, ge=1, description="size of the latent vector z")
         ngf: int = Field(64, ge=1, description="generator width (channels of its last layer)")

@@ -2,10 +2,11 @@
 
 A GAN meant for very little data: one image, one video, or one small class.
 
-- **Generator**: a latent code (``latent_dim``) is mapped by a linear layer to a small
-  ``base`` x ``base`` map (3 to 7 px, so that repeated 2x upsampling reaches the image
-  size: 4 px for 32/64/128), then one residual block at that size and ``n_up`` residual
-  blocks that upsample x2 (nearest + 3x3 conv, spectral norm, batch norm). Every block
+- **Generator**: a latent code (``latent_dim``) is mapped by a bias-free linear layer to
+  a small ``base`` x ``base`` map (3 to 7 px, so that repeated 2x upsampling reaches the
+  image size: 4 px for 32/64/128), then one residual block at that size and ``n_up``
+  residual blocks that upsample x2 (bilinear + 3x3 conv, spectral norm, batch norm,
+  LeakyReLU; bilinear because nearest gave hatched textures in short runs). Every block
   has an image output (3x3 conv to the image channels); the outputs are summed across
   scales (each upsampled bilinearly to the next) and ``tanh`` gives the image at every
   scale; the last scale is the sample. 32 px: 4 blocks, 64 px: 5, 128 px: 6.
@@ -14,8 +15,12 @@ A GAN meant for very little data: one image, one video, or one small class.
   blocks: judges what is there, not where) and *layout* (a 1x1 conv collapses the
   channels to one map, then 3x3-conv residual blocks: judges where things are, not what
   they look like). Every block of the trunk and of both branches has its own 1x1-conv
-  decision head producing logits. 64 px: 6 blocks deep, 2 of them low-level; 128 px:
-  7 (3 low-level); 32 px: 4 (1 low-level).
+  decision head producing logits (low-level and layout: one per position; content: one
+  per image). 64 px: 6 blocks deep, 2 of them low-level; 128 px: 7 (3 low-level); 32 px:
+  4 (1 low-level). Every discriminator conv, heads included, has spectral norm; weights
+  start from N(0, 0.02) and the heads' logits are scaled by ``HEAD_GAIN`` (both make
+  the per-pixel heads leave chance level much sooner). The content branch is
+  ``max_channels`` wide (1x1 convs on a pooled vector cost almost nothing).
 - **Loss**: BCE with logits (non-saturating for G); each group's heads averaged;
   ``L_adv = L_content + L_layout + 2 L_low``; the generator minimises
   ``L_adv - dr_lambda * L_DR``, where the diversity regularisation ``L_DR`` is the mean
@@ -29,7 +34,7 @@ A GAN meant for very little data: one image, one video, or one small class.
   each sample with probability ``feature_aug_p``: channel mixing with another real
   sample and channel dropout for the content branch, a rectangle taken from another
   real sample's feature map for the layout branch. DiffAugment on the images
-  (``diffaugment``) on top.
+  (``diffaugment``, translation only by default) on top.
 - **Modes**: ``images_per_model: null`` trains one model on all images given (the
   pipeline gives one class); ``images_per_model: 1`` trains one model per training
   image as in the paper (at most ``max_models``; the rest are skipped with a note) and
@@ -455,8 +460,15 @@ class OneShotGAN(Generator):
         iterations: int = Field(3000, ge=1, description="generator steps per model")
         batch_size: int = Field(16, ge=2, description="images per step (per process under DDP)")
         latent_dim: int = Field(64, ge=1, description="size of the latent code")
+        diffaugment: str | None = Field(
+            "translation",
+            description="DiffAugment policy on real and fake images before the discriminator: "
+            "'auto' (color,translation,cutout below 1000 training images), a comma list of "
+            "color/translation/cutout, or null/'' for off. Translation only by default: cutout "
+            "and colour jitter slow the per-pixel layout and low-level heads down a lot",
+        )
         channels: int = Field(
-            16, ge=1, description="width at full resolution; doubles per halving of the size"
+            8, ge=1, description="width at full resolution; doubles per halving of the size"
         )
         max_channels: int = Field(256, ge=1, description="cap on any block's width")
         lr_g: float = Field(2e-4, gt=0.0, description="Adam learning rate of the generator")
@@ -572,8 +584,14 @@ class OneShotGAN(Generator):
         real_all = from_unit(images.float()).to(device).contiguous(memory_format=fmt)
         n_img = real_all.shape[0]
         bs = p.batch_size
+        shard = run.world_size > 1 and n_img >= run.world_size  # tiny sets: every rank sees all
         batches = minibatches(
-            n_img, bs, run.generator(1000 + m), drop_last=True, rank=run.rank, world=run.world_size
+            n_img,
+            bs,
+            run.generator(1000 + m),
+            drop_last=True,
+            rank=run.rank if shard else 0,
+            world=run.world_size if shard else 1,
         )
         step0 = m * p.iterations
         w_low = p.low_level_weight
