@@ -197,18 +197,26 @@ class AnomalyScores:
 
 
 def gaussian_smooth(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of ``[N, C, H, W]`` with ``sigma`` pixels (reflect padding)."""
+    """Separable Gaussian blur of ``[N, C, H, W]`` with ``sigma`` pixels (reflect padding).
+
+    Shifted adds rather than a convolution: with one channel and a few taps this is
+    ~10x faster on a CPU than ``conv2d`` / ``conv1d``.
+    """
     if sigma <= 0:
         return x
-    radius = max(1, math.ceil(3 * sigma))
-    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    h, w = x.shape[-2:]
+    radius = min(max(1, math.ceil(3 * sigma)), h - 1, w - 1)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
+    taps = (k / k.sum()).tolist()
     y = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    rows = torch.zeros_like(y[..., :, :w])
+    for i, weight in enumerate(taps):
+        rows.add_(y[..., :, i : i + w], alpha=weight)
+    out = torch.zeros_like(x)
+    for i, weight in enumerate(taps):
+        out.add_(rows[..., i : i + h, :], alpha=weight)
+    return out
 
 
 def largest_component(binary: np.ndarray) -> np.ndarray:
@@ -558,37 +566,43 @@ class VAEAnomaly(Classifier):
             torch.linspace(0, 1, w, dtype=torch.float32),
             indexing="ij",
         )
-        pos = torch.stack([yy, xx], -1).reshape(1, h * w, 2) * wp
+        py, px = (yy.reshape(-1) * wp), (xx.reshape(-1) * wp)  # [P] position features
+        gy, gx = (yy.reshape(-1) * (h - 1)).double(), (xx.reshape(-1) * (w - 1)).double()
         scores = np.zeros(n)
         high = torch.zeros_like(anomalous)
         chunk = 64
         area = float(h * w)
         for s in range(0, n, chunk):
-            e = (errors[s : s + chunk, 0] / self.pixel_threshold).reshape(-1, h * w, 1)
-            m = foreground[s : s + chunk, 0].reshape(-1, h * w).float()
+            e = (errors[s : s + chunk, 0] / self.pixel_threshold).reshape(-1, h * w)  # [B, P]
+            m = foreground[s : s + chunk, 0].reshape(-1, h * w)
+            mf = m.float()
             b = e.shape[0]
-            feats = torch.cat([e, pos.expand(b, -1, -1)], -1)  # [B, P, 3]
-            msum = m.sum(1, keepdim=True).clamp(min=1)
-            mean = (feats * m[..., None]).sum(1) / msum  # [B, 3]
-            top = (e[..., 0] * m).argmax(1)
-            centres = torch.stack([mean, feats[torch.arange(b), top]], 1)  # [B, 2, 3]
+            msum = mf.sum(1).clamp(min=1)
+            mean = torch.stack([(e * mf).sum(1), mf @ py, mf @ px], 1) / msum[:, None]
+            top = (e * mf).argmax(1)
+            first = torch.stack([e[torch.arange(b), top], py[top], px[top]], 1)
+            centres = torch.stack([mean, first], 1)  # [B, 2, 3]: low, high
+            assign = mf
             for _ in range(_KMEANS_STEPS):
-                d = torch.cdist(feats, centres)  # [B, P, 2]
-                assign = (d[..., 1] < d[..., 0]).float() * m  # 1 = high cluster
-                low = (1 - assign) * m
-                for k, wgt in ((0, low), (1, assign)):
-                    cnt = wgt.sum(1, keepdim=True)
-                    upd = (feats * wgt[..., None]).sum(1) / cnt.clamp(min=1)
-                    centres[:, k] = torch.where(cnt > 0, upd, centres[:, k])
+                # with two centres the nearer one is a half-space test: f . (c1 - c0) > bias
+                diff = centres[:, 1] - centres[:, 0]  # [B, 3]
+                bias = 0.5 * (centres[:, 1].square().sum(1) - centres[:, 0].square().sum(1))
+                proj = e * diff[:, :1] + py * diff[:, 1:2] + px * diff[:, 2:3]
+                assign = ((proj > bias[:, None]) & m).float()
+                wgt = torch.stack([mf - assign, assign], 1)  # [B, 2, P]
+                cnt = wgt.sum(2)  # [B, 2]
+                sums = torch.stack([(wgt * e[:, None]).sum(2), wgt @ py, wgt @ px], -1)
+                upd = sums / cnt.clamp(min=1)[..., None]
+                centres = torch.where(cnt[..., None] > 0, upd, centres)
             swap = centres[:, 1, 0] < centres[:, 0, 0]  # the high cluster has the larger error
-            assign = torch.where(swap[:, None], (1 - assign) * m, assign)
+            assign = torch.where(swap[:, None], mf - assign, assign)
             hot = (assign > 0) & anomalous[s : s + chunk, 0].reshape(-1, h * w)
-            cnt = hot.sum(1).double()
-            pix = torch.stack([yy * (h - 1), xx * (w - 1)], -1).reshape(1, h * w, 2).double()
-            hf = hot.double()[..., None]
-            centroid = (pix * hf).sum(1) / cnt.clamp(min=1)[:, None]
-            rms = (((pix - centroid[:, None]) ** 2).sum(-1) * hf[..., 0]).sum(1)
-            rms = (rms / cnt.clamp(min=1)).sqrt()
+            hf = hot.double()
+            cnt = hf.sum(1)
+            # rms radius of the hot pixels about their centroid: E|p|^2 - |E p|^2
+            first_m = torch.stack([hf @ gy, hf @ gx], 1) / cnt.clamp(min=1)[:, None]
+            second = (hf @ (gy.square() + gx.square())) / cnt.clamp(min=1)
+            rms = (second - first_m.square().sum(1)).clamp(min=0).sqrt()
             disk = (cnt / (2 * math.pi)).sqrt()
             compact = torch.where(rms > 0, (disk / rms.clamp(min=1e-9)).clamp(max=1.0), 1.0)
             compact = torch.where(cnt > 0, compact, 0.0)

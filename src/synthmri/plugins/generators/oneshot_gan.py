@@ -34,7 +34,9 @@ A GAN meant for very little data: one image, one video, or one small class.
   each sample with probability ``feature_aug_p``: channel mixing with another real
   sample and channel dropout for the content branch, a rectangle taken from another
   real sample's feature map for the layout branch. DiffAugment on the images
-  (``diffaugment``, translation only by default) on top.
+  (``diffaugment``) on top; keep it on: with translation only, the discriminator's
+  layout branch wins within ~100 steps at 64 px and the generator collapses to one
+  image.
 - **Modes**: ``images_per_model: null`` trains one model on all images given (the
   pipeline gives one class); ``images_per_model: 1`` trains one model per training
   image as in the paper (at most ``max_models``; the rest are skipped with a note) and
@@ -140,8 +142,12 @@ def _sn_conv(cin: int, cout: int, k: int) -> nn.Module:
 
 
 def _g_conv(cin: int, cout: int, k: int) -> nn.Module:
-    """A generator conv: PyTorch's default init, spectral norm."""
-    return spectral_norm(nn.Conv2d(cin, cout, k, padding=k // 2))
+    """A generator conv: PyTorch's default init, spectral norm, replicate padding.
+
+    Zero padding lets the generator tell border pixels apart, and in short runs it drew
+    bright frames along the image border; replicate padding gives it no such cue.
+    """
+    return spectral_norm(nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode="replicate"))
 
 
 class _GBlock(nn.Module):
@@ -201,7 +207,9 @@ class OneShotGenerator(nn.Module):
         )
         self.to_image = nn.ModuleList(
             nn.Sequential(
-                nn.BatchNorm2d(w), nn.LeakyReLU(0.2), nn.Conv2d(w, image_channels, 3, 1, 1)
+                nn.BatchNorm2d(w),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(w, image_channels, 3, 1, 1, padding_mode="replicate"),
             )
             for w in widths
         )
@@ -460,13 +468,6 @@ class OneShotGAN(Generator):
         iterations: int = Field(3000, ge=1, description="generator steps per model")
         batch_size: int = Field(16, ge=2, description="images per step (per process under DDP)")
         latent_dim: int = Field(64, ge=1, description="size of the latent code")
-        diffaugment: str | None = Field(
-            "translation",
-            description="DiffAugment policy on real and fake images before the discriminator: "
-            "'auto' (color,translation,cutout below 1000 training images), a comma list of "
-            "color/translation/cutout, or null/'' for off. Translation only by default: cutout "
-            "and colour jitter slow the per-pixel layout and low-level heads down a lot",
-        )
         channels: int = Field(
             8, ge=1, description="width at full resolution; doubles per halving of the size"
         )
