@@ -142,12 +142,8 @@ def _sn_conv(cin: int, cout: int, k: int) -> nn.Module:
 
 
 def _g_conv(cin: int, cout: int, k: int) -> nn.Module:
-    """A generator conv: PyTorch's default init, spectral norm, replicate padding.
-
-    Zero padding lets the generator tell border pixels apart, and in short runs it drew
-    bright frames along the image border; replicate padding gives it no such cue.
-    """
-    return spectral_norm(nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode="replicate"))
+    """A generator conv: PyTorch's default init, spectral norm."""
+    return spectral_norm(nn.Conv2d(cin, cout, k, padding=k // 2))
 
 
 class _GBlock(nn.Module):
@@ -209,7 +205,7 @@ class OneShotGenerator(nn.Module):
             nn.Sequential(
                 nn.BatchNorm2d(w),
                 nn.LeakyReLU(0.2),
-                nn.Conv2d(w, image_channels, 3, 1, 1, padding_mode="replicate"),
+                nn.Conv2d(w, image_channels, 3, 1, 1),
             )
             for w in widths
         )
