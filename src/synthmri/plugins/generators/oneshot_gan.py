@@ -542,8 +542,9 @@ class OneShotGAN(Generator):
                 g_net, state = self._fit_one(train.images[idx], m, len(groups), run, bar)
                 self._generators.append(g_net)
                 self._states.append(state)
-        grid = self.sample(min(32, max(8, 4 * len(groups))), seed=run.seed)
-        save_sample_grid(run, grid.images, "samples")
+        if run.out_dir is not None and run.is_main:
+            grid = self.sample(min(32, max(8, 4 * len(groups))), seed=run.seed)
+            save_sample_grid(run, grid.images, "samples")
 
     def _groups(self, n: int, run: RunContext) -> list[Tensor]:
         p = self.params
