@@ -147,7 +147,7 @@ def _g_conv(cin: int, cout: int, k: int) -> nn.Module:
 
 
 class _GBlock(nn.Module):
-    """Residual block: BN, LReLU, (x2 nearest), 3x3 SN conv, BN, LReLU, 3x3 SN conv."""
+    """Residual block: BN, LReLU, (x2 bilinear), 3x3 SN conv, BN, LReLU, 3x3 SN conv."""
 
     def __init__(self, cin: int, cout: int, upsample: bool) -> None:
         super().__init__()
