@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,6 @@ from synthmri.plugins.generators.dcgan import DCGAN, build_networks
 
 # Small networks keep the whole file fast on a shared 2-core CPU.
 TINY = {"iterations": 20, "batch_size": 16, "ngf": 16, "ndf": 16, "log_every": 10}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny networks gain nothing from intra-op threads; on a shared CPU they cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
