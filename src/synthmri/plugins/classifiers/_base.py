@@ -141,16 +141,7 @@ class NeuralClassifier(Classifier):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if val is None or len(val) == 0 or val.labels is None:
             return None, None
-        if val.class_names and val.class_names != names:
-            raise DataError(
-                f"{self.name}: validation classes {val.class_names} differ from "
-                f"training classes {names}"
-            )
-        if val.images.shape[1:] != train.images.shape[1:]:
-            raise DataError(
-                f"{self.name}: validation images {tuple(val.images.shape[1:])} differ from "
-                f"training images {tuple(train.images.shape[1:])}"
-            )
+        check_val_matches(self.name, train, val, names)
         return val.images, val.labels
 
     def _score(self, logits: torch.Tensor, target: torch.Tensor) -> float:
@@ -240,3 +231,16 @@ class NeuralClassifier(Classifier):
             ) from None
         self._net = net.eval()
         self._device = torch.device("cpu")
+
+
+def check_val_matches(plugin: str, train: ImageSet, val: ImageSet, names: list[str]) -> None:
+    """A DataError when the validation part's classes or image shape differ from training."""
+    if val.class_names and val.class_names != names:
+        raise DataError(
+            f"{plugin}: validation classes {val.class_names} differ from training classes {names}"
+        )
+    if val.images.shape[1:] != train.images.shape[1:]:
+        raise DataError(
+            f"{plugin}: validation images {tuple(val.images.shape[1:])} differ from "
+            f"training images {tuple(train.images.shape[1:])}"
+        )

@@ -65,6 +65,7 @@ from torch import Tensor
 from synthmri import hookimpl
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import Classifier, ImageSet
+from synthmri.plugins.classifiers._base import check_val_matches
 from synthmri.plugins.generators.vae import VAE, VAENet, VAEParams, train_vae
 
 if TYPE_CHECKING:
@@ -299,16 +300,7 @@ class VAEAnomaly(Classifier):
                 f"got {len(healthy)}"
             )
         if val is not None and len(val):
-            if val.class_names and val.class_names != names:
-                raise DataError(
-                    f"vae_anomaly: validation classes {val.class_names} differ from "
-                    f"training classes {names}"
-                )
-            if val.images.shape[1:] != train.images.shape[1:]:
-                raise DataError(
-                    f"vae_anomaly: validation images {tuple(val.images.shape[1:])} differ "
-                    f"from training images {tuple(train.images.shape[1:])}"
-                )
+            check_val_matches(self.name, train, val, names)
         self.class_names, self.normal_index = names, normal
         self.size, self.channels = train.size, train.channels
         vp = self.vae_params()
