@@ -139,3 +139,17 @@ def test_max_train_images_limits_generator_data(tmp_path: Path, toy_plugins: str
     result = run_recipe(parse_recipe(text), out=tmp_path)
     gens = {g["generator"]: g for g in result.metrics["generators"]}
     assert gens["toy_mean"]["n_train"] == 6  # 3 per class
+
+
+def test_generators_side_by_side(tmp_path: Path, toy_plugins: str) -> None:
+    """With more than one generator, one figure shows real and every generator per class."""
+    text = RECIPE.replace(
+        "  - plugin: toy_mean\n", "  - plugin: toy_mean\n  - plugin: toy_mean\n    name: other\n"
+    )
+    run_dir = run_recipe(parse_recipe(text), out=tmp_path).run_dir
+    assert run_dir is not None
+    figures = run_dir / "figures"
+    assert (figures / "generate-side-by-side.png").is_file()
+    assert (figures / "generate-other-samples.png").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {g["generator"] for g in metrics["generators"]} == {"toy_mean", "other"}

@@ -303,3 +303,25 @@ def test_real_vae_finds_blobs(data: tuple[ImageSet, ...]) -> None:
 
     auc = roc_auc_score(test.labels.numpy(), m.predict_proba(test.images)[:, 1].numpy())
     assert auc > 0.8
+
+
+def test_pipeline_scores_the_unsupervised_masks(tmp_path: Path) -> None:
+    """A localising classifier's masks reach the segmentation evaluator as an unsupervised
+    result on the real test part, and a resumed run reuses them."""
+    from synthmri.core.pipeline import run_recipe
+    from synthmri.core.recipe import parse_recipe
+
+    recipe = parse_recipe(
+        "name: loc\nseed: 0\ndata: {n: 40, size: 32}\n"
+        "experiments:\n  - name: t\n    train_on: [real]\n    models:\n"
+        "      - plugin: vae_anomaly\n        params: {iterations: 4, batch_size: 8, "
+        "base_channels: 8, latent_dim: 8, figures: false}\n"
+        "evaluate: [classification, {plugin: segmentation, params: {figures: false}}]\n"
+    )
+    first = run_recipe(recipe, out=tmp_path)
+    (row,) = first.metrics["segmentation"]
+    assert row["unsupervised"] is True and row["segmenter"] == "vae_anomaly"
+    assert row["n_test"] == first.metrics["data"]["n_test"] and row["n_tumor"] > 0
+    assert len(first.metrics["classification"]) == 1
+    again = run_recipe(recipe, out=tmp_path, resume=first.run_dir)
+    assert again.metrics["segmentation"][0]["dice_all"] == row["dice_all"]

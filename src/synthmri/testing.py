@@ -170,6 +170,12 @@ def check_classifier(
     assert torch.allclose(restored.predict_proba(val.images), proba, atol=1e-5), (
         "a classifier restored from state_dict must predict the same"
     )
+    if cls.localises:
+        masks = model.predict_masks(val.images)
+        _check_images(masks, n, 1, size, "predict_masks()")
+        assert torch.equal(restored.predict_masks(val.images), masks), (
+            "a classifier restored from state_dict must localise the same"
+        )
 
 
 def check_segmenter(

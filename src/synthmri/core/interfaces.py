@@ -243,6 +243,9 @@ class Classifier(Plugin):
     """Tells tumour from no tumour (or more classes)."""
 
     kind: ClassVar[str] = "classifier"
+    #: True when the classifier also says where the tumour is (``predict_masks``); the
+    #: pipeline then scores those masks as an unsupervised segmentation of the test part.
+    localises: ClassVar[bool] = False
 
     def fit(self, train: ImageSet, val: ImageSet | None, run: RunContext) -> None:
         """Train on ``train``; ``val`` (real data) may drive early stopping and calibration."""
@@ -255,6 +258,10 @@ class Classifier(Plugin):
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Predicted class indices ``[N]``."""
         return self.predict_proba(images).argmax(dim=1)
+
+    def predict_masks(self, images: torch.Tensor) -> torch.Tensor:
+        """Tumour masks ``[N, 1, H, W]`` in [0, 1]; only for classifiers that ``localises``."""
+        raise NotImplementedError(f"{self.name} does not localise tumours")
 
 
 class Segmenter(Plugin):

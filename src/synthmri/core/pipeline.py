@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,14 @@ import torch
 from synthmri._version import __version__
 from synthmri.core.data import LoadResult, load_images, split_dataset
 from synthmri.core.errors import ConfigError, DataError, SynthMRIError
-from synthmri.core.interfaces import EvalInputs, Generator, ImageSet, Predictions
+from synthmri.core.interfaces import (
+    Classifier,
+    EvalInputs,
+    Generator,
+    ImageSet,
+    Predictions,
+    Segmenter,
+)
 from synthmri.core.plugins import get_plugin
 from synthmri.core.recipe import Experiment, GeneratorEntry, Recipe, load_recipe
 from synthmri.core.training import RunContext, load_checkpoint, seed_everything
@@ -444,9 +451,8 @@ def run_experiments(
                 cached = cache.lookup(key, digest)
                 start = time.perf_counter()
                 if cached is not None:
-                    output = cached["output"]
+                    payload = cached
                     run.log(stage_reused=key)
-                    elapsed = float(cached.get("seconds", 0.0))
                 else:
                     seed = _stage_seed(recipe.seed, key)
                     seed_everything(seed)
@@ -455,43 +461,52 @@ def run_experiments(
                     stage_run = run.child(key)
                     stage_run.seed = seed
                     model.fit(data, val, stage_run)
-                    with torch.no_grad():
-                        output = (
-                            model.predict_proba(test.images)
-                            if exp.task == "classify"
-                            else model.predict(test.images)
-                        )
-                    output = output.detach().float().cpu()
-                    elapsed = time.perf_counter() - start
-                    cache.store(
-                        key,
-                        digest,
-                        run,
-                        "pred-" + key.replace("/", "-"),
-                        {"output": output, "seconds": elapsed},
-                    )
-                timings[key] = round(elapsed, 3)
+                    payload = _predict(model, test)
+                    payload["seconds"] = time.perf_counter() - start
+                    cache.store(key, digest, run, "pred-" + key.replace("/", "-"), payload)
+                timings[key] = round(float(payload.get("seconds", 0.0)), 3)
                 target = test.labels if exp.task == "classify" else test.masks
                 if target is None:
                     raise DataError(
                         f"the test part has no {'labels' if kind == 'classifier' else 'masks'}"
                         f" for experiment {name!r}"
                     )
-                predictions.append(
-                    Predictions(
-                        task=exp.task,
-                        model=model_entry.label,
-                        plugin=model_entry.plugin,
-                        generator=gen,
-                        train_on=train_on,
-                        real_fraction=fraction,
-                        n_train=len(data),
-                        target=target,
-                        output=output,
-                        class_names=list(test.class_names),
-                    )
+                row = Predictions(
+                    task=exp.task,
+                    model=model_entry.label,
+                    plugin=model_entry.plugin,
+                    generator=gen,
+                    train_on=train_on,
+                    real_fraction=fraction,
+                    n_train=len(data),
+                    target=target,
+                    output=payload["output"],
+                    class_names=list(test.class_names),
                 )
+                predictions.append(row)
+                if payload.get("masks") is not None:
+                    # a localising classifier: its masks are an unsupervised segmentation
+                    predictions.append(
+                        replace(
+                            row,
+                            task="segment",
+                            target=test.masks,
+                            output=payload["masks"],
+                            extra={"unsupervised": True},
+                        )
+                    )
     return predictions
+
+
+def _predict(model: Classifier | Segmenter, test: ImageSet) -> dict[str, Any]:
+    """The trained model's outputs on the real test part (plus masks when it localises)."""
+    with torch.no_grad():
+        if isinstance(model, Segmenter):
+            return {"output": model.predict(test.images).detach().float().cpu()}
+        out: dict[str, Any] = {"output": model.predict_proba(test.images).detach().float().cpu()}
+        if model.localises and test.masks is not None:
+            out["masks"] = model.predict_masks(test.images).detach().float().cpu()
+    return out
 
 
 def _with_masks(data: ImageSet) -> ImageSet:
@@ -641,14 +656,14 @@ def make_synthetic_sets(
         folder = run.path("synthetic", label)
         if folder is not None:
             write_image_set(syn, folder, prefix=label)
-        _sample_grid(train, syn, label, run.child(f"generate/{label}"))
+        _sample_grid({"real": train, label: syn}, run.child(f"generate/{label}"), "samples")
+    if len(synthetic) > 1:
+        _sample_grid({"real": train, **synthetic}, run.child("generate"), "side-by-side")
     return synthetic
 
 
-def _sample_grid(
-    real: ImageSet, synthetic: ImageSet, label: str, run: RunContext, per_row: int = 8
-) -> None:
-    """Real (top) and synthetic (bottom) examples per class, with masks outlined."""
+def _sample_grid(sets: dict[str, ImageSet], run: RunContext, name: str, per_row: int = 8) -> None:
+    """A row of examples per class and set (e.g. real, then each generator), masks outlined."""
     if run.out_dir is None:
         return
     import matplotlib
@@ -656,21 +671,22 @@ def _sample_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    classes = [c for c in synthetic.class_names if len(synthetic.of_class(c))]
+    synthetic = list(sets.values())[1:]
+    classes = [c for c in sets["real"].class_names if any(len(s.of_class(c)) for s in synthetic)]
+    rows = [(c, kind, data) for c in classes for kind, data in sets.items()]
     fig, axes = plt.subplots(
-        2 * len(classes), per_row, figsize=(per_row * 1.2, 2.6 * len(classes)), squeeze=False
+        len(rows), per_row, figsize=(per_row * 1.2, 1.3 * len(rows)), squeeze=False
     )
-    for ci, cname in enumerate(classes):
-        for ri, (data, kind) in enumerate(((real, "real"), (synthetic, label))):
-            part = data.of_class(cname) if cname in data.class_names else data
-            for j in range(per_row):
-                ax = axes[2 * ci + ri, j]
-                ax.axis("off")
-                if j >= len(part):
-                    continue
-                ax.imshow(part.images[j, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-                if part.masks is not None and part.masks[j].sum() > 0:
-                    ax.contour(part.masks[j, 0].numpy(), levels=[0.5], colors="red", linewidths=0.6)
-            axes[2 * ci + ri, 0].set_title(f"{kind} / {cname}", fontsize=8, loc="left")
-    fig.suptitle(f"real vs {label}", fontsize=10)
-    run.save_figure(fig, "samples")
+    for ri, (cname, kind, data) in enumerate(rows):
+        part = data.of_class(cname) if cname in data.class_names else data
+        for j in range(per_row):
+            ax = axes[ri, j]
+            ax.axis("off")
+            if j >= len(part):
+                continue
+            ax.imshow(part.images[j, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            if part.masks is not None and part.masks[j].sum() > 0:
+                ax.contour(part.masks[j, 0].numpy(), levels=[0.5], colors="red", linewidths=0.6)
+        axes[ri, 0].set_title(f"{kind} / {cname}", fontsize=8, loc="left")
+    fig.suptitle(" vs ".join(sets), fontsize=10)
+    run.save_figure(fig, name)

@@ -254,6 +254,7 @@ class VAEAnomaly(Classifier):
     name = "vae_anomaly"
     description = "VAE on healthy slices only; reconstruction error -> tumour (4 methods)"
     Params = VAEAnomalyParams
+    localises = True
     quick_params: dict[str, Any] = {
         "iterations": 6,
         "batch_size": 8,

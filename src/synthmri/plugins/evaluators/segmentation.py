@@ -172,6 +172,8 @@ class SegmentationEvaluator(Evaluator):
             "n_tumor": n_tumor,
             "hd95_n": len(hd),
             "plugin": pred.plugin,
+            # masks from a localising classifier (no mask was seen in training)
+            "unsupervised": bool(pred.extra.get("unsupervised", False)),
         }
         return row, s
 

@@ -35,10 +35,12 @@ __all__ = [
     "EMA",
     "GANParams",
     "IndexBlocks",
+    "Projection",
     "batch_diversity",
     "diff_augment",
     "from_unit",
     "latent_seeded",
+    "recalibrate_bn",
     "resolve_policy",
     "save_sample_grid",
     "split_image_mask",
@@ -267,6 +269,51 @@ class IndexBlocks:
         row = self.rows[self.i]
         self.i += 1
         return row
+
+
+# ------------------------------------------------------------------ shared modules
+
+
+class Projection(nn.Module):
+    """The class term of a projection discriminator: <embed(y), sum of features>."""
+
+    def __init__(self, n_classes: int, features: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(n_classes, features)
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, h: Tensor, y: Tensor) -> Tensor:
+        return (self.embed(y).to(h.dtype) * h.sum(dim=(2, 3))).sum(dim=1)
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    G: nn.Module,
+    latent_dim: int,
+    n_classes: int,
+    batch: int,
+    device: torch.device,
+    autocast: Any,
+    batches: int = 8,
+) -> None:
+    """Recompute the BatchNorm statistics of an EMA generator for its own (averaged) weights."""
+    bns = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    G.train()
+    bs = max(batch, 64)
+    for _ in range(batches):
+        z = torch.randn(bs, latent_dim, device=device)
+        y = torch.randint(0, n_classes, (bs,), device=device) if n_classes else None
+        with autocast():
+            G(z, y)
+    for m, mom in zip(bns, momenta, strict=True):
+        m.momentum = mom
+    G.eval()
 
 
 # ------------------------------------------------------------------ value ranges

@@ -38,10 +38,12 @@ from synthmri.plugins.generators._common import (
     EMA,
     GANParams,
     IndexBlocks,
+    Projection,
     batch_diversity,
     diff_augment,
     from_unit,
     latent_seeded,
+    recalibrate_bn,
     resolve_policy,
     save_sample_grid,
     split_image_mask,
@@ -49,7 +51,6 @@ from synthmri.plugins.generators._common import (
 )
 
 SIZES: tuple[int, ...] = (32, 64, 128, 256)
-_IndexBlocks = IndexBlocks  # kept importable under its first name
 EMBED_DIM = 50  # label embedding concatenated to z in conditional generators
 SAMPLE_BATCH = 256
 GRID_N = 64
@@ -126,18 +127,6 @@ class DCGANGenerator(nn.Module):
         return self.net(h.reshape(h.shape[0], h.shape[1], 1, 1))
 
 
-class _Projection(nn.Module):
-    """The class term of a projection discriminator: <embed(y), sum of features>."""
-
-    def __init__(self, n_classes: int, features: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(n_classes, features)
-        nn.init.normal_(self.embed.weight, 0.0, 0.02)
-
-    def forward(self, h: Tensor, y: Tensor) -> Tensor:
-        return (self.embed(y).to(h.dtype) * h.sum(dim=(2, 3))).sum(dim=1)
-
-
 class DCGANDiscriminator(nn.Module):
     """Images ``[N, C, S, S]`` -> logits ``[N]``: strided convs down to 4x4, then a 4x4 conv."""
 
@@ -157,7 +146,7 @@ class DCGANDiscriminator(nn.Module):
             ]
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(width[-1], 1, 4, 1, 0, bias=False)
-        self.proj = _Projection(n_classes, width[-1]) if n_classes > 0 else None
+        self.proj = Projection(n_classes, width[-1]) if n_classes > 0 else None
         self.apply(_dcgan_init)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -210,7 +199,7 @@ class KerasDiscriminator(nn.Module):
         self.head = nn.Sequential(
             nn.Flatten(), nn.Dropout(0.4), nn.Linear(256 * (size // 8) ** 2, 1)
         )
-        self.proj = _Projection(n_classes, 256) if n_classes > 0 else None
+        self.proj = Projection(n_classes, 256) if n_classes > 0 else None
         self.apply(_keras_init)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -460,7 +449,7 @@ class DCGAN(Generator):
                     self._save_grid(run, fixed_z, fixed_y, f"samples-{step + 1:06d}")
 
         if ema is not None:
-            _recalibrate_bn(ema.module, p.latent_dim, n_classes, b, device, autocast)
+            recalibrate_bn(ema.module, p.latent_dim, n_classes, b, device, autocast)
         for net in (g_raw, d_raw):
             net.eval()
         self._save_grid(run, fixed_z, fixed_y, "samples")
@@ -597,36 +586,6 @@ class DCGAN(Generator):
         self.class_names = list(state.get("class_names", []))
         self.G, self.D, self.G_ema = G.eval(), D.eval(), None if G_ema is None else G_ema.eval()
         self.device = torch.device("cpu")
-
-
-@torch.no_grad()
-def _recalibrate_bn(
-    G: nn.Module,
-    latent_dim: int,
-    n_classes: int,
-    batch: int,
-    device: torch.device,
-    autocast: Any,
-    batches: int = 8,
-) -> None:
-    """Recompute the BatchNorm statistics of an EMA generator for its own (averaged) weights."""
-    bns = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-    G.train()
-    bs = max(batch, 64)
-    for _ in range(batches):
-        z = torch.randn(bs, latent_dim, device=device)
-        y = torch.randint(0, n_classes, (bs,), device=device) if n_classes else None
-        with autocast():
-            G(z, y)
-    for m, mom in zip(bns, momenta, strict=True):
-        m.momentum = mom
-    G.eval()
 
 
 @hookimpl

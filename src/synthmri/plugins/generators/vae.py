@@ -31,8 +31,7 @@ from synthmri.core.data import Augment
 from synthmri.core.errors import ConfigError, DataError
 from synthmri.core.interfaces import Generator, ImageSet, StrictParams
 from synthmri.core.training import check_finite, minibatches, predict_batched, unwrap
-from synthmri.plugins.generators._common import latent_seeded, save_sample_grid
-from synthmri.plugins.generators.dcgan import _IndexBlocks
+from synthmri.plugins.generators._common import IndexBlocks, latent_seeded, save_sample_grid
 
 if TYPE_CHECKING:
     from synthmri.core.training import RunContext
@@ -270,7 +269,7 @@ def train_vae(
     )
     first = next(batches)
     # indices reach the device a block of steps at a time (no per-step host->device copy)
-    block = _IndexBlocks(batches, first, params.log_every, data.device) if on_device else None
+    block = IndexBlocks(batches, first, params.log_every, data.device) if on_device else None
     augment = Augment(seed=run.seed + 17) if params.augment else None
     sums = torch.zeros(3, device=device)  # recon, kl, loss since the last log line
     since = 0

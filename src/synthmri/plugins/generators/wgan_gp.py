@@ -30,22 +30,19 @@ from synthmri.core.training import RunContext, check_finite, minibatches, unwrap
 from synthmri.plugins.generators._common import (
     EMA,
     GANParams,
+    IndexBlocks,
+    Projection,
     batch_diversity,
     diff_augment,
     from_unit,
     latent_seeded,
+    recalibrate_bn,
     resolve_policy,
     save_sample_grid,
     split_image_mask,
     to_unit,
 )
-from synthmri.plugins.generators.dcgan import (
-    SIZES,
-    DCGANGenerator,
-    _IndexBlocks,
-    _Projection,
-    _recalibrate_bn,
-)
+from synthmri.plugins.generators.dcgan import SIZES, DCGANGenerator
 
 __all__ = ["WGANGP", "WGANCritic", "build_wgan_networks", "gradient_penalty"]
 
@@ -83,7 +80,7 @@ class WGANCritic(nn.Module):
             layers.append(nn.LeakyReLU(0.2, True))
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(width[-1], 1, 4, 1, 0)
-        self.proj = _Projection(n_classes, width[-1]) if n_classes > 0 else None
+        self.proj = Projection(n_classes, width[-1]) if n_classes > 0 else None
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         h = self.body(x)
@@ -271,7 +268,7 @@ class WGANGP(Generator):
             (torch.arange(GRID_N, device=device) % max(1, n_classes)) if self.conditional else None
         )
         autocast = run.autocast if cuda else contextlib.nullcontext
-        block = _IndexBlocks(batches, first, p.log_every * p.n_critic, device)
+        block = IndexBlocks(batches, first, p.log_every * p.n_critic, device)
         # wasserstein, loss_d, gp (summed over critic steps), loss_g (over G steps)
         sums = torch.zeros(4, device=device)
         critic_steps = gen_steps = done = 0
@@ -348,7 +345,7 @@ class WGANGP(Generator):
 
         d_raw.requires_grad_(True)
         if ema is not None:
-            _recalibrate_bn(ema.module, p.latent_dim, n_classes, b, device, autocast)
+            recalibrate_bn(ema.module, p.latent_dim, n_classes, b, device, autocast)
         for net in (g_raw, d_raw):
             net.eval()
         self._save_grid(run, fixed_z, fixed_y, "samples")
