@@ -675,7 +675,11 @@ def _sample_grid(sets: dict[str, ImageSet], run: RunContext, name: str, per_row:
     classes = [c for c in sets["real"].class_names if any(len(s.of_class(c)) for s in synthetic)]
     rows = [(c, kind, data) for c in classes for kind, data in sets.items()]
     fig, axes = plt.subplots(
-        len(rows), per_row, figsize=(per_row * 1.2, 1.3 * len(rows)), squeeze=False
+        len(rows),
+        per_row,
+        figsize=(per_row * 1.2, 1.3 * len(rows)),
+        squeeze=False,
+        layout="constrained",
     )
     for ri, (cname, kind, data) in enumerate(rows):
         part = data.of_class(cname) if cname in data.class_names else data
