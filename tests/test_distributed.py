@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,13 @@ evaluate: [classification]
 """
 
 
+def _free_port() -> int:
+    """A TCP port free right now (``--master_port=0`` can hang in the c10d rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_make_one_run(tmp_path: Path) -> None:
     recipe = tmp_path / "ddp.yaml"
@@ -37,7 +45,7 @@ def test_two_cpu_processes_make_one_run(tmp_path: Path) -> None:
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            "--master_port=0",
+            f"--master_port={_free_port()}",
             "-m",
             "synthmri",
             "--quiet",
