@@ -1,6 +1,7 @@
 """Training speed and peak memory of every generator plugin, each in its own process.
 
-For each generator (``dcgan``, ``wgan_gp``, ``oneshot_gan``, ``vae``) a child process
+For each generator (``dcgan``, ``wgan_gp``, ``oneshot_gan``, ``vae``; ``oneshot_gan+global``
+is ``oneshot_gan`` with ``global_weight: 1``) a child process
 builds ``--n`` phantoms of one class at ``--size`` px, warms up with a 1-iteration
 ``fit`` (imports, allocator, optimiser set-up), then times ``fit`` for ``--iters``
 iterations with the plugin's default params except ``batch_size`` (``--batch``) and
@@ -33,8 +34,17 @@ import sys
 import time
 from typing import Any
 
-ALL = ("dcgan", "wgan_gp", "oneshot_gan", "vae", "vae-plain")
-DEFAULT_ITERS = {"dcgan": 10, "wgan_gp": 2, "oneshot_gan": 10, "vae": 10, "vae-plain": 10}
+ALL = ("dcgan", "wgan_gp", "oneshot_gan", "oneshot_gan+global", "vae", "vae-plain")
+DEFAULT_ITERS = {
+    "dcgan": 10,
+    "wgan_gp": 2,
+    "oneshot_gan": 10,
+    "oneshot_gan+global": 10,
+    "vae": 10,
+    "vae-plain": 10,
+}
+VARIANTS = {"oneshot_gan+global": ("oneshot_gan", {"global_weight": 1.0})}
+"""Rows that are a plugin with non-default params: name -> (plugin, params)."""
 
 
 def _rss_mib(field: str) -> float:
@@ -104,11 +114,12 @@ def child(args: argparse.Namespace) -> None:
         def train() -> None:
             plain_vae(data.images, iters, args.batch, run.device)
     else:
-        cls = get_plugin("generator", name)
-        cls({"iterations": 1, "batch_size": args.batch}).fit(data, run)  # warm-up
+        plugin, extra = VARIANTS.get(name, (name, {}))
+        cls = get_plugin("generator", plugin)
+        cls({**extra, "iterations": 1, "batch_size": args.batch}).fit(data, run)  # warm-up
 
         def train() -> None:
-            cls({"iterations": iters, "batch_size": args.batch}).fit(data, run)
+            cls({**extra, "iterations": iters, "batch_size": args.batch}).fit(data, run)
 
     sync()
     cpu0, t0 = _cpu_s(), time.perf_counter()

@@ -89,6 +89,19 @@ def test_discriminator_heads_have_the_documented_shapes() -> None:
     )
 
 
+def test_global_branch_gives_one_logit_per_image_and_keeps_real_and_fake_apart() -> None:
+    torch.manual_seed(0)
+    assert "global" not in OneShotDiscriminator(32, channels=4).eval()(torch.randn(2, 1, 32, 32))
+    d = OneShotDiscriminator(32, channels=4, global_branch=True).train()
+    fake = torch.randn(3, 1, 32, 32)
+    a = d(torch.cat([torch.randn(2, 1, 32, 32), fake]), n_real=2)["global"]
+    b = d(torch.cat([torch.randn(2, 1, 32, 32), fake]), n_real=2)["global"]
+    assert [tuple(t.shape) for t in a] == [(5, 1, 1, 1)]
+    # batch norm sees real and fake separately: other real images leave the fakes' logits alone
+    assert torch.allclose(a[0][2:], b[0][2:], atol=1e-6)
+    assert not torch.allclose(a[0][:2], b[0][:2])
+
+
 def test_feature_augmentation_keeps_shapes_and_changes_values() -> None:
     torch.manual_seed(0)
     f = torch.randn(4, 8, 6, 6)
@@ -180,6 +193,20 @@ def test_state_dict_round_trip_rebuilds_every_sub_model(trained: OneShotGAN) -> 
     for a, b in ((g0, g1), (d0, d1)):
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_global_branch_trains_logs_and_round_trips(tmp_path: Path, tumours: ImageSet) -> None:
+    run = RunContext(out_dir=tmp_path, seed=0)
+    model = OneShotGAN({**QUICK, "global_weight": 1.0})
+    model.fit(tumours, run)
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(isinstance(x["d_global"], float) for x in lines if "step" in x)
+    _, d = model.networks(0)
+    assert d.global_branch is not None
+    restored = OneShotGAN(QUICK)  # the branch comes back from the checkpoint's config
+    restored.load_state_dict(model.state_dict())
+    assert restored.networks(0)[1].global_branch is not None
+    assert torch.equal(restored.sample(3, seed=1).images, model.sample(3, seed=1).images)
 
 
 def test_sample_before_fit_is_a_clear_error() -> None:
