@@ -200,7 +200,8 @@ def test_global_branch_trains_logs_and_round_trips(tmp_path: Path, tumours: Imag
     model = OneShotGAN({**QUICK, "global_weight": 1.0})
     model.fit(tumours, run)
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert all(isinstance(x["d_global"], float) for x in lines if "step" in x)
+    steps = [x for x in lines if "step" in x]
+    assert steps and all(isinstance(x["d_global"], float) for x in steps)
     _, d = model.networks(0)
     assert d.global_branch is not None
     restored = OneShotGAN(QUICK)  # the branch comes back from the checkpoint's config
