@@ -96,7 +96,7 @@ def test_global_branch_gives_one_logit_per_image_and_keeps_real_and_fake_apart()
     fake = torch.randn(3, 1, 32, 32)
     a = d(torch.cat([torch.randn(2, 1, 32, 32), fake]), n_real=2)["global"]
     b = d(torch.cat([torch.randn(2, 1, 32, 32), fake]), n_real=2)["global"]
-    assert [tuple(t.shape) for t in a] == [(5, 1, 1, 1)]
+    assert [tuple(t.shape) for t in a] == [(5,)]
     # batch norm sees real and fake separately: other real images leave the fakes' logits alone
     assert torch.allclose(a[0][2:], b[0][2:], atol=1e-6)
     assert not torch.allclose(a[0][:2], b[0][:2])

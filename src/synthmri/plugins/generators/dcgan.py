@@ -128,7 +128,11 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """Images ``[N, C, S, S]`` -> logits ``[N]``: strided convs down to 4x4, then a 4x4 conv."""
+    """Images ``[N, C, S, S]`` -> logits ``[N]``: strided convs down to 4x4, then a 4x4 conv.
+
+    Sizes that are not 4 times a power of two end on a 4 to 7 px map, and the last conv
+    covers all of it (one logit per image either way).
+    """
 
     def __init__(self, size: int, channels: int, ndf: int, n_classes: int = 0) -> None:
         super().__init__()
@@ -145,7 +149,7 @@ class DCGANDiscriminator(nn.Module):
                 nn.LeakyReLU(0.2, True),
             ]
         self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(width[-1], 1, 4, 1, 0, bias=False)
+        self.head = nn.Conv2d(width[-1], 1, size // 2**steps, 1, 0, bias=False)
         self.proj = Projection(n_classes, width[-1]) if n_classes > 0 else None
         self.apply(_dcgan_init)
 

@@ -41,10 +41,10 @@ A GAN meant for very little data: one image, one video, or one small class.
   pipeline gives one class); ``images_per_model: 1`` trains one model per training
   image as in the paper (at most ``max_models``; the rest are skipped with a note) and
   ``sample`` draws evenly across the models.
-- **Global branch** (``global_weight`` > 0; not in the paper, off by default): a
-  DCGAN-style judge of the whole image (strided convs with batch norm down to the
-  ``base`` map, one logit per image) added to the discriminator, its BCE weighted by
-  ``global_weight`` in ``L_adv``. See below for why.
+- **Global branch** (``global_weight`` > 0; not in the paper, off by default): the
+  DCGAN discriminator (strided convs with batch norm down to a 4 to 7 px map, one logit
+  per image; width ``4 * channels``) added beside the two branches as a judge of the
+  whole image, its BCE weighted by ``global_weight`` in ``L_adv``. See below for why.
 
 Slow start of the paper's discriminator (measured on CPU, 64 px phantoms, one class of
 200, batch 16, about 0.45 s per step on one core): in 300 to 600 steps its samples are
@@ -95,6 +95,7 @@ from synthmri.plugins.generators._common import (
     save_sample_grid,
     to_unit,
 )
+from synthmri.plugins.generators.dcgan import DCGANDiscriminator
 
 __all__ = [
     "OneShotDiscriminator",
@@ -352,30 +353,6 @@ def augment_layout(f: Tensor, p: float, min_frac: float = 0.25, max_frac: float 
     return torch.where(box, f[_partner(n, dev)], f)
 
 
-class _GlobalBranch(nn.Module):
-    """A DCGAN-style judge of the whole image (not in the paper): image -> one logit each.
-
-    Strided 4x4 convs halve the image ``n_down`` times (widths ``width * 2**i``, at most
-    8x; batch norm after all but the first; LeakyReLU 0.2), then a conv over the whole
-    ``base`` x ``base`` map gives one logit per image.
-    """
-
-    def __init__(self, image_channels: int, width: int, n_down: int, base: int) -> None:
-        super().__init__()
-        widths = [width * min(2**i, 8) for i in range(n_down)]
-        layers: list[nn.Module] = []
-        for i, w in enumerate(widths):
-            layers.append(_init(nn.Conv2d(widths[i - 1] if i else image_channels, w, 4, 2, 1)))
-            if i:
-                layers.append(nn.BatchNorm2d(w))
-            layers.append(nn.LeakyReLU(0.2))
-        layers.append(_init(nn.Conv2d(widths[-1], 1, base)))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
 class OneShotDiscriminator(nn.Module):
     """Low-level trunk + content and layout branches, a decision head on every block.
 
@@ -383,9 +360,9 @@ class OneShotDiscriminator(nn.Module):
     lists of logits: low-level heads ``[N, 1, h, w]`` at the trunk's resolutions, content
     heads ``[N, 1, 1, 1]``, layout heads ``[N, 1, h', w']``. In training mode the first
     ``n_real`` samples (the real images) get feature augmentation at the branch inputs.
-    With ``global_branch`` the output also has ``"global"``: one ``[N, 1, 1, 1]`` logit
-    from a ``_GlobalBranch`` on the image (batch norm: real and fake parts go through it
-    separately).
+    With ``global_branch`` the output also has ``"global"``: one ``[N]`` logit per image
+    from a ``DCGANDiscriminator`` of width ``4 * channels`` on the image (batch norm: real
+    and fake parts go through it separately).
     """
 
     def __init__(
@@ -401,9 +378,7 @@ class OneShotDiscriminator(nn.Module):
         plan = block_plan(size)
         self.n_low, self.n_branch = plan["n_low"], plan["n_branch"]
         self.global_branch = (
-            _GlobalBranch(image_channels, 4 * channels, plan["n_up"], plan["base"])
-            if global_branch
-            else None
+            DCGANDiscriminator(size, image_channels, 4 * channels) if global_branch else None
         )
         self.feature_aug_p = float(feature_aug_p)
         low_w = [_width(channels, max_channels, 2 ** (i + 1)) for i in range(self.n_low)]
