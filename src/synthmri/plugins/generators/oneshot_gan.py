@@ -60,12 +60,11 @@ strokes), only the deepest head of each group, a 32-channel layout branch, lr 1e
 lr_d 4x lr_g, without feature augmentation or L_DR, or DiffAugment without cutout. Its
 heads judge local texture, pooled statistics or a one-channel map, and none of them sees
 the whole image with all its channels; they give the generator little to go on until
-many steps have passed (the paper trains for far longer on a GPU). With
-``global_weight: 1`` the samples are head-shaped ovals with a skull ring and midline by
-step 300 (2.5 minutes), at about 20 % more time per step (benchmarks/README.md);
-later they swing between interior shapes (a zigzag shared by the batch at step 450) and
-stay low in within-class diversity. The ``gan-zoo`` recipe uses it; the ``oneshot-gan``
-recipe (the published study) keeps the paper's discriminator.
+many steps have passed. With ``global_weight: 1`` the samples are head-shaped ovals with
+a skull ring and midline by step 300 (2.5 minutes), at about 20 % more time per step
+(benchmarks/README.md); later they swing between interior shapes (a zigzag shared by the
+batch at step 450) and stay low in within-class diversity. The ``gan-zoo`` recipe uses
+it; the ``oneshot-gan`` recipe (the published study) keeps the paper's discriminator.
 """
 
 from __future__ import annotations
