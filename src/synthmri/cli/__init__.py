@@ -12,7 +12,7 @@ import typer
 
 from synthmri._version import __version__
 from synthmri.cli import compare, data, generate, plugins, recipes, run, turing
-from synthmri.cli._common import err_console, state
+from synthmri.cli._common import State, err_console, state
 from synthmri.core.errors import SynthMRIError
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
@@ -41,6 +42,7 @@ def _main(
     """synthmri: synthetic brain MRI."""
     state.quiet = quiet
     state.debug = debug
+    ctx.obj = State(quiet=quiet, debug=debug)
 
 
 run.register(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -21,6 +22,12 @@ class State:
 
 
 state = State()
+
+
+def state_of(ctx: typer.Context) -> State:
+    """The global flags, stored on the root context (``ctx.obj``) by the app callback."""
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, State) else State()
 
 
 def rich_table(title: str, rows: list[dict[str, Any]]) -> Table:

@@ -304,7 +304,6 @@ class EvalInputs:
     test: ImageSet
     synthetic: dict[str, ImageSet] = field(default_factory=dict)
     predictions: list[Predictions] = field(default_factory=list)
-    generators: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
 

@@ -8,7 +8,6 @@ so changing a classifier does not retrain a GAN.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from synthmri.core.interfaces import (
 )
 from synthmri.core.plugins import get_plugin
 from synthmri.core.recipe import Experiment, GeneratorEntry, Recipe, load_recipe
+from synthmri.core.stages import content_hash, fingerprint, stage_seed
 from synthmri.core.training import RunContext, load_checkpoint, seed_everything
 
 __all__ = ["RunResult", "load_generator", "run_recipe", "sample_generator", "write_image_set"]
@@ -53,29 +53,6 @@ class RunResult:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _hash(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, torch.Tensor):
-            h.update(part.detach().cpu().contiguous().numpy().tobytes())
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-def _stage_seed(seed: int, key: str) -> int:
-    return (seed * 1_000_003 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)) % 2**31
-
-
-def _fingerprint(data: ImageSet) -> str:
-    return _hash(
-        data.images,
-        data.labels if data.labels is not None else [],
-        data.masks if data.masks is not None else [],
-        data.class_names,
-    )
 
 
 def new_run_dir(out: str | Path, name: str) -> Path:
@@ -230,7 +207,7 @@ def train_generators(
 ) -> dict[str, TrainedGenerator]:
     """Fit every generator entry (per class or conditional), reusing cached stages."""
     trained: dict[str, TrainedGenerator] = {}
-    fingerprint = _fingerprint(train)
+    train_fp = fingerprint(train)
     for entry in recipe.generators:
         cls = get_plugin("generator", entry.plugin)
         classes = _generator_classes(entry, train)
@@ -247,17 +224,17 @@ def train_generators(
                 part = train.subset(keep)
             else:
                 part = train.of_class(cname)
-            seed = _stage_seed(recipe.seed, key)
+            seed = stage_seed(recipe.seed, key)
             part = _limit(part, entry.max_train_images, seed)
             if len(part) == 0:
                 raise DataError(
                     f"generator {entry.label!r}: no training images for class {cname!r}"
                 )
             model = cls(entry.params)
-            digest = _hash(
+            digest = content_hash(
                 entry.model_dump(mode="json"),
                 cname,
-                fingerprint,
+                train_fp,
                 recipe.seed,
                 entry.max_train_images,
             )
@@ -313,7 +290,7 @@ def sample_generator(
         s = model.sample(
             per_class,
             label=label if None in tg.models else None,
-            seed=_stage_seed(seed, f"sample/{tg.entry.label}/{cname}"),
+            seed=stage_seed(seed, f"sample/{tg.entry.label}/{cname}"),
         )
         imgs = s.images.clamp(0, 1)
         masks = s.masks
@@ -414,7 +391,7 @@ def run_experiments(
 ) -> list[Predictions]:
     """Train every model of every experiment and predict on the real test part."""
     predictions: list[Predictions] = []
-    test_fp = _fingerprint(test)
+    test_fp = fingerprint(test)
     for e_idx, exp in enumerate(recipe.experiments):
         kind = "classifier" if exp.task == "classify" else "segmenter"
         gens = exp.generators or list(synthetic)
@@ -422,9 +399,7 @@ def run_experiments(
             parts = []
             if train_on != "synthetic":
                 parts.append(
-                    _real_fraction(
-                        train, fraction, _stage_seed(recipe.seed, f"fraction/{fraction}")
-                    )
+                    _real_fraction(train, fraction, stage_seed(recipe.seed, f"fraction/{fraction}"))
                 )
             if gen is not None:
                 syn = synthetic[gen]
@@ -441,10 +416,10 @@ def run_experiments(
                 key = (
                     f"{exp.task}/{name}/{model_entry.label}/{train_on}/{gen or 'real'}/{fraction:g}"
                 )
-                digest = _hash(
+                digest = content_hash(
                     model_entry.model_dump(mode="json"),
-                    _fingerprint(data),
-                    _fingerprint(val),
+                    fingerprint(data),
+                    fingerprint(val),
                     test_fp,
                     recipe.seed,
                 )
@@ -454,7 +429,7 @@ def run_experiments(
                     payload = cached
                     run.log(stage_reused=key)
                 else:
-                    seed = _stage_seed(recipe.seed, key)
+                    seed = stage_seed(recipe.seed, key)
                     seed_everything(seed)
                     cls = get_plugin(kind, model_entry.plugin)
                     model = cls(model_entry.params)
@@ -595,7 +570,6 @@ def run_recipe(
             test=test,
             synthetic=synthetic,
             predictions=predictions,
-            generators=trained,
             seed=recipe.seed,
         )
         s = time.perf_counter()

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from synthmri.core.errors import ConfigError, TrainingError
+from synthmri.core.stages import safe_name
 
 # ------------------------------------------------------------------ basics
 
@@ -225,7 +226,7 @@ class RunContext:
         import matplotlib.pyplot as plt
 
         stem = f"{self.stage}-{name}" if self.stage else name
-        target = self.path("figures", _safe(stem) + ".png")
+        target = self.path("figures", safe_name(stem) + ".png")
         if target is not None:
             fig.savefig(target, dpi=100, bbox_inches="tight")
             self.figures.append(target)
@@ -234,7 +235,7 @@ class RunContext:
 
     def save_checkpoint(self, name: str, payload: dict[str, Any]) -> Path | None:
         """Write ``checkpoints/<name>.pt`` atomically (temp file, then rename)."""
-        target = self.path("checkpoints", _safe(name) + ".pt")
+        target = self.path("checkpoints", safe_name(name) + ".pt")
         if target is None:
             return None
         save_atomic(payload, target)
@@ -298,10 +299,6 @@ def _plain(v: Any) -> Any:
     if isinstance(v, Path):
         return str(v)
     return v
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.replace("/", "-"))
 
 
 # ------------------------------------------------------------------ supervised loop

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
-from synthmri.core.data import Augment
+from synthmri.core.augment import Augment
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import Classifier, ImageSet, StrictParams
 from synthmri.core.training import RunContext, predict_batched, train_supervised

@@ -20,7 +20,6 @@ evaluators of one run train the domain classifier once.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from collections import OrderedDict
@@ -36,6 +35,7 @@ from torch import nn
 
 from synthmri.core.errors import ConfigError, DataError
 from synthmri.core.interfaces import ImageSet, StrictParams
+from synthmri.core.stages import fingerprint
 from synthmri.core.training import RunContext, predict_batched
 
 __all__ = [
@@ -115,7 +115,7 @@ def build_extractor(
             params.domain_params,
             seed,
             str(run.device),
-            _fingerprint(train),
+            fingerprint(train),
         )
     else:  # pragma: no cover - Params validation rejects other values
         raise ConfigError(f"unknown features {kind!r}; use one of {', '.join(FEATURE_KINDS)}")
@@ -146,15 +146,6 @@ def clear_cache() -> None:
 
 def _key(*parts: Any) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
-
-
-def _fingerprint(data: ImageSet) -> str:
-    h = hashlib.sha256()
-    h.update(data.images.detach().cpu().contiguous().numpy().tobytes())
-    if data.labels is not None:
-        h.update(data.labels.cpu().numpy().tobytes())
-    h.update(json.dumps(data.class_names).encode())
-    return h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- random

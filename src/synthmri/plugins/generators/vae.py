@@ -27,7 +27,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from synthmri import hookimpl
-from synthmri.core.data import Augment
+from synthmri.core.augment import Augment
 from synthmri.core.errors import ConfigError, DataError
 from synthmri.core.interfaces import Generator, ImageSet, StrictParams
 from synthmri.core.training import check_finite, minibatches, predict_batched, unwrap

@@ -186,7 +186,7 @@ class MonaiSegmenter(Segmenter):
         """Train on image + mask pairs; early stopping on the Dice of ``val`` (with masks)."""
         from monai.losses import DiceCELoss
 
-        from synthmri.core.data import Augment
+        from synthmri.core.augment import Augment
 
         p = self.params
         if train.masks is None:
