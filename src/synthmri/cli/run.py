@@ -25,6 +25,7 @@ def run(
     ),
 ) -> None:
     """Run a study: data, generators, experiments, evaluation, report."""
+    from synthmri.core.metrics import brief_rows
     from synthmri.core.pipeline import run_recipe
     from synthmri.core.recipe import load_recipe
 
@@ -37,34 +38,8 @@ def run(
     for section in ("classification", "segmentation"):
         rows = result.metrics.get(section)
         if rows:
-            console.print(rich_table(section, _brief(rows)))
+            console.print(rich_table(section, brief_rows(rows)))
     console.print(f"report: [bold]{result.report}[/]")
-
-
-def _brief(rows: list[dict]) -> list[dict]:
-    keep = (
-        "classifier",
-        "segmenter",
-        "generator",
-        "train_on",
-        "real_fraction",
-        "n_train",
-        "accuracy",
-        "accuracy_ci",
-        "precision",
-        "recall",
-        "specificity",
-        "f1",
-        "f1_ci",
-        "auc",
-        "dice",
-        "dice_ci",
-        "iou",
-        "hd95",
-        "correct_at_0.5",
-        "n_test",
-    )
-    return [{k: r[k] for k in keep if k in r} for r in rows]
 
 
 def validate(
