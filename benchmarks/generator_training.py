@@ -69,7 +69,7 @@ def plain_vae(images: Any, iters: int, batch: int, device: Any) -> None:
     import torch
     import torch.nn.functional as F
 
-    from synthmri.plugins.generators.vae import VAENet
+    from synthmri.nn.vae import VAENet
 
     net = VAENet(images.shape[-1], images.shape[1], 512, 32).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)

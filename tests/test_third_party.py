@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ import pytest
 import synthmri
 from synthmri.core.errors import ConfigError, PluginError
 from synthmri.core.plugins import DISABLE_ENV, get_registry, reset_registry
-from synthmri.scaffold import names, plugin_files, scaffold_plugin
+from synthmri.scaffold import Template, names, plugin_files, render_all, scaffold_plugin
 
 EXAMPLE_DIST = "synthmri-pca"
 EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "synthmri-pca"
@@ -134,10 +135,12 @@ def test_disable_env_hides_the_example(blocked: str, monkeypatch, fresh_registry
 
 KIND_NAMES = {
     "generator": "tp_pixel_gauss",
+    "gan": "tp_small_gan",
     "classifier": "tp_logreg",
     "segmenter": "tp_threshold",
     "evaluator": "tp_count",
 }
+assert set(KIND_NAMES) == set(Template), "every template is tested"
 
 
 def _load_test_module(path: Path) -> ModuleType:
@@ -170,7 +173,7 @@ def test_scaffolded_plugin_works_without_installing(
     sub = names(kind, name)
     source = (package / "src" / sub["__MODULE__"] / "__init__.py").read_text()
     fake_dist(sub["__DIST__"], sub["__MODULE__"], source, entry=name, version="0.1.0")
-    info = synthmri.core.plugins.get_plugin_info(kind, name)
+    info = synthmri.core.plugins.get_plugin_info(sub["__KIND__"], name)
     assert (info.package, info.version) == (sub["__DIST__"], "0.1.0")
     assert info.cls.__name__ == sub["__CLASS__"] and info.description
     ran = _run_generated_tests(package)
@@ -210,10 +213,33 @@ def test_scaffold_writes_the_package_files(tmp_path: Path) -> None:
         assert "__NAME__" not in text and "__CLASS__" not in text  # every placeholder filled
 
 
+def test_the_gan_template_writes_a_generator_on_the_gan_base(tmp_path: Path) -> None:
+    sub = names("gan", "tp_files_gan")
+    assert (sub["__KIND__"], sub["__CLASS__"]) == ("generator", "TpFilesGanGenerator")
+    source = plugin_files("gan", "tp_files_gan")["src/synthmri_tp_files_gan/__init__.py"]
+    assert "(GAN)" in source and "GANParams" in source
+
+
+def test_every_rendered_template_passes_ruff(tmp_path: Path) -> None:
+    """What CI runs (.ci/lint_templates.sh): every template, short and longest names."""
+    if shutil.which("ruff") is None and importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    packages = render_all(tmp_path)
+    assert len(packages) == 2 * len(Template)
+    for args in (["check"], ["format", "--check"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", *args, "--no-cache", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["painter", "tp_x"], "unknown plugin kind 'painter'"),
+        (["painter", "tp_x"], "'painter' is not one of"),
         (["generator", "MyGan"], "invalid plugin name 'MyGan'"),
         (["generator", "my-gan"], "invalid plugin name 'my-gan'"),
         (["generator", "1gan"], "invalid plugin name '1gan'"),
@@ -241,6 +267,8 @@ def test_new_refuses_a_non_empty_folder(cli, tmp_path: Path) -> None:
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     with pytest.raises(ConfigError, match="not empty"):
         scaffold_plugin("generator", "tp_x", out)
+    with pytest.raises(ConfigError, match="unknown plugin kind 'painter'"):
+        scaffold_plugin("painter", "tp_x", tmp_path / "other")
 
 
 def test_new_writes_into_an_empty_or_default_folder(cli, tmp_path: Path, monkeypatch) -> None:
@@ -273,7 +301,7 @@ def test_scaffolded_plugin_installs_offline_and_its_test_passes(kind: str, tmp_p
         pytest.skip("setuptools is not installed here; an offline (--no-build-isolation) "
                     "install needs it: pip install setuptools")  # fmt: skip
     name = f"{KIND_NAMES[kind]}_inst"
-    dist = names(kind, name)["__DIST__"]
+    dist, plugin_kind = names(kind, name)["__DIST__"], names(kind, name)["__KIND__"]
     package = scaffold_plugin(kind, name, tmp_path / dist)
     # --no-index: the install must not need the network (a build needing a download fails)
     done = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", "-e", str(package))
@@ -281,7 +309,7 @@ def test_scaffolded_plugin_installs_offline_and_its_test_passes(kind: str, tmp_p
         assert done.returncode == 0, done.stdout + done.stderr
         env = {k: v for k, v in os.environ.items() if k != DISABLE_ENV}
         listed = subprocess.run(
-            [sys.executable, "-m", "synthmri", "plugins", "list", "--json", "--kind", kind],
+            [sys.executable, "-m", "synthmri", "plugins", "list", "--json", "--kind", plugin_kind],
             capture_output=True,
             text=True,
             env=env,

@@ -6,19 +6,31 @@
     def test_my_generator():
         check_generator(MyGenerator)
 
-Each check trains the plugin briefly on 32 px phantoms and asserts the
-contract of DESIGN.md: shapes, dtype, range, determinism for a seed, a
-``state_dict`` that survives ``torch.save`` / ``torch.load(weights_only=True)``,
-labels honoured when conditional, masks when the plugin says it emits them,
-and a clear error for bad params. A plugin makes its check fast through the
-class attribute ``quick_params`` (e.g. ``{"iterations": 5}``), which the checks
-use unless ``params`` is given.
+``check_generator``, ``check_classifier`` and ``check_segmenter`` train the plugin
+briefly on 32 px phantoms and assert the contract of DESIGN.md: shapes, dtype,
+range, determinism for a seed, a ``state_dict`` that survives ``torch.save`` /
+``torch.load(weights_only=True)``, labels honoured when conditional, masks when
+the plugin says it emits them, and a clear error for bad params.
+
+``check_evaluator`` runs an evaluator on small phantom inputs (``eval_inputs``:
+real train / val / test parts, and fake synthetic sets, classification and
+segmentation results for what it ``requires``), once with a run directory and
+once without, and asserts that it returns ``{section: [row, ...]}`` with
+JSON-serialisable rows, saves its figures inside the run directory, gives the
+same rows for the same inputs and seed, copes with inputs it does not require,
+and rejects bad params with a PluginError.
+
+A plugin makes its check fast through the class attribute ``quick_params``
+(e.g. ``{"iterations": 5}``), which the checks use unless ``params`` is given.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+import json
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,15 +39,32 @@ from pydantic import BaseModel
 from synthmri.core.errors import PluginError
 from synthmri.core.interfaces import (
     Classifier,
+    EvalInputs,
+    Evaluator,
     Generator,
     ImageSet,
     Plugin,
+    Predictions,
     Segmenter,
     StrictParams,
 )
 from synthmri.core.training import RunContext
 
-__all__ = ["check_classifier", "check_generator", "check_segmenter", "phantom_set"]
+__all__ = [
+    "EVAL_INPUTS",
+    "check_classifier",
+    "check_evaluator",
+    "check_generator",
+    "check_segmenter",
+    "eval_inputs",
+    "phantom_set",
+]
+
+#: what an evaluator may require (``Evaluator.requires``)
+EVAL_INPUTS: tuple[str, ...] = ("classification", "segmentation", "synthetic")
+#: (train_on, generator, real_fraction) of the fake results of ``eval_inputs``
+_FAKE_RESULTS = (("real", None, 1.0), ("real", None, 0.5), ("synthetic", "fake", 0.0),
+                 ("mixed", "fake", 0.5))  # fmt: skip
 
 
 def phantom_set(n: int = 16, size: int = 32, seed: int = 0) -> ImageSet:
@@ -194,3 +223,140 @@ def check_segmenter(
     assert torch.allclose(restored.predict(val.images), pred, atol=1e-5), (
         "a segmenter restored from state_dict must predict the same"
     )
+
+
+# ----------------------------------------------------------------------------- evaluators
+
+
+def eval_inputs(
+    requires: Iterable[str] = EVAL_INPUTS, *, size: int = 32, n: int = 24, seed: int = 0
+) -> EvalInputs:
+    """Small evaluator inputs: labelled phantom train (``n`` items), val and test parts with
+    masks, and for each input in ``requires`` (see ``EVAL_INPUTS``) fake results:
+    ``synthetic``: one synthetic set ``"fake"`` (phantoms of another seed);
+    ``classification`` / ``segmentation``: results of a model ``"fake"`` trained on real
+    (all and half of it), synthetic and mixed data, whose outputs are the true labels or
+    masks plus seeded noise. Everything is drawn from ``seed``."""
+    wanted = set(requires)
+    unknown = wanted - set(EVAL_INPUTS)
+    assert not unknown, f"unknown evaluator inputs {sorted(unknown)}; use {EVAL_INPUTS}"
+    train = phantom_set(n, size, seed=seed)
+    val = phantom_set(max(8, n // 3), size, seed=seed + 1)
+    test = phantom_set(max(8, n // 2), size, seed=seed + 2)
+    synthetic = {"fake": phantom_set(n, size, seed=seed + 3)} if "synthetic" in wanted else {}
+    g = torch.Generator().manual_seed(seed)
+    assert test.labels is not None and test.masks is not None
+    predictions = []
+    for task in ("classification", "segmentation"):
+        if task not in wanted:
+            continue
+        for train_on, generator, fraction in _FAKE_RESULTS:
+            if task == "classification":
+                logits = torch.randn(len(test), len(test.class_names), generator=g)
+                logits[torch.arange(len(test)), test.labels] += 1.5
+                target, output = test.labels, logits.softmax(1)
+            else:
+                noise = torch.rand(test.masks.shape, generator=g)
+                target, output = test.masks, (0.7 * test.masks + 0.4 * noise).clamp(0, 1)
+            predictions.append(
+                Predictions(
+                    task="classify" if task == "classification" else "segment",
+                    model="fake",
+                    plugin="fake",
+                    generator=generator,
+                    train_on=train_on,
+                    real_fraction=fraction,
+                    n_train=len(train),
+                    target=target,
+                    output=output,
+                    class_names=list(test.class_names),
+                )
+            )
+    return EvalInputs(
+        train=train, val=val, test=test, synthetic=synthetic, predictions=predictions, seed=seed
+    )
+
+
+def _check_sections(out: Any, name: str) -> dict[str, list[dict[str, Any]]]:
+    from synthmri.core.metrics import RESULT_SECTIONS, Metrics
+
+    assert isinstance(out, dict), f"{name}.evaluate() must return a dict, not {type(out)}"
+    for section, rows in out.items():
+        assert isinstance(section, str) and section, "section names must be non-empty strings"
+        assert section in RESULT_SECTIONS or section not in Metrics.model_fields, (
+            f"section {section!r} is a core key of metrics.json"
+        )
+        assert isinstance(rows, list), f"section {section!r} must be a list of row dicts"
+        for row in rows:
+            assert isinstance(row, dict) and all(isinstance(k, str) for k in row), (
+                f"section {section!r}: every row must be a dict with string keys, got {row!r}"
+            )
+    try:
+        json.dumps(out, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise AssertionError(
+            f"{name}.evaluate() rows must be plain JSON values (None for NaN): {exc}"
+        ) from None
+    return out
+
+
+def _check_bad_params(cls: type[Plugin]) -> None:
+    """A value of the wrong type for any typed param must raise PluginError."""
+    for field, spec in cls.Params.model_fields.items():
+        if spec.annotation in (Any, object):
+            continue
+        try:
+            cls({field: object()})
+        except PluginError:
+            continue
+        raise AssertionError(
+            f"{cls.__name__}: a bad value of param {field!r} must raise PluginError"
+        )
+
+
+def _evaluate(cls: type[Evaluator], params: dict[str, Any], inputs: EvalInputs, run: RunContext,
+              what: str) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    """``cls(params).evaluate(inputs, run)``, its output checked; nothing new in the cwd."""
+    before = set(Path.cwd().iterdir())
+    try:
+        out = cls(params).evaluate(inputs, run)
+    except Exception as exc:
+        raise AssertionError(
+            f"{cls.__name__}.evaluate() failed on {what}: {type(exc).__name__}: {exc}"
+        ) from exc
+    new = sorted(str(f) for f in set(Path.cwd().iterdir()) - before)
+    assert not new, f"{cls.__name__}.evaluate() wrote into the working directory: {new}"
+    return _check_sections(out, cls.__name__)
+
+
+def check_evaluator(
+    cls: type[Evaluator],
+    params: Mapping[str, Any] | None = None,
+    *,
+    size: int = 32,
+    n: int = 24,
+) -> None:
+    """Assert that ``cls`` honours the Evaluator contract (raises AssertionError if not)."""
+    _check_declaration(cls, Evaluator)
+    assert isinstance(cls.requires, tuple) and set(cls.requires) <= set(EVAL_INPUTS), (
+        f"{cls.__name__}.requires must be a tuple of {EVAL_INPUTS}, not {cls.requires!r}"
+    )
+    _check_bad_params(cls)
+    p = _params(cls, params)
+    inputs = eval_inputs(cls.requires, size=size, n=n)
+    what = f"the inputs it requires {cls.requires}"
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunContext(tmp, seed=0)
+        out = _evaluate(cls, p, inputs, run, what + " (with a run directory)")
+        root = Path(tmp).resolve()
+        for figure in run.figures:
+            assert Path(figure).resolve().is_relative_to(root) and Path(figure).is_file(), (
+                f"figure {figure} must be saved in the run directory (run.save_figure)"
+            )
+    again = _evaluate(cls, p, inputs, RunContext(seed=0), what + " (without a run directory)")
+    assert again == out, (
+        f"{cls.__name__}.evaluate() must give the same rows for the same inputs and seed, "
+        "with or without a run directory"
+    )
+    everything = eval_inputs(EVAL_INPUTS, size=size, n=n)
+    _evaluate(cls, p, everything, RunContext(seed=0), f"all inputs {EVAL_INPUTS}")

@@ -1,22 +1,48 @@
 """The ``synthmri`` command line: one Typer app, one module per command group.
 
 Every ``SynthMRIError`` becomes one red line plus a hint and exit code 2;
-``--debug`` shows the traceback instead.
+``--debug`` shows the traceback instead. The global flags live on ``ctx.obj``
+(see ``_common.state_of``). Command modules import only Typer at module level, so
+``synthmri --help``, ``--version`` and ``plugins list`` load no torch.
 """
 
 from __future__ import annotations
 
-import sys
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from synthmri._version import __version__
 from synthmri.cli import compare, data, generate, plugins, recipes, run, turing
-from synthmri.cli._common import State, err_console, state
+from synthmri.cli._common import State, err_console, state_of
 from synthmri.core.errors import SynthMRIError
+
+
+class _ErrorsAsExitCodes(TyperGroup):
+    """The root command: turns a ``SynthMRIError`` into a message and exit code 2.
+
+    Handled here, inside the root context, so ``--debug`` is read from ``ctx.obj``.
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except SynthMRIError as exc:
+            if state_of(ctx).debug:
+                raise
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+            if exc.hint:
+                err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[red]interrupted[/]")
+            raise typer.Exit(130) from None
+
 
 app = typer.Typer(
     name="synthmri",
+    cls=_ErrorsAsExitCodes,
     help="Train generators on brain MRI slices, make synthetic data sets, and test their worth.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -33,15 +59,18 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     ctx: typer.Context,
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or notes.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """synthmri: synthetic brain MRI."""
-    state.quiet = quiet
-    state.debug = debug
     ctx.obj = State(quiet=quiet, debug=debug)
 
 
@@ -56,15 +85,4 @@ app.add_typer(turing.app, name="turing")
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``argv`` for tests; default ``sys.argv``)."""
-    try:
-        app(args=argv, prog_name="synthmri", standalone_mode=True)
-    except SynthMRIError as exc:
-        if state.debug:
-            raise
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/]")
-        sys.exit(130)
+    app(args=argv, prog_name="synthmri", standalone_mode=True)

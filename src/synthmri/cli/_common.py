@@ -1,13 +1,15 @@
-"""What every command shares: the console and the global flags."""
+"""What every command shares: the consoles and the global flags (on ``ctx.obj``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
@@ -21,9 +23,6 @@ class State:
     debug: bool = False
 
 
-state = State()
-
-
 def state_of(ctx: typer.Context) -> State:
     """The global flags, stored on the root context (``ctx.obj``) by the app callback."""
     obj = ctx.find_root().obj
@@ -32,6 +31,8 @@ def state_of(ctx: typer.Context) -> State:
 
 def rich_table(title: str, rows: list[dict[str, Any]]) -> Table:
     """A rich table from metric rows (intervals folded into their metric)."""
+    from rich.table import Table
+
     from synthmri.core.report import table_rows
 
     cols, cells = table_rows(rows)

@@ -7,20 +7,45 @@ only data the ``domain`` feature extractor is trained on), B gives the real floo
 metric between two halves of real data). Memorisation looks for each synthetic image's
 nearest image in the whole of REAL_DIR, with B's distances to A as the yardstick of a
 genuinely new real image.
+
+The numbers are those of the evaluator plugins, reached through the registry:
+``image_quality`` (A as the real train part, B as the real test part) and ``privacy`` (with
+``include_test``, so that B is searched for copies too). Synthetic classes are matched to
+real classes by name, ignoring case; unmatched synthetic classes are left out, and when no
+class matches, each folder is one class ``all``.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
-import torch
 import typer
 
-from synthmri.cli._common import console, state
+from synthmri.cli._common import console, state_of
+
+if TYPE_CHECKING:
+    from synthmri.core.interfaces import ImageSet
 
 __all__ = ["compare_folders", "register"]
+
+#: the columns of a row, in order, and the evaluator each comes from
+QUALITY_COLUMNS = (
+    "fid",
+    "fid_real_floor",
+    "kid",
+    "kid_std",
+    "kid_real_floor",
+    "precision",
+    "recall",
+    "ms_ssim_synthetic",
+    "ms_ssim_real",
+    "intensity_wasserstein",
+)
+PRIVACY_COLUMNS = ("memorized_fraction", "nn_ssim_max")
+COUNT_COLUMNS = ("n_synthetic", "n_real", "n_real_floor")  # from image_quality
+SYNTHETIC = "synthetic"  # the generator name the synthetic folder gets in the evaluators
 
 
 def register(app: typer.Typer) -> None:
@@ -29,13 +54,20 @@ def register(app: typer.Typer) -> None:
 
 
 def compare(
-    real_dir: Path = typer.Argument(..., help="Folder of real images (class folders or flat)."),
-    synth_dir: Path = typer.Argument(..., help="Folder of synthetic images (same layouts)."),
-    features: str = typer.Option("domain", "--features", help="domain, inception or random."),
-    size: int = typer.Option(64, "--size", help="Side length images are resized to."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the split, subsets and training."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    ctx: typer.Context,
+    real_dir: Annotated[
+        Path, typer.Argument(help="Folder of real images (class folders or flat).")
+    ],
+    synth_dir: Annotated[Path, typer.Argument(help="Folder of synthetic images (same layouts).")],
+    features: Annotated[
+        str, typer.Option("--features", help="domain, inception or random.")
+    ] = "domain",
+    size: Annotated[int, typer.Option("--size", help="Side length images are resized to.")] = 64,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the split, subsets and training.")
+    ] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """FID/KID (with the real floor), precision/recall, MS-SSIM and memorisation."""
     result = compare_folders(
@@ -45,7 +77,7 @@ def compare(
         size=size,
         seed=seed,
         device=device,
-        quiet=state.quiet or as_json,
+        quiet=state_of(ctx).quiet or as_json,
     )
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -74,26 +106,6 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _classes(real: Any, synth: Any) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """(class, real indices, synthetic indices): matched by name, else one class ``all``."""
-    if real.labels is not None and synth.labels is not None:
-        r_names = {c.lower(): i for i, c in enumerate(real.class_names)}
-        out = []
-        for j, c in enumerate(synth.class_names):
-            if c.lower() in r_names:
-                out.append(
-                    (
-                        c,
-                        (real.labels == r_names[c.lower()]).nonzero().reshape(-1),
-                        (synth.labels == j).nonzero().reshape(-1),
-                    )
-                )
-        out = [o for o in out if len(o[1]) and len(o[2])]
-        if out:
-            return out
-    return [("all", torch.arange(len(real)), torch.arange(len(synth)))]
-
-
 def compare_folders(
     real_dir: str | Path,
     synth_dir: str | Path,
@@ -107,13 +119,14 @@ def compare_folders(
     """The numbers ``synthmri compare`` prints, as a dict (``rows``: one per class)."""
     from synthmri.core.data import load_images, split_dataset
     from synthmri.core.errors import ConfigError, DataError
+    from synthmri.core.interfaces import EvalInputs
+    from synthmri.core.plugins import get_plugin
     from synthmri.core.training import RunContext
-    from synthmri.plugins.evaluators._features import FEATURE_KINDS, FeatureParams, build_extractor
-    from synthmri.plugins.evaluators.image_quality import quality_metrics
-    from synthmri.plugins.evaluators.privacy import PrivacyEvaluator, find_memorized
 
-    if features not in FEATURE_KINDS:
-        raise ConfigError(f"unknown --features {features!r}; use one of {', '.join(FEATURE_KINDS)}")
+    quality_cls = get_plugin("evaluator", "image_quality")
+    kinds = get_args(quality_cls.Params.model_fields["features"].annotation)
+    if features not in kinds:
+        raise ConfigError(f"unknown --features {features!r}; use one of {', '.join(kinds)}")
     if size < 16:
         raise ConfigError(f"--size must be at least 16, not {size}")
     real = load_images(real_dir, size=size).data
@@ -122,70 +135,37 @@ def compare_folders(
         raise DataError(f"{real_dir}: {len(real)} real image(s); compare needs at least 4")
     if real.channels != synth.channels:
         raise DataError(f"real images have {real.channels} channels, synthetic {synth.channels}")
-    half_a, _, half_b = split_dataset(real, val=0.0, test=0.5, seed=seed)
-    run = RunContext(None, device=device, seed=seed, quiet=quiet, console=console)
-    extractor = build_extractor(FeatureParams(features=features), half_a, run, seed=seed)
-    fa = fb = fs = None
-    if extractor is not None:
-        fa, fb, fs = extractor(half_a.images), extractor(half_b.images), extractor(synth.images)
-    priv = PrivacyEvaluator.Params()
-    ref = None
-    if fa is not None and fb is not None:
-        # the yardstick of a genuinely new real image: how close half B comes to half A
-        ref = torch.cdist(fb, fa, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
-    mem = find_memorized(
-        synth.images,
-        torch.cat([half_a.images, half_b.images]),
-        synthetic_features=fs,
-        train_features=None if fa is None else torch.cat([fa, fb]),
-        reference_distance=ref,
-        ssim_threshold=priv.ssim_threshold,
-        ratio_threshold=priv.ratio_threshold,
-        reference_percentile=priv.reference_percentile,
-        max_pairs=priv.max_pairs,
-        device=run.device,
+    half_a, empty, half_b = split_dataset(real, val=0.0, test=0.5, seed=seed)
+    inputs = EvalInputs(
+        train=half_a,
+        val=empty,
+        test=half_b,
+        synthetic={SYNTHETIC: _matched_classes(real, synth)},
+        seed=seed,
     )
-    rows = []
-    for cname, ridx, sidx in _classes(real, synth):
-        a_idx = _subset_of(half_a, real, ridx)
-        b_idx = _subset_of(half_b, real, ridx)
-        metrics = quality_metrics(
-            half_a.images[a_idx],
-            synth.images[sidx],
-            half_b.images[b_idx],
-            ref_features=None if fa is None else fa[a_idx],
-            cand_features=None if fs is None else fs[sidx],
-            holdout_features=None if fb is None else fb[b_idx],
-            seed=seed,
-            device=run.device,
-        )
-        order = (
-            "fid",
-            "fid_real_floor",
-            "kid",
-            "kid_std",
-            "kid_real_floor",
-            "precision",
-            "recall",
-            "ms_ssim_synthetic",
-            "ms_ssim_real",
-            "intensity_wasserstein",
-        )
-        rows.append(
-            {
-                "class": cname,
-                **{key: metrics[key] for key in order},
-                "memorized_fraction": round(float(mem.memorized[sidx].float().mean()), 6),
-                "nn_ssim_max": round(float(mem.nn_ssim[sidx].max()), 6),
-                "n_synthetic": len(sidx),
-                "n_real": len(a_idx),
-                "n_real_floor": len(b_idx),
-            }
-        )
+    run = RunContext(None, device=device, seed=seed, quiet=quiet, console=console)
+    quality = quality_cls({"features": features, "require_features": False})
+    quality_rows = quality.evaluate(inputs, run)["image_quality"]
+    # a run of its own, quiet: its notes would repeat the feature notes of the first, and
+    # its copy warning is the table's memorized_fraction
+    privacy = get_plugin("evaluator", "privacy")(
+        {"features": features, "include_test": True, "warn_fraction": 1.0, "figure_pairs": 0}
+    )
+    privacy_rows = privacy.evaluate(inputs, RunContext(None, device=device, seed=seed))["privacy"]
+    copies = {row["class"]: row for row in privacy_rows}
+    rows = [
+        {
+            "class": row["class"],
+            **{key: row[key] for key in QUALITY_COLUMNS},
+            **{key: copies[row["class"]][key] for key in PRIVACY_COLUMNS},
+            **{key: row[key] for key in COUNT_COLUMNS},
+        }
+        for row in quality_rows
+    ]
     return {
         "real": str(real_dir),
         "synthetic": str(synth_dir),
-        "features": extractor.name if extractor is not None else "none",
+        "features": quality_rows[0]["features"] if quality_rows else "none",
         "size": size,
         "seed": seed,
         "rows": rows,
@@ -193,7 +173,22 @@ def compare_folders(
     }
 
 
-def _subset_of(part: Any, full: Any, idx: torch.Tensor) -> torch.Tensor:
-    """Indices into ``part`` of the items of ``full[idx]`` (matched by source)."""
-    wanted = {full.sources[i] for i in idx.tolist()}
-    return torch.tensor([i for i, s in enumerate(part.sources) if s in wanted], dtype=torch.long)
+def _matched_classes(real: ImageSet, synth: ImageSet) -> ImageSet:
+    """The synthetic items of the classes that real data has too (by name, ignoring case), or
+    the whole synthetic set unlabelled (one class ``all``) when no class matches."""
+    import torch
+
+    from synthmri.core.interfaces import ImageSet
+
+    if real.labels is not None and synth.labels is not None:
+        real_index = {c.lower(): i for i, c in enumerate(real.class_names)}
+        keep = [
+            j
+            for j, c in enumerate(synth.class_names)
+            if c.lower() in real_index
+            and bool((real.labels == real_index[c.lower()]).any())
+            and bool((synth.labels == j).any())
+        ]
+        if keep:
+            return synth.subset(torch.isin(synth.labels, torch.tensor(keep)))
+    return ImageSet(images=synth.images, sources=synth.sources, groups=synth.groups)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from synthmri.cli._common import console, state
+from synthmri.cli._common import console, state_of
 
 
 def register(app: typer.Typer) -> None:
@@ -15,15 +16,16 @@ def register(app: typer.Typer) -> None:
 
 
 def phantoms(
-    out: Path = typer.Option(..., "--out", "-o", help="New folder to write (class folders)."),
-    n: int = typer.Option(200, "--n", help="Number of slices."),
-    size: int = typer.Option(128, "--size", help="Side length in pixels."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
-    contrast: str = typer.Option("mixed", "--contrast", help="t1, t2, flair or mixed."),
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder to write (class folders).")],
+    n: Annotated[int, typer.Option("--n", help="Number of slices.")] = 200,
+    size: Annotated[int, typer.Option("--size", help="Side length in pixels.")] = 128,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    contrast: Annotated[str, typer.Option("--contrast", help="t1, t2, flair or mixed.")] = "mixed",
 ) -> None:
     """Write procedural brain phantoms (normal/ and tumor/, masks beside as *_mask.png)."""
     from synthmri.core.phantoms import write_phantoms
 
     paths = write_phantoms(out, n, size, seed=seed, contrast=contrast)
-    if not state.quiet:
+    if not state_of(ctx).quiet:
         console.print(f"wrote {len(paths)} slices ({size} px) with masks to {out}")

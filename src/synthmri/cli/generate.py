@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from synthmri.cli._common import console, state
+from synthmri.cli._common import console, state_of
 
 
 def register(app: typer.Typer) -> None:
@@ -15,18 +16,22 @@ def register(app: typer.Typer) -> None:
 
 
 def generate(
-    checkpoint: Path = typer.Argument(..., help="checkpoints/generate-*.pt from a run."),
-    n: int = typer.Option(16, "-n", "--n", help="Number of images."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write into (new or empty)."),
-    label: str | None = typer.Option(None, "--label", help="Class name (conditional models)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    ctx: typer.Context,
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoints/generate-*.pt from a run.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (new or empty).")],
+    n: Annotated[int, typer.Option("-n", "--n", help="Number of images.")] = 16,
+    label: Annotated[
+        str | None, typer.Option("--label", help="Class name (conditional models).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
     """Sample N images from a trained generator and write them as PNG (masks beside)."""
     import torch
 
+    from synthmri.core.artifacts import write_image_set
     from synthmri.core.errors import ConfigError
     from synthmri.core.interfaces import ImageSet
-    from synthmri.core.pipeline import load_generator, write_image_set
+    from synthmri.core.pipeline import load_generator
 
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: folder exists and is not empty", hint="choose a new --out")
@@ -53,5 +58,5 @@ def generate(
         class_names=names if fill is not None else [],
     )
     paths = write_image_set(data, out, prefix=ckpt.get("name", "synthetic"))
-    if not state.quiet:
+    if not state_of(ctx).quiet:
         console.print(f"wrote {len(paths)} images to {out}")

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from synthmri.cli._common import console
+from synthmri.core.hookspecs import PluginKind
+from synthmri.scaffold import Template
 
 app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
 
 
 @app.command("list")
 def list_(
-    kind: str | None = typer.Option(
-        None, "--kind", help="generator, classifier, segmenter or evaluator."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    kind: Annotated[PluginKind | None, typer.Option("--kind", help="Only this kind.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List plugins: name, kind, description, providing package and version."""
     from synthmri.core.plugins import get_registry
 
     registry = get_registry()
-    infos = registry.list(kind)
+    infos = registry.list(kind.value if kind else None)
     if as_json:
         rows = [
             {
@@ -61,20 +62,22 @@ def list_(
 
 @app.command("show")
 def show(
-    name: str = typer.Argument(..., help="Plugin name."),
-    kind: str | None = typer.Option(None, "--kind", help="Kind, when a name is ambiguous."),
+    name: Annotated[str, typer.Argument(help="Plugin name.")],
+    kind: Annotated[
+        PluginKind | None, typer.Option("--kind", help="Kind, when a name is ambiguous.")
+    ] = None,
 ) -> None:
     """Show a plugin's description and its params with types and defaults."""
+    from rich.table import Table
+
     from synthmri.core.errors import PluginError
     from synthmri.core.plugins import get_registry
 
     registry = get_registry()
-    matches = [i for i in registry.list(kind) if i.name == name]
+    matches = [i for i in registry.list(kind.value if kind else None) if i.name == name]
     if not matches:
-        registry.get(kind or "generator", name)  # raises with the closest match
+        registry.get(kind.value if kind else "generator", name)  # raises with the closest match
         raise PluginError(f"unknown plugin {name!r}")
-    from rich.table import Table
-
     for info in matches:
         console.print(f"[bold]{info.name}[/] ({info.kind}, {info.provider}): {info.description}")
         table = Table("param", "type", "default", "description")
@@ -88,17 +91,28 @@ def show(
 
 @app.command("new")
 def new(
-    kind: str = typer.Argument(..., help="generator, classifier, segmenter or evaluator."),
-    name: str = typer.Argument(..., help="Plugin name: a lower-case Python identifier."),
-    out: Path | None = typer.Option(
-        None, "--out", help="Package folder to create (default ./synthmri-<name>); must be empty."
-    ),
+    template: Annotated[
+        Template,
+        typer.Argument(
+            metavar="KIND", help="The plugin kind; gan: a generator on synthmri's GAN base."
+        ),
+    ],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Plugin name: a lower-case Python identifier.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Package folder to create (default ./synthmri-<name>); must be empty."
+        ),
+    ] = None,
 ) -> None:
     """Write a ready-to-install package for a new plugin (class, Params, hook, test, README)."""
     from synthmri.scaffold import names, scaffold_plugin
 
-    target = scaffold_plugin(kind, name, out)
-    dist = names(kind, name)["__DIST__"]
+    target = scaffold_plugin(template, name, out)
+    dist = names(template, name)["__DIST__"]
+    kind = template.kind.value
     console.print(f"created [bold]{dist}[/] ({kind} {name!r}) in {target}", highlight=False)
     console.print("next:", highlight=False)
     console.print(f"  pip install -e {target}", highlight=False)

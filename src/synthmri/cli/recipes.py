@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
-import yaml
 
 from synthmri.cli._common import console
 
@@ -13,6 +14,7 @@ app = typer.Typer(help="The shipped recipes.", no_args_is_help=True)
 @app.command("list")
 def list_() -> None:
     """List the shipped recipes with their descriptions."""
+    import yaml
     from rich.table import Table
 
     from synthmri.core.recipe import shipped_recipes
@@ -28,7 +30,7 @@ def list_() -> None:
 
 
 @app.command("show")
-def show(name: str = typer.Argument(..., help="Recipe name.")) -> None:
+def show(name: Annotated[str, typer.Argument(help="Recipe name.")]) -> None:
     """Print a shipped recipe's YAML."""
     from synthmri.core.recipe import resolve_recipe_path
 

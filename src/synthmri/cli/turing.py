@@ -1,10 +1,16 @@
-"""``synthmri turing make|score``: the visual Turing test of the published studies."""
+"""``synthmri turing make|score``: the visual Turing test of the published studies.
+
+Both commands reach the kit through the registry: the ``turing_kit`` evaluator plugin's
+``make_kit`` and ``score_answers``.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -15,22 +21,29 @@ app = typer.Typer(
 )
 
 
+def _kit() -> Any:
+    from synthmri.core.plugins import get_plugin
+
+    return get_plugin("evaluator", "turing_kit")
+
+
 @app.command("make")
 def make(
-    real: Path = typer.Option(..., "--real", help="Folder of real images."),
-    synthetic: Path = typer.Option(..., "--synthetic", help="Folder of synthetic images."),
-    n: int = typer.Option(50, "--n", help="Images in the kit: half real, half synthetic."),
-    out: Path = typer.Option(..., "--out", help="Kit folder: rater/ and key.json go here."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the draw and the order."),
-    size: int = typer.Option(128, "--size", help="Side length of the kit's images."),
+    real: Annotated[Path, typer.Option("--real", help="Folder of real images.")],
+    synthetic: Annotated[Path, typer.Option("--synthetic", help="Folder of synthetic images.")],
+    out: Annotated[Path, typer.Option("--out", help="Kit folder: rater/ and key.json go here.")],
+    n: Annotated[
+        int, typer.Option("--n", help="Images in the kit: half real, half synthetic.")
+    ] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the draw and the order.")] = 0,
+    size: Annotated[int, typer.Option("--size", help="Side length of the kit's images.")] = 128,
 ) -> None:
     """Write a blinded kit: OUT/rater/ (images + index.html) for the rater, OUT/key.json apart."""
     from synthmri.core.data import load_images
-    from synthmri.turing import make_kit
 
     real_set = load_images(real, size=size).data
     syn_set = load_images(synthetic, size=size).data
-    key = make_kit(
+    key = _kit().make_kit(
         real_set.images,
         syn_set.images,
         out,
@@ -48,16 +61,18 @@ def make(
 
 @app.command("score")
 def score(
-    answers: Path = typer.Argument(..., help="answers.json (or .csv) downloaded by the rater."),
-    key: Path = typer.Argument(..., help="key.json written by `turing make`."),
-    out: Path | None = typer.Option(None, "--out", help="Write the scores (.json or .csv)."),
+    answers: Annotated[
+        Path, typer.Argument(help="answers.json (or .csv) downloaded by the rater.")
+    ],
+    key: Annotated[Path, typer.Argument(help="key.json written by `turing make`.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the scores (.json or .csv).")
+    ] = None,
 ) -> None:
     """Score a rater: the 2x2 table, accuracy, binomial test and 95 % interval vs chance."""
     from rich.table import Table
 
-    from synthmri.turing import format_p, score_answers
-
-    s = score_answers(answers, key)
+    s = _kit().score_answers(answers, key)
     table = Table(
         title=f"visual Turing test ({s.n} answered"
         + (f", {s.n_unanswered} unanswered)" if s.n_unanswered else ")"),
@@ -74,7 +89,7 @@ def score(
         table.add_row(label, str(value))
     lo, hi = s.accuracy_ci
     table.add_row("accuracy", f"{s.accuracy:.1%} (95 % CI {lo:.1%}-{hi:.1%})")
-    table.add_row("p (two-sided binomial vs 50 %)", format_p(s.p_value))
+    table.add_row("p (two-sided binomial vs 50 %)", _format_p(s.p_value))
     console.print(table)
     verdict = (
         "raters told real from synthetic better than chance"
@@ -94,3 +109,10 @@ def score(
         else:
             out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         console.print(f"written: {out}")
+
+
+def _format_p(p: float) -> str:
+    """A p-value for people: 3 significant digits, or ``< 1e-4``."""
+    if not math.isfinite(p):
+        return "-"
+    return "< 1e-4" if p < 1e-4 else f"{p:.3g}"

@@ -13,6 +13,7 @@ class it provides::
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 
 import pluggy
 
@@ -21,6 +22,15 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 Register = Callable[[type], None]
+
+
+class PluginKind(StrEnum):
+    """The four plugin kinds; the values are what recipes, the registry and the CLI use."""
+
+    GENERATOR = "generator"
+    CLASSIFIER = "classifier"
+    SEGMENTER = "segmenter"
+    EVALUATOR = "evaluator"
 
 
 @hookspec
@@ -43,9 +53,5 @@ def synthmri_register_evaluators(register: Register) -> None:
     """Register Evaluator subclasses: call ``register(cls)`` for each."""
 
 
-HOOK_KINDS: dict[str, str] = {
-    "synthmri_register_generators": "generator",
-    "synthmri_register_classifiers": "classifier",
-    "synthmri_register_segmenters": "segmenter",
-    "synthmri_register_evaluators": "evaluator",
-}
+#: hook name -> the kind of the classes it registers
+HOOK_KINDS: dict[str, str] = {f"synthmri_register_{kind}s": kind.value for kind in PluginKind}

@@ -4,6 +4,9 @@ This module is the truth for the plugin contract (see DESIGN.md): four kinds
 (Generator, Classifier, Segmenter, Evaluator), each a class with a ``name``, a
 one-line ``description`` and a pydantic ``Params`` model of typed, documented
 defaults; and ``ImageSet``, the one data type that flows between stages.
+
+Importing this module loads no torch (``import synthmri`` and ``synthmri --help`` stay
+fast): torch is imported inside the methods that compute with tensors.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from synthmri.core.errors import PluginError
+from synthmri.core.hookspecs import PluginKind
 
 if TYPE_CHECKING:
+    import torch
+
     from synthmri.core.training import RunContext
 
-KINDS: tuple[str, ...] = ("generator", "classifier", "segmenter", "evaluator")
+KINDS: tuple[str, ...] = tuple(kind.value for kind in PluginKind)
 TRAIN_ON: tuple[str, ...] = ("real", "synthetic", "mixed")
 
 
@@ -50,6 +55,8 @@ class ImageSet:
     splits: list[str] | None = None
 
     def __post_init__(self) -> None:
+        import torch
+
         if self.images.ndim != 4:
             raise ValueError(
                 f"ImageSet.images must be [N, C, H, W], got {tuple(self.images.shape)}"
@@ -94,6 +101,8 @@ class ImageSet:
 
     def subset(self, index: Sequence[int] | torch.Tensor) -> ImageSet:
         """The items at ``index`` (a list of positions or a boolean mask), in that order."""
+        import torch
+
         idx = torch.as_tensor(index)
         if idx.dtype == torch.bool:
             idx = idx.nonzero().reshape(-1)
@@ -127,12 +136,16 @@ class ImageSet:
         """Number of items per class name."""
         if self.labels is None:
             return {}
+        import torch
+
         counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
         return dict(zip(self.class_names, counts, strict=True))
 
     @staticmethod
     def concat(sets: Sequence[ImageSet]) -> ImageSet:
         """Join sets with the same class names, size and channels (masks kept if all have them)."""
+        import torch
+
         sets = [s for s in sets if len(s)] or list(sets[:1])
         if not sets:
             raise ValueError("nothing to concatenate")

@@ -1,10 +1,32 @@
-"""The layout of ``metrics.json``: its sections and the columns shown in short tables."""
+"""The layout of ``metrics.json``, defined once: a typed model of its core keys, the result
+sections, and the columns shown in short tables.
+
+The core keys are stable (scripts read them); evaluator plugins add sections of rows
+(``image_quality``, ``privacy``, ...), kept in the order they were added, between
+``generators`` and ``timings``::
+
+    recipe, synthmri_version, seed, device, data, classification, segmentation,
+    generators, <plugin sections>, timings, notes
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BRIEF_COLUMNS", "brief_rows"]
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+__all__ = [
+    "BRIEF_COLUMNS",
+    "RESULT_SECTIONS",
+    "DataSummary",
+    "GeneratorSummary",
+    "Metrics",
+    "Timings",
+    "brief_rows",
+]
+
+RESULT_SECTIONS: tuple[str, ...] = ("classification", "segmentation")
+_LAST = ("timings", "notes")
 
 BRIEF_COLUMNS: tuple[str, ...] = (
     "classifier",
@@ -28,6 +50,85 @@ BRIEF_COLUMNS: tuple[str, ...] = (
     "correct_at_0.5",
     "n_test",
 )
+
+Rows = list[dict[str, Any]]
+
+
+class DataSummary(BaseModel):
+    """The real data of a run: the sizes of the three parts, what loading found."""
+
+    n_train: int
+    n_val: int
+    n_test: int
+    duplicate_groups: int
+    layout: str
+    classes: list[str]
+    skipped_files: int
+    class_counts: dict[str, dict[str, int]]  # part -> class -> items
+
+
+class GeneratorSummary(BaseModel):
+    """One recipe generator entry after training (summed over its per-class models)."""
+
+    generator: str
+    plugin: str
+    n_train: int
+    train_seconds: float
+
+
+class Timings(BaseModel):
+    """Wall-clock seconds: the whole run, and per stage key."""
+
+    total_s: float
+    stages: dict[str, float]
+
+
+class Metrics(BaseModel):
+    """``metrics.json``: the core keys typed; sections added by plugins are extra keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    recipe: str
+    synthmri_version: str
+    seed: int
+    device: str
+    data: DataSummary
+    classification: Rows = Field(default_factory=list)
+    segmentation: Rows = Field(default_factory=list)
+    generators: list[GeneratorSummary] = Field(default_factory=list)
+    timings: Timings | None = None  # set when the run ends
+    notes: list[str] = Field(default_factory=list)
+
+    def add_rows(self, section: str, rows: Rows) -> None:
+        """Append result rows to ``section`` (a result section or a plugin's own)."""
+        if section in RESULT_SECTIONS:
+            getattr(self, section).extend(rows)
+        elif section in type(self).model_fields:
+            raise ValueError(f"{section!r} is a core key of metrics.json, not a section of rows")
+        else:
+            extra = self.__pydantic_extra__
+            assert extra is not None
+            extra.setdefault(section, []).extend(rows)
+
+    def row_sections(self) -> list[tuple[str, Rows]]:
+        """Every non-empty section of rows: the result sections, then the others in order."""
+        dumped = self.model_dump()
+        names = [s for s in RESULT_SECTIONS if dumped.get(s)]
+        names += [
+            k
+            for k, v in dumped.items()
+            if k not in names and isinstance(v, list) and v and all(isinstance(r, dict) for r in v)
+        ]
+        return [(s, dumped[s]) for s in names]
+
+    @model_serializer(mode="wrap")
+    def _ordered(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # plugin sections (extra keys) before timings and notes, as the module docstring says
+        out = handler(self)
+        if out.get("timings") is None:
+            out.pop("timings", None)
+        last = {k: out.pop(k) for k in _LAST if k in out}
+        return out | last
 
 
 def brief_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

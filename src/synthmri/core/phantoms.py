@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from synthmri.core.data.preprocessing import one_torch_thread
 from synthmri.core.errors import ConfigError
 from synthmri.core.interfaces import ImageSet
 
@@ -99,7 +98,7 @@ def make_phantoms(
 
     per_batch = max(1, _BATCH_PIXELS // (size * size))
     images, masks = [], []
-    with _one_thread():
+    with one_torch_thread():
         for start in range(0, n, per_batch):
             idx = range(start, min(n, start + per_batch))
             draws = [_draw_slice(seed, i, size, contrast, bool(labels[i]), noise) for i in idx]
@@ -153,20 +152,6 @@ def write_phantoms(
 
 
 # ------------------------------------------------------------------------------ internals
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread inside the block, then restore the thread count."""
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _check_args(

@@ -39,7 +39,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "synthmri.plugins.evaluators.segmentation",
     "synthmri.plugins.evaluators.image_quality",
     "synthmri.plugins.evaluators.privacy",
-    "synthmri.turing",
+    "synthmri.plugins.evaluators.turing",
 )
 
 _registry: Registry | None = None

@@ -15,9 +15,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from synthmri.core.errors import PluginError, RecipeError
+from synthmri.core.data.options import LoadOptions
+from synthmri.core.errors import ConfigError, PluginError, RecipeError
 from synthmri.core.interfaces import TRAIN_ON, format_validation_error
 
 
@@ -37,24 +47,25 @@ class SplitConfig(_Strict):
     )
 
 
-class DataConfig(_Strict):
-    """The real data: built-in phantoms, or a folder of images / volumes."""
+class DataConfig(LoadOptions):
+    """The real data: built-in phantoms, or a folder of images / volumes read with the
+    loader options this extends (``layout``, ``size``, ``channel``, ...)."""
 
     source: Literal["auto", "phantoms", "folder"] = Field(
         "auto", description="auto: a folder when `path` is set, else phantoms"
     )
     path: str | None = Field(None, description="folder of class folders, image+mask pairs or NIfTI")
-    layout: Literal["auto", "class_folders", "image_mask", "nifti"] = "auto"
     size: int = Field(64, ge=16, le=1024, description="side length in pixels after preprocessing")
-    channel: int | None = Field(None, ge=0, description="take this channel (else luminance)")
-    crop_foreground: bool = Field(True, description="crop to the head's bounding box first")
-    classes: list[str] | None = Field(None, description="class folders to use, in label order")
-    on_bad_file: Literal["error", "skip"] = "error"
-    min_brain_fraction: float = Field(0.05, ge=0.0, le=1.0, description="NIfTI slice filter")
     n: int = Field(600, ge=8, description="phantoms: number of slices")
     contrast: str = Field("mixed", description="phantoms: t1, t2, flair or mixed")
     tumor_fraction: float = Field(0.5, ge=0.0, le=1.0, description="phantoms: share with tumour")
     split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @model_serializer(mode="wrap")
+    def _source_first(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # where the data comes from first in the resolved recipe, then the loader options
+        out = handler(self)
+        return {k: out[k] for k in ("source", "path") if k in out} | out
 
     @property
     def uses_folder(self) -> bool:
@@ -97,6 +108,22 @@ class GeneratorEntry(PluginEntry):
         None, ge=1, description="train on a random subset of this many images per model"
     )
 
+    def resolve_classes(self, available: list[str]) -> list[str]:
+        """The data's class names this entry trains for (``classes`` matched ignoring case;
+        all of ``available`` when it gives none); an unknown class is a ConfigError."""
+        if self.classes is None:
+            return list(available)
+        lowered = {n.lower(): n for n in available}
+        chosen = []
+        for c in self.classes:
+            if c.lower() not in lowered:
+                raise ConfigError(
+                    f"generator {self.label!r}: class {c!r} not in the data "
+                    f"(classes: {', '.join(available)})"
+                )
+            chosen.append(lowered[c.lower()])
+        return chosen
+
 
 class Experiment(_Strict):
     """Train models on real, synthetic or mixed data; test each on the real test part."""
@@ -118,6 +145,19 @@ class Experiment(_Strict):
             raise ValueError("each real_fraction must be in (0, 1]")
         return value
 
+    def runs(self, generators: list[str]) -> list[tuple[str, str | None, float]]:
+        """(train_on, generator, real_fraction) of every training run, in order: real per
+        fraction, synthetic per generator, mixed per generator and fraction."""
+        out: list[tuple[str, str | None, float]] = []
+        for train_on in self.train_on:
+            if train_on == "real":
+                out += [("real", None, f) for f in self.real_fraction]
+            elif train_on == "synthetic":
+                out += [("synthetic", g, 0.0) for g in generators]
+            else:
+                out += [("mixed", g, f) for g in generators for f in self.real_fraction]
+        return out
+
 
 class Recipe(_Strict):
     """A whole study."""
@@ -130,6 +170,17 @@ class Recipe(_Strict):
     generators: list[GeneratorEntry] = Field(default_factory=list)
     experiments: list[Experiment] = Field(default_factory=list)
     evaluate: list[PluginEntry] = Field(default_factory=list)
+
+    def synthetic_per_class(self) -> dict[str, int]:
+        """Generator name -> the most synthetic images per class any experiment trains on
+        (generators no experiment trains on are absent)."""
+        need: dict[str, int] = {}
+        for exp in self.experiments:
+            if all(t == "real" for t in exp.train_on):
+                continue
+            for g in exp.generators or [entry.label for entry in self.generators]:
+                need[g] = max(need.get(g, 0), exp.synthetic_per_class)
+        return need
 
     def to_yaml(self) -> str:
         """The resolved recipe as YAML (defaults included)."""

@@ -11,10 +11,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from synthmri.core.artifacts import pyplot
+from synthmri.core.metrics import RESULT_SECTIONS, Metrics
 from synthmri.core.recipe import Recipe
-
-RESULT_SECTIONS = ("classification", "segmentation")
-SKIP_SECTIONS = {"recipe", "synthmri_version", "seed", "device", "timings", "notes", "data"}
 
 
 def fmt(value: Any) -> str:
@@ -97,11 +96,7 @@ def plot_training_curves(run_dir: Path) -> list[Path]:
                 continue
             if isinstance(v, (int, float)):
                 series[rec.get("stage", "")][k].append((float(x), float(v)))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = []
     for stage, curves in series.items():
         curves = {k: v for k, v in curves.items() if len(v) >= 2}
@@ -122,20 +117,6 @@ def plot_training_curves(run_dir: Path) -> list[Path]:
     return out
 
 
-def _sections(metrics: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    ordered = [s for s in RESULT_SECTIONS if metrics.get(s)]
-    ordered += [
-        k
-        for k, v in metrics.items()
-        if k not in SKIP_SECTIONS
-        and k not in ordered
-        and isinstance(v, list)
-        and v
-        and all(isinstance(r, dict) for r in v)
-    ]
-    return [(s, metrics[s]) for s in ordered]
-
-
 def _figure_order(figures: list[Path]) -> list[Path]:
     def rank(p: Path) -> tuple[int, str]:
         n = p.name
@@ -150,30 +131,30 @@ def _figure_order(figures: list[Path]) -> list[Path]:
     return sorted(seen.values(), key=rank)
 
 
-def write_report(
-    run_dir: Path, recipe: Recipe, metrics: dict[str, Any], figures: list[Path]
-) -> None:
+def write_report(run_dir: Path, recipe: Recipe, metrics: Metrics, figures: list[Path]) -> None:
     """Write metrics.json, results.csv, report.md and report.html into ``run_dir``."""
-    write_json_atomic(metrics, run_dir / "metrics.json")
-    write_results_csv(metrics, run_dir / "results.csv")
+    dumped = metrics.model_dump()
+    write_json_atomic(dumped, run_dir / "metrics.json")
+    write_results_csv(dumped, run_dir / "results.csv")
     figs = _figure_order([*figures, *plot_training_curves(run_dir)])
-    data = metrics.get("data", {})
+    data = metrics.data
     summary = (
-        f"data: {data.get('n_train')} train / {data.get('n_val')} val / "
-        f"{data.get('n_test')} test (real, leak-free by group); "
-        f"{data.get('duplicate_groups', 0)} duplicate groups; classes "
-        f"{', '.join(data.get('classes', []))}; total time "
-        f"{metrics.get('timings', {}).get('total_s', 0):.0f} s on {metrics.get('device')}"
+        f"data: {data.n_train} train / {data.n_val} val / "
+        f"{data.n_test} test (real, leak-free by group); "
+        f"{data.duplicate_groups} duplicate groups; classes "
+        f"{', '.join(data.classes)}; total time "
+        f"{metrics.timings.total_s if metrics.timings else 0:.0f} s on {metrics.device}"
     )
+    sections = metrics.row_sections()
     # markdown
     md = [f"# {recipe.name}", "", recipe.description.strip(), "", summary, ""]
-    for section, rows in _sections(metrics):
+    for section, rows in sections:
         cols, cells = table_rows(rows)
         md += [f"## {section}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         md += ["| " + " | ".join(c) + " |" for c in cells]
         md.append("")
-    if metrics.get("notes"):
-        md += ["## notes", ""] + [f"- {n}" for n in metrics["notes"]] + [""]
+    if metrics.notes:
+        md += ["## notes", ""] + [f"- {n}" for n in metrics.notes] + [""]
     md += ["## figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figs]
     (run_dir / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     # html (figures inline)
@@ -189,7 +170,7 @@ def write_report(
         f"<h1>{html.escape(recipe.name)}</h1><p>{html.escape(recipe.description)}</p>",
         f"<p>{html.escape(summary)}</p>",
     ]
-    for section, rows in _sections(metrics):
+    for section, rows in sections:
         cols, cells = table_rows(rows)
         parts.append(
             f"<h2>{html.escape(section)}</h2><table><tr>"
@@ -200,10 +181,10 @@ def write_report(
             "<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in c) + "</tr>" for c in cells
         ]
         parts.append("</table>")
-    if metrics.get("notes"):
+    if metrics.notes:
         parts.append(
             "<h2>notes</h2><ul>"
-            + "".join(f"<li>{html.escape(n)}</li>" for n in metrics["notes"])
+            + "".join(f"<li>{html.escape(n)}</li>" for n in metrics.notes)
             + "</ul>"
         )
     parts.append("<h2>figures</h2>")
@@ -214,7 +195,7 @@ def write_report(
                 f"<figure><img src='data:image/png;base64,{b64}'>"
                 f"<figcaption>{html.escape(p.stem)}</figcaption></figure>"
             )
-    timings = metrics.get("timings", {}).get("stages", {})
+    timings = metrics.timings.stages if metrics.timings else {}
     if timings:
         parts.append(
             "<h2>timings (s)</h2><table>"

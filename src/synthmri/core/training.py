@@ -7,7 +7,11 @@ progress bars, ``log.jsonl`` lines, figures and atomic checkpoints. Under
 only rank 0 writes files and logs.
 
 ``train_supervised`` is the loop the classifiers and segmenters share: AdamW,
-cosine schedule, optional augmentation, early stopping on the validation part.
+cosine schedule, optional augmentation, early stopping on the validation part;
+``SupervisedParams`` are its settings, which their params extend.
+
+Importing this module loads no torch (plugin modules import ``SupervisedParams`` at
+module level); the functions import it when called.
 """
 
 from __future__ import annotations
@@ -21,20 +25,46 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-import torch
-from torch import nn
+from pydantic import Field
 
 from synthmri.core.errors import ConfigError, TrainingError
+from synthmri.core.interfaces import StrictParams
 from synthmri.core.stages import safe_name
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "BatchSize",
+    "Epochs",
+    "LearningRate",
+    "Patience",
+    "RunContext",
+    "SupervisedParams",
+    "check_finite",
+    "distributed_world_size",
+    "init_distributed",
+    "load_checkpoint",
+    "minibatches",
+    "predict_batched",
+    "resolve_device",
+    "save_atomic",
+    "seed_everything",
+    "train_supervised",
+    "unwrap",
+]
 
 # ------------------------------------------------------------------ basics
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -42,6 +72,8 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """``auto`` -> CUDA when present else CPU; ``cuda`` without a GPU is an error."""
+    import torch
+
     if isinstance(spec, torch.device):
         return spec
     if spec == "auto":
@@ -95,6 +127,8 @@ def minibatches(
     world: int = 1,
 ) -> Iterator[torch.Tensor]:
     """Endless shuffled index batches over ``n`` items (sharded by rank under DDP)."""
+    import torch
+
     if n <= 0:
         raise ConfigError("cannot train on an empty set")
     batch_size = max(1, min(batch_size, n))
@@ -244,12 +278,16 @@ class RunContext:
     # -- speed
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast on CUDA where supported, nothing on CPU."""
+        import torch
+
         if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Move to the device (channels_last on CUDA); under torchrun wrap in DDP."""
+        import torch
+
         model = model.to(self.device)
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
@@ -262,6 +300,8 @@ class RunContext:
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU torch.Generator seeded from the run seed (plus ``offset``)."""
+        import torch
+
         return torch.Generator().manual_seed(self.seed + offset)
 
 
@@ -272,6 +312,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def save_atomic(payload: Any, target: Path) -> None:
     """``torch.save`` to a temp file beside ``target``, then rename over it."""
+    import torch
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     torch.save(payload, tmp)
@@ -280,6 +322,8 @@ def save_atomic(payload: Any, target: Path) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``); errors name the file."""
+    import torch
+
     from synthmri.core.errors import DataError
 
     p = Path(path)
@@ -292,6 +336,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _plain(v: Any) -> Any:
+    import torch
+
     if isinstance(v, torch.Tensor):
         return v.item() if v.numel() == 1 else v.tolist()
     if isinstance(v, (np.floating, np.integer)):
@@ -302,6 +348,42 @@ def _plain(v: Any) -> Any:
 
 
 # ------------------------------------------------------------------ supervised loop
+
+Epochs = Annotated[int, Field(ge=1, description="maximum number of training epochs")]
+BatchSize = Annotated[int, Field(ge=1, description="images per training step")]
+LearningRate = Annotated[float, Field(gt=0, description="peak AdamW learning rate (cosine decay)")]
+Patience = Annotated[
+    int, Field(ge=1, description="stop after this many epochs without a better validation score")
+]
+
+
+class SupervisedParams(StrictParams):
+    """The settings of ``train_supervised`` that every supervised plugin accepts.
+
+    A plugin's params extend this model; one that needs other defaults redeclares the
+    field with the same type alias and a new default (``epochs: Epochs = 30``).
+    """
+
+    epochs: Epochs = 20
+    batch_size: BatchSize = 32
+    lr: LearningRate = 1e-3
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    patience: Patience = 5
+    augment: bool = Field(
+        True,
+        description="random flip / rotation / scale / intensity on training batches (masks "
+        "get the same geometry)",
+    )
+
+    def loop_settings(self) -> dict[str, Any]:
+        """The keyword arguments of ``train_supervised`` these params set."""
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "patience": self.patience,
+        }
 
 
 def train_supervised(
@@ -330,6 +412,8 @@ def train_supervised(
     weights are restored. ``augment(x)`` (or ``augment(x, y)`` with
     ``augment_target``) is applied to each training batch. Returns the history.
     """
+    import torch
+
     device = run.device
     net = run.prepare(model)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -400,7 +484,6 @@ def train_supervised(
     return history
 
 
-@torch.no_grad()
 def predict_batched(
     model: nn.Module,
     x: torch.Tensor,
@@ -409,15 +492,18 @@ def predict_batched(
     fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run ``model`` (or ``fn``) over ``x`` in batches in eval mode; output on the CPU."""
+    import torch
+
     was_training = model.training
     model.eval()
     call = fn or model
     outs = []
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i : i + batch_size].to(device, non_blocking=True)
-        if device.type == "cuda":
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        outs.append(call(xb).float().cpu())
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i : i + batch_size].to(device, non_blocking=True)
+            if device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            outs.append(call(xb).float().cpu())
     model.train(was_training)
     if not outs:
         return torch.empty(0)

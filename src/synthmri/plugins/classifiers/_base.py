@@ -8,31 +8,27 @@ shape that network (``arch_fields``) and how to name it (``arch``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, Field
-from torch import nn
 
-from synthmri.core.augment import Augment
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import Classifier, ImageSet, StrictParams
-from synthmri.core.training import RunContext, predict_batched, train_supervised
+from synthmri.core.training import BatchSize, SupervisedParams
 
-__all__ = ["ClassifierParams", "NeuralClassifier"]
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from synthmri.core.training import RunContext
+
+__all__ = ["ClassifierParams", "NeuralClassifier", "check_val_matches"]
 
 
-class ClassifierParams(StrictParams):
+class ClassifierParams(SupervisedParams):
     """Training params every built-in classifier accepts."""
 
-    epochs: int = Field(20, ge=1, description="maximum number of training epochs")
-    batch_size: int = Field(32, ge=2, description="images per training step")
-    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW, cosine decay)")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
-    patience: int = Field(
-        5, ge=1, description="stop after this many epochs without a better validation score"
-    )
+    batch_size: Annotated[BatchSize, Field(ge=2)] = 32  # BatchNorm needs 2 images a batch
     monitor: Literal["accuracy", "auc"] = Field(
         "accuracy",
         description="validation score for early stopping and picking the best epoch, ties "
@@ -41,9 +37,6 @@ class ClassifierParams(StrictParams):
     )
     class_weights: bool = Field(
         False, description="weight the loss by inverse class frequency of the training set"
-    )
-    augment: bool = Field(
-        True, description="random flip / rotation / scale / intensity on training batches"
     )
 
 
@@ -62,7 +55,7 @@ class NeuralClassifier(Classifier):
     def __init__(self, params: BaseModel | Mapping[str, Any] | None = None) -> None:
         super().__init__(params)
         self._net: nn.Module | None = None
-        self._device = torch.device("cpu")
+        self._device: torch.device | None = None
         self.class_names: list[str] = []
         self.size = 0
         self.channels = 1
@@ -86,6 +79,12 @@ class NeuralClassifier(Classifier):
 
     def fit(self, train: ImageSet, val: ImageSet | None, run: RunContext) -> None:
         """Train on ``train``; ``val`` (may be None) drives early stopping and the best epoch."""
+        import torch
+        from torch import nn
+
+        from synthmri.core.augment import Augment
+        from synthmri.core.training import train_supervised
+
         x, y, names = self._training_data(train)
         k = len(names)
         self.class_names, self.size, self.channels = names, train.size, train.channels
@@ -110,13 +109,9 @@ class NeuralClassifier(Classifier):
             score_fn=self._score if val_x is not None else None,
             val_x=val_x,
             val_y=val_y,
-            epochs=p.epochs,
-            batch_size=p.batch_size,
-            lr=p.lr,
-            weight_decay=p.weight_decay,
-            patience=p.patience,
             augment=augment,
             description="train",
+            **p.loop_settings(),
         )
         self._net = net.eval()
         self._device = run.device
@@ -147,6 +142,9 @@ class NeuralClassifier(Classifier):
     def _score(self, logits: torch.Tensor, target: torch.Tensor) -> float:
         """Validation score: accuracy or ROC AUC (one-vs-rest macro), ties broken by the
         lower validation cross-entropy (a term too small to outweigh one more right image)."""
+        import torch
+        import torch.nn.functional as F
+
         logits, target = logits.float().cpu(), target.cpu()
         tie_break = -1e-7 * min(float(F.cross_entropy(logits, target)), 10.0)
         accuracy = float((logits.argmax(1) == target).float().mean())
@@ -165,6 +163,11 @@ class NeuralClassifier(Classifier):
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax class probabilities ``[N, n_classes]`` (on the CPU)."""
+        import torch
+        import torch.nn.functional as F
+
+        from synthmri.core.training import predict_batched
+
         if self._net is None:
             raise PluginError(
                 f"{self.name}: the classifier is not trained",
@@ -205,6 +208,8 @@ class NeuralClassifier(Classifier):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Rebuild the network from ``state`` and load its weights (on the CPU)."""
+        import torch
+
         missing = [
             key
             for key in ("config", "class_names", "size", "channels", "weights")

@@ -8,13 +8,15 @@ makes it work at any image size from 32 to 256 px with the same number of weight
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
-from torch import nn
 
 from synthmri import hookimpl
 from synthmri.plugins.classifiers._base import ClassifierParams, NeuralClassifier
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["BrainCNN"]
 
@@ -43,6 +45,8 @@ class BrainCNN(NeuralClassifier):
 
     def build_network(self, n_classes: int, channels: int, *, pretrained: bool) -> nn.Module:
         """The network; ``pretrained`` is ignored (brain_cnn always starts from scratch)."""
+        from torch import nn
+
         layers: list[nn.Module] = []
         width_in = channels
         for width in CONV_WIDTHS:

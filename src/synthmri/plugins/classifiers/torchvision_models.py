@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import Field, field_validator
-from torch import nn
 
 from synthmri import hookimpl
 from synthmri.core.errors import ConfigError
 from synthmri.plugins.classifiers._base import ClassifierParams, NeuralClassifier
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = ["MobileNetV2", "ResNet", "TorchvisionClassifier", "TorchvisionParams"]
 
@@ -46,17 +48,6 @@ class TorchvisionParams(ClassifierParams):
         return value
 
 
-class _Normalized(nn.Module):
-    """Scales [0, 1] input to the ImageNet grey-level statistics, then runs ``net``."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - GRAY_MEAN) / GRAY_STD)
-
-
 class TorchvisionClassifier(NeuralClassifier):
     """A torchvision classification network with a ``channels``-input stem and a new head.
 
@@ -69,8 +60,11 @@ class TorchvisionClassifier(NeuralClassifier):
     head: ClassVar[str] = ""
 
     def build_network(self, n_classes: int, channels: int, *, pretrained: bool) -> nn.Module:
-        """The torchvision model with the stem adapted and the head sized for ``n_classes``."""
+        """The torchvision model with the stem adapted and the head sized for ``n_classes``;
+        [0, 1] input is scaled to the ImageNet grey-level statistics first."""
         import torchvision
+
+        from synthmri.nn.layers import Normalized
 
         arch = self.arch()
         net = torchvision.models.get_model(arch, weights=None, num_classes=n_classes)
@@ -78,10 +72,12 @@ class TorchvisionClassifier(NeuralClassifier):
         if pretrained and self.params.weights != "none":
             path = self.weights_file()
             self._load_initial(net, _read_state_dict(path), path, channels)
-        return _Normalized(net)
+        return Normalized(net, GRAY_MEAN, GRAY_STD)
 
     def weights_file(self) -> Path:
         """The file ``weights`` points to; a ConfigError that says where to put it if absent."""
+        import torch
+
         spec = self.params.weights
         if spec == "imagenet":
             import torchvision
@@ -111,6 +107,8 @@ class TorchvisionClassifier(NeuralClassifier):
         self, net: nn.Module, state: dict[str, torch.Tensor], path: Path, channels: int
     ) -> None:
         """Load a torchvision-layout state dict: RGB stem summed, a different head skipped."""
+        import torch
+
         own = net.state_dict()
         stem_key = f"{self.stem}.weight"
         w = state.get(stem_key)
@@ -142,6 +140,8 @@ class TorchvisionClassifier(NeuralClassifier):
 
 def _replace_stem(net: nn.Module, path: str, channels: int) -> None:
     """Swap the first convolution at ``path`` for one taking ``channels`` inputs."""
+    from torch import nn
+
     parent_path, _, attr = path.rpartition(".")
     parent = net.get_submodule(parent_path) if parent_path else net
     old = getattr(parent, attr)
@@ -162,6 +162,8 @@ def _replace_stem(net: nn.Module, path: str, channels: int) -> None:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from ``path`` (``torch.load(weights_only=True)``); errors name the file."""
+    import torch
+
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -2,7 +2,7 @@
 
 The published VAE/GAN study trained a VAE on healthy slices only: it reconstructs
 healthy anatomy well and a tumour badly, so ``|x - x_hat|`` shows where a tumour is.
-This classifier trains the ``vae`` generator's network (``VAENet`` / ``train_vae``) on
+This classifier trains the ``vae`` generator's network (``synthmri.nn.vae``) on
 the training slices of the normal class only (the other class is never looked at), and
 turns each error map into a tumour score with one of the study's four decision methods:
 
@@ -57,19 +57,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, Field
-from torch import Tensor
 
 from synthmri import hookimpl
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import Classifier, ImageSet
+from synthmri.nn.params import VAEParams
 from synthmri.plugins.classifiers._base import check_val_matches
-from synthmri.plugins.generators.vae import VAE, VAENet, VAEParams, train_vae
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from synthmri.core.training import RunContext
+    from synthmri.nn.vae import TrainedVAE
 
 __all__ = [
     "METHODS",
@@ -203,6 +203,9 @@ def gaussian_smooth(x: Tensor, sigma: float) -> Tensor:
     Shifted adds rather than a convolution: with one channel and a few taps this is
     ~10x faster on a CPU than ``conv2d`` / ``conv1d``.
     """
+    import torch
+    import torch.nn.functional as F
+
     if sigma <= 0:
         return x
     h, w = x.shape[-2:]
@@ -265,7 +268,7 @@ class VAEAnomaly(Classifier):
 
     def __init__(self, params: BaseModel | Mapping[str, Any] | None = None) -> None:
         super().__init__(params)
-        self.vae: VAE | None = None
+        self.vae: TrainedVAE | None = None
         self.class_names: list[str] = []
         self.normal_index = 0
         self.size = 0
@@ -285,6 +288,8 @@ class VAEAnomaly(Classifier):
 
     def fit(self, train: ImageSet, val: ImageSet | None, run: RunContext) -> None:
         """Train the VAE on the normal training slices; calibrate thresholds on ``val``."""
+        from synthmri.nn.vae import TrainedVAE, VAENet, train_vae
+
         if train.labels is None:
             raise DataError(
                 "vae_anomaly: the training images have no labels",
@@ -307,9 +312,7 @@ class VAEAnomaly(Classifier):
         vp = self.vae_params()
         net = VAENet(self.size, self.channels, vp.latent_dim, vp.base_channels)
         self.history = train_vae(net, healthy.images, vp, run, description="vae_anomaly")
-        vae = VAE(vp)
-        vae.net, vae.device = net, run.device
-        self.vae = vae
+        self.vae = TrainedVAE(net, run.device)
 
         val_normal = (
             val.subset(val.labels == normal)
@@ -352,6 +355,8 @@ class VAEAnomaly(Classifier):
         training maps) are what ``global_kmeans`` clusters. Public so that benchmarks can
         switch methods without retraining the VAE.
         """
+        import torch
+
         p = self.params
         healthy = errors[torch.as_tensor(is_normal)]
         inside = healthy[foreground[torch.as_tensor(is_normal)]]
@@ -420,6 +425,7 @@ class VAEAnomaly(Classifier):
         return float(candidates[best])
 
     def _fit_global(self, errors: Tensor, foreground: Tensor) -> None:
+        import torch
         from sklearn.cluster import KMeans
 
         maps = self._pooled(self._anomalous(errors, foreground)).numpy().astype(np.float64)
@@ -432,7 +438,7 @@ class VAEAnomaly(Classifier):
 
     # ------------------------------------------------------------ error maps and scores
 
-    def _vae(self) -> VAE:
+    def _vae(self) -> TrainedVAE:
         if self.vae is None:
             raise PluginError(
                 "vae_anomaly: the classifier is not trained",
@@ -441,6 +447,8 @@ class VAEAnomaly(Classifier):
         return self.vae
 
     def _images(self, images: Tensor) -> Tensor:
+        import torch.nn.functional as F
+
         self._vae()
         if images.ndim != 4 or images.shape[1] != self.channels:
             raise DataError(
@@ -464,6 +472,9 @@ class VAEAnomaly(Classifier):
     def error_maps(self, images: Tensor, recon: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(errors, foreground)``: ``|x - x_hat|`` (channel mean, smoothed, zero outside
         the head when ``foreground_only``) ``[N, 1, H, W]`` and the head mask (bool)."""
+        import torch
+        import torch.nn.functional as F
+
         x = self._images(images)
         if recon is None:
             recon = self.reconstruct(x)
@@ -483,6 +494,8 @@ class VAEAnomaly(Classifier):
         return (errors > self.pixel_threshold) & foreground
 
     def _pooled(self, anomalous: Tensor) -> Tensor:
+        import torch.nn.functional as F
+
         g = min(self.params.global_grid, anomalous.shape[-1])
         return F.adaptive_avg_pool2d(anomalous.float(), g).flatten(1)
 
@@ -509,6 +522,7 @@ class VAEAnomaly(Classifier):
         return AnomalyScores(base + tie, anomalous, candidates)
 
     def _dbscan(self, errors: Tensor, anomalous: Tensor) -> tuple[np.ndarray, Tensor]:
+        import torch
         from sklearn.cluster import DBSCAN
 
         p = self.params
@@ -552,6 +566,8 @@ class VAEAnomaly(Classifier):
         self, errors: Tensor, foreground: Tensor, anomalous: Tensor
     ) -> tuple[np.ndarray, Tensor]:
         """Batched 2-means per image on (error, weighted position) of head pixels."""
+        import torch
+
         n, _, h, w = errors.shape
         wp = self.params.kmeans_position_weight
         yy, xx = torch.meshgrid(
@@ -604,6 +620,9 @@ class VAEAnomaly(Classifier):
         return scores, high
 
     def _global(self, anomalous: Tensor) -> tuple[np.ndarray, Tensor]:
+        import torch
+        import torch.nn.functional as F
+
         if self.global_centroids is None:
             raise PluginError("vae_anomaly: global_kmeans has no clusters (fit first)")
         maps = self._pooled(anomalous).double()
@@ -624,6 +643,8 @@ class VAEAnomaly(Classifier):
         return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
 
     def _proba(self, scores: np.ndarray) -> Tensor:
+        import torch
+
         p = torch.from_numpy(self.tumor_probability(scores))
         k = len(self.class_names)
         out = (p / (k - 1))[:, None].repeat(1, k)
@@ -633,6 +654,8 @@ class VAEAnomaly(Classifier):
     def predict_proba(self, images: Tensor) -> Tensor:
         """Class probabilities ``[N, n_classes]``: the non-normal classes share the tumour
         probability (a monotone map of the anomaly score, 0.5 at the threshold)."""
+        import torch
+
         self._vae()
         if images.shape[0] == 0:
             self._images(images)
@@ -646,6 +669,8 @@ class VAEAnomaly(Classifier):
     def predict_masks(self, images: Tensor) -> Tensor:
         """Each image's largest anomalous cluster ``[N, 1, H, W]`` (0/1; empty when the
         image is judged normal)."""
+        import torch
+
         x = self._images(images)
         if x.shape[0] == 0:
             return torch.zeros(0, 1, self.size, self.size)
@@ -653,6 +678,8 @@ class VAEAnomaly(Classifier):
         return self._masks(result)
 
     def _masks(self, result: AnomalyScores) -> Tensor:
+        import torch
+
         masks = torch.zeros(result.candidates.shape, dtype=torch.float32)
         tumour = result.scores > self.score_threshold
         cand = result.candidates[:, 0].numpy()
@@ -664,11 +691,9 @@ class VAEAnomaly(Classifier):
 
     def _figures(self, val: ImageSet, errors: Tensor, fg: Tensor, run: RunContext) -> None:
         """TP / FP / TN / FN examples of the validation part, and the score histogram."""
-        import matplotlib
+        from synthmri.core.artifacts import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         assert val.labels is not None
         result = self.score_errors(errors, fg)
         masks = self._masks(result)
@@ -756,6 +781,10 @@ class VAEAnomaly(Classifier):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Rebuild the VAE and restore the calibrated decision (on the CPU)."""
+        import torch
+
+        from synthmri.nn.vae import TrainedVAE
+
         need = ("vae", "class_names", "size", "channels", "pixel_threshold", "score_threshold")
         missing = [k for k in need if k not in state]
         if missing:
@@ -766,9 +795,7 @@ class VAEAnomaly(Classifier):
             raise DataError(f"vae_anomaly: the state belongs to {state['plugin']!r}")
         if "params" in state:
             self.params = self.parse_params(dict(state["params"]))
-        vae = VAE(self.vae_params())
-        vae.load_state_dict(state["vae"])
-        self.vae = vae
+        self.vae = TrainedVAE.from_state(state["vae"])
         self.class_names = list(state["class_names"])
         self.normal_index = int(state.get("normal_index", 0))
         self.size, self.channels = int(state["size"]), int(state["channels"])

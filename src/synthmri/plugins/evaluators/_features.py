@@ -15,28 +15,28 @@ Three extractors, none of which downloads anything:
 
 ``build_extractor`` returns a callable ``images [N, C, H, W] in [0, 1] -> features [N, D]``
 (float64, CPU). Extractors are cached per (kind, settings, training data), so the two
-evaluators of one run train the domain classifier once.
+evaluators of one run train the domain classifier once. Importing this module loads no torch.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
 from synthmri.core.errors import ConfigError, DataError
 from synthmri.core.interfaces import ImageSet, StrictParams
-from synthmri.core.stages import fingerprint
-from synthmri.core.training import RunContext, predict_batched
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from synthmri.core.training import RunContext
 
 __all__ = [
     "FEATURE_KINDS",
@@ -83,6 +83,8 @@ class FeatureExtractor:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Features of ``images`` (an empty ``[0, D]`` tensor for no images)."""
+        import torch
+
         if images.shape[0] == 0:
             return torch.empty(0, 0, dtype=torch.float64)
         return self.fn(images.float()).double().cpu()
@@ -90,6 +92,8 @@ class FeatureExtractor:
 
 def inception_weights_path() -> Path:
     """Where the Inception-v3 weights file must be: the local torch hub cache."""
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
 
 
@@ -108,6 +112,8 @@ def build_extractor(
     elif kind == "random":
         key = _key("random", seed, train.channels)
     elif kind == "domain":
+        from synthmri.core.stages import fingerprint
+
         key = _key(
             "domain",
             params.domain_classifier,
@@ -136,11 +142,6 @@ def build_extractor(
     return extractor
 
 
-def clear_cache() -> None:
-    """Forget cached extractors (tests)."""
-    _CACHE.clear()
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -151,33 +152,11 @@ def _key(*parts: Any) -> str:
 # ----------------------------------------------------------------------------- random
 
 
-class _RandomCNN(nn.Module):
-    """Four random conv layers, ReLU, global average and max pooling (512-d)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        widths = (channels, 32, 64, 128, 256)
-        self.convs = nn.ModuleList(
-            nn.Conv2d(a, b, 3, stride=1 if i == 0 else 2, padding=1)
-            for i, (a, b) in enumerate(itertools.pairwise(widths))
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - 0.5) / 0.25
-        for conv in self.convs:
-            x = F.relu(conv(x))
-        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-
-
 def _random_cnn(channels: int, seed: int, device: torch.device) -> FeatureExtractor:
-    net = _RandomCNN(channels)
-    g = torch.Generator().manual_seed(10_007 + seed)
-    with torch.no_grad():
-        for conv in net.convs:
-            fan_in = conv.in_channels * 9
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-            conv.bias.zero_()
-    net = net.to(device).eval()
+    from synthmri.core.training import predict_batched
+    from synthmri.nn.features import RandomCNN
+
+    net = RandomCNN(channels).reseed(10_007 + seed).to(device).eval()
 
     def fn(images: torch.Tensor) -> torch.Tensor:
         return predict_batched(net, images, device, batch_size=128)
@@ -197,7 +176,12 @@ def _inception(run: RunContext) -> FeatureExtractor | None:
             "is downloaded), or use features: domain"
         )
         return None
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
     from torchvision.models import inception_v3
+
+    from synthmri.core.training import predict_batched
 
     net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
     try:
@@ -232,6 +216,8 @@ def _inception(run: RunContext) -> FeatureExtractor | None:
 
 def _rotation_pretext(train: ImageSet) -> ImageSet:
     """Four copies of every image, turned by 0/90/180/270 degrees, labelled by the turn."""
+    import torch
+
     x = train.images
     images = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])
     labels = torch.arange(4).repeat_interleave(len(train))
@@ -244,6 +230,8 @@ def _rotation_pretext(train: ImageSet) -> ImageSet:
 
 
 def _last_linear(model: Any) -> nn.Linear:
+    from torch import nn
+
     nets = [v for v in vars(model).values() if isinstance(v, nn.Module)]
     for net in nets:
         linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
@@ -257,7 +245,10 @@ def _last_linear(model: Any) -> nn.Linear:
 
 
 def _domain(params: FeatureParams, train: ImageSet, run: RunContext, seed: int) -> FeatureExtractor:
+    import torch
+
     from synthmri.core.plugins import get_plugin
+    from synthmri.core.training import seed_everything
 
     if len(train) < 2:
         raise DataError(f"domain features need at least 2 real training images, got {len(train)}")
@@ -275,8 +266,6 @@ def _domain(params: FeatureParams, train: ImageSet, run: RunContext, seed: int) 
     task = "classes" if labelled else "rotation pretext"
     child = run.child(f"{run.stage}/domain-features" if run.stage else "domain-features")
     child.seed = seed
-    from synthmri.core.training import seed_everything
-
     seed_everything(seed)
     clf.fit(data, None, child)
     layer = _last_linear(clf)

@@ -12,16 +12,23 @@ matrix product and the AUC is the Mann-Whitney statistic over score-sorted weigh
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from synthmri import hookimpl
+from synthmri.core.artifacts import pyplot
 from synthmri.core.errors import DataError
-from synthmri.core.interfaces import EvalInputs, Evaluator, Predictions, StrictParams
-from synthmri.core.training import RunContext
+from synthmri.core.interfaces import EvalInputs, Evaluator, Predictions
+from synthmri.plugins.evaluators._common import (
+    BootstrapParams,
+    metric_value,
+    result_label,
+)
+
+if TYPE_CHECKING:
+    from synthmri.core.training import RunContext
 
 __all__ = [
     "METRICS",
@@ -117,10 +124,6 @@ def classification_metrics(
     return out
 
 
-def _num(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
 class ClassificationEvaluator(Evaluator):
     """Accuracy, precision, recall, specificity, F1 and ROC AUC with bootstrap intervals."""
 
@@ -128,13 +131,9 @@ class ClassificationEvaluator(Evaluator):
     description = "accuracy, precision, recall, specificity, F1, ROC AUC with 95% bootstrap CIs"
     requires = ("classification",)
 
-    class Params(StrictParams):
+    class Params(BootstrapParams):
         """classification evaluator params."""
 
-        bootstrap: int = Field(
-            1000, ge=0, description="bootstrap resamples for the intervals (0: no intervals)"
-        )
-        confidence: float = Field(0.95, gt=0, lt=1, description="coverage of the intervals")
         figures: bool = Field(True, description="draw the confusion-matrix and ROC figures")
 
     def evaluate(self, inputs: EvalInputs, run: RunContext) -> dict[str, list[dict[str, Any]]]:
@@ -167,7 +166,7 @@ class ClassificationEvaluator(Evaluator):
             "n_train": pred.n_train,
             "n_test": n,
         }
-        row.update({m: _num(point[m][0]) for m in METRICS})
+        row.update({m: metric_value(point[m][0], digits=None) for m in METRICS})
         b = self.params.bootstrap
         if b > 0 and n > 0:
             rng = np.random.default_rng([seed, n])
@@ -192,6 +191,8 @@ class ClassificationEvaluator(Evaluator):
 
 def _arrays(pred: Predictions) -> tuple[np.ndarray, np.ndarray]:
     """(labels [N], probabilities [N, K]) as numpy; a 1-D output is P(positive class)."""
+    import torch
+
     target = torch.as_tensor(pred.target).detach().cpu().long().reshape(-1).numpy()
     proba = torch.as_tensor(pred.output).detach().cpu().double()
     if proba.ndim == 1:
@@ -227,26 +228,8 @@ def _roc_points(
     return grid, np.mean(tprs, axis=0)
 
 
-def _label(row: dict[str, Any]) -> str:
-    text = f"{row['classifier']} · {row['train_on']}"
-    if row["generator"]:
-        text += f" {row['generator']}"
-    if row["train_on"] != "synthetic" and row["real_fraction"] < 1:
-        text += f" ({row['real_fraction']:g} real)"
-    return text
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _confusion_figure(rows: list[dict], curves: list[dict], run: RunContext) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     n = len(rows)
     cols = min(4, n)
     nrows = math.ceil(n / cols)
@@ -266,14 +249,15 @@ def _confusion_figure(rows: list[dict], curves: list[dict], run: RunContext) -> 
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("true", fontsize=7)
         acc = row["accuracy"]
-        ax.set_title(_label(row) + (f"\nacc {acc:.3f}" if acc is not None else ""), fontsize=7)
+        label = result_label(row, "classifier")
+        ax.set_title(label + (f"\nacc {acc:.3f}" if acc is not None else ""), fontsize=7)
     fig.suptitle("confusion matrices on the real test part", fontsize=9)
     fig.tight_layout()
     run.save_figure(fig, "confusion_matrices")
 
 
 def _roc_figure(rows: list[dict], curves: list[dict], run: RunContext) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     for row, curve in zip(rows, curves, strict=True):
@@ -281,7 +265,8 @@ def _roc_figure(rows: list[dict], curves: list[dict], run: RunContext) -> None:
             continue
         fpr, tpr = curve["roc"]
         auc = row["auc"]
-        ax.plot(fpr, tpr, lw=1.2, label=_label(row) + (f" (AUC {auc:.3f})" if auc else ""))
+        label = result_label(row, "classifier") + (f" (AUC {auc:.3f})" if auc else "")
+        ax.plot(fpr, tpr, lw=1.2, label=label)
     ax.set_xlabel("false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")
     macro = any(r["positive_class"] is None for r in rows)

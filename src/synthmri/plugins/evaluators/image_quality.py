@@ -16,34 +16,48 @@ Per generator and class, against the REAL TRAIN part of that class:
   (higher = less diverse; a collapsed generator approaches 1).
 - ``intensity_wasserstein``: 1-D Wasserstein distance of the pixel values, real train vs
   synthetic.
-- ``memorized_fraction``: the ``privacy`` evaluator's rule (``privacy.find_memorized``).
+- ``memorized_fraction``: the ``privacy`` evaluator's rule with its default thresholds
+  (``_common.find_memorized``).
 
 Features come from ``_features`` (``domain`` by default: a classifier trained on the real
-train part only). Nothing is fitted on the real test part.
+train part only). Nothing is fitted on the real test part. When the features are
+unavailable (inception weights absent) there are no rows, unless ``require_features`` is
+off: then the rows carry the pixel metrics and None for the feature metrics.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import torch
 from pydantic import Field
 
 from synthmri import hookimpl
 from synthmri.core.interfaces import EvalInputs, Evaluator, ImageSet
-from synthmri.core.training import RunContext
-from synthmri.plugins.evaluators._features import FeatureExtractor, FeatureParams, build_extractor
-from synthmri.plugins.evaluators.privacy import (
-    PrivacyEvaluator,
+from synthmri.plugins.evaluators._common import (
+    MemorizationParams,
     by_class,
     find_memorized,
     match_size,
+    metric_value,
+)
+from synthmri.plugins.evaluators._features import (
+    FeatureExtractor,
+    FeatureParams,
+    build_extractor,
 )
 
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from synthmri.core.training import RunContext
+
 __all__ = [
+    "FeatureExtractor",
+    "FeatureParams",
     "ImageQualityEvaluator",
+    "build_extractor",
     "candidate_metrics",
     "floor_metrics",
     "frechet_distance",
@@ -53,6 +67,8 @@ __all__ = [
     "ms_ssim_settings",
     "precision_recall",
     "quality_metrics",
+    "trace_term_cov",
+    "trace_term_gram",
 ]
 
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -75,20 +91,26 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
         return math.nan
     mean_term = float((a.mean(0) - b.mean(0)).pow(2).sum())
     if a.shape[0] * b.shape[0] <= a.shape[1] ** 2:
-        value = mean_term + _trace_term_gram(a, b)
+        value = mean_term + trace_term_gram(a, b)
     else:
-        value = mean_term + _trace_term_cov(a, b)
+        value = mean_term + trace_term_cov(a, b)
     return max(value, 0.0)
 
 
-def _trace_term_gram(a: torch.Tensor, b: torch.Tensor) -> float:
+def trace_term_gram(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``Tr(Sa + Sb - 2 (Sa Sb)^1/2)`` through the nuclear norm of ``A B^T`` (few images)."""
+    import torch
+
     ca = (a - a.mean(0)) / math.sqrt(a.shape[0] - 1)
     cb = (b - b.mean(0)) / math.sqrt(b.shape[0] - 1)
     nuclear = torch.linalg.svdvals(ca @ cb.T).sum()
     return float(ca.pow(2).sum() + cb.pow(2).sum() - 2 * nuclear)
 
 
-def _trace_term_cov(a: torch.Tensor, b: torch.Tensor) -> float:
+def trace_term_cov(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``Tr(Sa + Sb - 2 (Sa Sb)^1/2)`` through the eigenvalues of ``Sa^1/2 Sb Sa^1/2``."""
+    import torch
+
     d = a.shape[1]
     sa, sb = torch.cov(a.T).reshape(d, d), torch.cov(b.T).reshape(d, d)
     w, v = torch.linalg.eigh(sa)
@@ -127,6 +149,8 @@ def kernel_inception_distance(
     sets the value is the plain unbiased MMD^2 (std 0). The kernel matrices are computed
     once and indexed per subset when they fit in memory.
     """
+    import torch
+
     a, b = a.double(), b.double()
     m = min(subset_size, a.shape[0], b.shape[0])
     if m < 2:
@@ -158,6 +182,8 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     the point's k-th nearest neighbour in its own set. Precision = share of fake points inside
     the real manifold; recall = share of real points inside the fake manifold.
     """
+    import torch
+
     real, fake = real.double(), fake.double()
     if real.shape[0] <= k or fake.shape[0] <= k:
         return math.nan, math.nan
@@ -195,6 +221,7 @@ def ms_ssim_diversity(
 ) -> float:
     """Mean MS-SSIM of ``pairs`` random pairs of distinct images (fixed seed); higher = less
     diverse. MONAI's ``MultiScaleSSIMMetric`` with a window and scales sized to the images."""
+    import torch
     from monai.metrics import MultiScaleSSIMMetric
 
     n = images.shape[0]
@@ -218,6 +245,7 @@ def intensity_wasserstein(
     a: torch.Tensor, b: torch.Tensor, max_pixels: int = 200_000, seed: int = 0
 ) -> float:
     """1-D Wasserstein distance between the pixel values of two image sets (seeded subsample)."""
+    import torch
     from scipy.stats import wasserstein_distance
 
     g = torch.Generator().manual_seed(seed)
@@ -233,13 +261,11 @@ def intensity_wasserstein(
     return float(wasserstein_distance(sample(a), sample(b)))
 
 
-def _num(v: float) -> float | None:
-    return round(float(v), 6) if v is not None and math.isfinite(float(v)) else None
-
-
 def _fid_sized(ref: torch.Tensor, cand: torch.Tensor, size: int | None, seed: int) -> float:
     if size is None or size < 2 or size >= cand.shape[0]:
         return frechet_distance(ref, cand)
+    import torch
+
     g = torch.Generator().manual_seed(seed + 17)
     values = [
         frechet_distance(ref, cand[torch.randperm(cand.shape[0], generator=g)[:size]])
@@ -263,12 +289,12 @@ def floor_metrics(
     """The real floors (reference vs other real images of the class) and real diversity."""
     row: dict[str, Any] = {"fid_real_floor": None, "kid_real_floor": None}
     if ref_features is not None and holdout_features is not None and len(holdout_features):
-        row["fid_real_floor"] = _num(frechet_distance(ref_features, holdout_features))
+        row["fid_real_floor"] = metric_value(frechet_distance(ref_features, holdout_features))
         kid = kernel_inception_distance(
             ref_features, holdout_features, kid_subsets, kid_subset_size, seed
         )[0]
-        row["kid_real_floor"] = _num(kid)
-    row["ms_ssim_real"] = _num(ms_ssim_diversity(reference, ms_ssim_pairs, seed, device))
+        row["kid_real_floor"] = metric_value(kid)
+    row["ms_ssim_real"] = metric_value(ms_ssim_diversity(reference, ms_ssim_pairs, seed, device))
     return row
 
 
@@ -295,15 +321,19 @@ def candidate_metrics(
     """
     row: dict[str, Any] = dict.fromkeys(("fid", "kid", "kid_std", "precision", "recall"))
     if ref_features is not None and cand_features is not None:
-        row["fid"] = _num(_fid_sized(ref_features, cand_features, fid_size, seed))
+        row["fid"] = metric_value(_fid_sized(ref_features, cand_features, fid_size, seed))
         kid, kid_std = kernel_inception_distance(
             ref_features, cand_features, kid_subsets, kid_subset_size, seed
         )
-        row["kid"], row["kid_std"] = _num(kid), _num(kid_std)
+        row["kid"], row["kid_std"] = metric_value(kid), metric_value(kid_std)
         p, r = precision_recall(ref_features, cand_features, k)
-        row["precision"], row["recall"] = _num(p), _num(r)
-    row["ms_ssim_synthetic"] = _num(ms_ssim_diversity(candidate, ms_ssim_pairs, seed, device))
-    row["intensity_wasserstein"] = _num(intensity_wasserstein(reference, candidate, seed=seed))
+        row["precision"], row["recall"] = metric_value(p), metric_value(r)
+    row["ms_ssim_synthetic"] = metric_value(
+        ms_ssim_diversity(candidate, ms_ssim_pairs, seed, device)
+    )
+    row["intensity_wasserstein"] = metric_value(
+        intensity_wasserstein(reference, candidate, seed=seed)
+    )
     return row
 
 
@@ -381,17 +411,22 @@ class ImageQualityEvaluator(Evaluator):
             description="FID of the synthetic images on subsets the size of the real test part "
             "of the class (mean of 5), so it has the same small-sample bias as its real floor",
         )
+        require_features: bool = Field(
+            True,
+            description="no rows when the features are unavailable (inception weights absent); "
+            "false: rows of the pixel metrics, the feature metrics None",
+        )
 
     def evaluate(self, inputs: EvalInputs, run: RunContext) -> dict[str, list[dict[str, Any]]]:
         """One row per generator and class (section ``image_quality``)."""
         p = self.params
         train, test = inputs.train, inputs.test
         extractor = build_extractor(p, train, run, seed=inputs.seed)
-        if extractor is None:
+        if extractor is None and p.require_features:
             run.note(f"image_quality: no rows ({p.features} features unavailable)")
             return {"image_quality": []}
-        train_f, test_f = extractor(train.images), extractor(test.images)
-        privacy = PrivacyEvaluator.Params()
+        train_f, test_f = _features(extractor, train.images), _features(extractor, test.images)
+        rule = MemorizationParams().rule()
         common = {
             "ms_ssim_pairs": p.ms_ssim_pairs,
             "kid_subsets": p.kid_subsets,
@@ -405,17 +440,14 @@ class ImageQualityEvaluator(Evaluator):
             if len(syn) == 0:
                 continue
             syn_images = match_size(syn.images, train.size)
-            syn_f = extractor(syn_images)
+            syn_f = _features(extractor, syn_images)
             mem = find_memorized(
                 syn_images,
                 train.images,
                 synthetic_features=syn_f,
                 train_features=train_f,
                 reference_features=test_f,
-                ssim_threshold=privacy.ssim_threshold,
-                ratio_threshold=privacy.ratio_threshold,
-                reference_percentile=privacy.reference_percentile,
-                max_pairs=privacy.max_pairs,
+                **rule,
                 device=run.device,
             )
             for cname, sidx in by_class(syn):
@@ -425,31 +457,40 @@ class ImageQualityEvaluator(Evaluator):
                     floors[cname] = floor_metrics(
                         train.images[ridx],
                         test.images[hidx],
-                        ref_features=train_f[ridx],
-                        holdout_features=test_f[hidx],
+                        ref_features=_take(train_f, ridx),
+                        holdout_features=_take(test_f, hidx),
                         **common,
                     )
                     floors[cname]["n_real_floor"] = len(hidx)
                 metrics = candidate_metrics(
                     train.images[ridx],
                     syn_images[sidx],
-                    ref_features=train_f[ridx],
-                    cand_features=syn_f[sidx],
+                    ref_features=_take(train_f, ridx),
+                    cand_features=_take(syn_f, sidx),
                     k=p.k,
                     fid_size=floors[cname]["n_real_floor"] if p.match_floor_size else None,
                     **common,
                 )
                 metrics.update(floors[cname])
+                name = extractor.name if extractor is not None else "none"
                 rows.append(
-                    _row(gen, cname, extractor, metrics, mem.memorized[sidx], len(sidx), len(ridx))
+                    _row(gen, cname, name, metrics, mem.memorized[sidx], len(sidx), len(ridx))
                 )
         return {"image_quality": rows}
+
+
+def _features(extractor: FeatureExtractor | None, images: torch.Tensor) -> torch.Tensor | None:
+    return None if extractor is None else extractor(images)
+
+
+def _take(features: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    return None if features is None else features[index]
 
 
 def _row(
     gen: str,
     cname: str,
-    extractor: FeatureExtractor,
+    features: str,
     metrics: dict[str, Any],
     memorized: torch.Tensor,
     n_syn: int,
@@ -458,7 +499,7 @@ def _row(
     keys = ("fid", "kid", "kid_std", "fid_real_floor", "kid_real_floor")
     row: dict[str, Any] = {"generator": gen, "class": cname}
     row.update({k: metrics[k] for k in keys})
-    row["features"] = extractor.name
+    row["features"] = features
     for key in (
         "ms_ssim_synthetic",
         "ms_ssim_real",
@@ -467,7 +508,7 @@ def _row(
         "intensity_wasserstein",
     ):
         row[key] = metrics[key]
-    row["memorized_fraction"] = _num(float(memorized.float().mean())) if n_syn else None
+    row["memorized_fraction"] = metric_value(float(memorized.float().mean())) if n_syn else None
     row["n_synthetic"], row["n_real"] = n_syn, n_real
     row["n_real_floor"] = metrics.get("n_real_floor")
     return row
@@ -475,6 +516,8 @@ def _row(
 
 def _same_class(data: ImageSet, cname: str) -> torch.Tensor:
     """Indices of ``data`` in class ``cname`` (all items when unlabelled or class unknown)."""
+    import torch
+
     if data.labels is None or cname == "all":
         return torch.arange(len(data))
     lowered = [c.lower() for c in data.class_names]

@@ -11,15 +11,19 @@ curves (real train, real test, each generator), one panel per class.
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from synthmri import hookimpl
+from synthmri.core.artifacts import pyplot
 from synthmri.core.interfaces import EvalInputs, Evaluator, ImageSet, StrictParams
-from synthmri.core.training import RunContext
+
+if TYPE_CHECKING:
+    import torch
+
+    from synthmri.core.training import RunContext
 
 __all__ = ["IntensityEvaluator", "histogram_intersection", "pixel_sample"]
 
@@ -117,11 +121,7 @@ class IntensityEvaluator(Evaluator):
         return {"intensity": rows}
 
     def _figure(self, panels: dict[str, dict[str, np.ndarray]], run: RunContext) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         p = self.params
         lo = p.threshold if p.foreground_only else 0.0
         edges = np.linspace(lo, 1.0, p.bins + 1)

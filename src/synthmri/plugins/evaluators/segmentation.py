@@ -23,26 +23,31 @@ Conventions for slices without tumour (empty true mask):
 
 from __future__ import annotations
 
-import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from synthmri import hookimpl
+from synthmri.core.artifacts import pyplot
 from synthmri.core.errors import DataError
-from synthmri.core.interfaces import EvalInputs, Evaluator, Predictions, StrictParams
-from synthmri.core.training import RunContext
+from synthmri.core.interfaces import EvalInputs, Evaluator, Predictions
+from synthmri.plugins.evaluators._common import (
+    BootstrapParams,
+    metric_value,
+    result_label,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from synthmri.core.training import RunContext
 
 __all__ = ["SegmentationEvaluator", "bootstrap_ci", "hd95_per_image", "segmentation_scores"]
 
 OVERLAY_ROWS_PER_FIGURE = 8
-
-
-def _num(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None or not math.isfinite(x) else round(float(x), digits)
+DIGITS = 4  # metric values are rounded to 4 decimals
 
 
 def bootstrap_ci(
@@ -55,12 +60,13 @@ def bootstrap_ci(
     means = values[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
     tail = 100 * (1 - confidence) / 2
     lo, hi = np.percentile(means, [tail, 100 - tail])
-    return [_num(lo), _num(hi)]
+    return [metric_value(lo, DIGITS), metric_value(hi, DIGITS)]
 
 
 def hd95_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """HD95 in pixels per image of binary masks ``[N, 1, H, W]`` (MONAI; NaN unless both
     masks are non-empty)."""
+    import torch
     from monai.metrics import compute_hausdorff_distance
 
     n = pred.shape[0]
@@ -110,17 +116,13 @@ class SegmentationEvaluator(Evaluator):
     description = "Dice, IoU, HD95 (tumour slices, 95% bootstrap CIs), detection, overlays"
     requires = ("segmentation",)
 
-    class Params(StrictParams):
+    class Params(BootstrapParams):
         """segmentation evaluator params."""
 
         threshold: float = Field(0.5, gt=0, lt=1, description="probability threshold of a mask")
         min_pixels: int = Field(
             10, ge=1, description="predicted pixels for a slice to count as 'tumour detected'"
         )
-        bootstrap: int = Field(
-            1000, ge=0, description="bootstrap resamples for the intervals (0: no intervals)"
-        )
-        confidence: float = Field(0.95, gt=0, lt=1, description="coverage of the intervals")
         figures: bool = Field(True, description="draw overlays and the Dice-vs-fraction curve")
 
     def evaluate(self, inputs: EvalInputs, run: RunContext) -> dict[str, list[dict[str, Any]]]:
@@ -155,18 +157,20 @@ class SegmentationEvaluator(Evaluator):
             "train_on": pred.train_on,
             "real_fraction": pred.real_fraction,
             "n_train": pred.n_train,
-            "dice": _num(dice_t.mean()) if n_tumor else None,
+            "dice": metric_value(dice_t.mean(), DIGITS) if n_tumor else None,
             "dice_ci": bootstrap_ci(dice_t, p.bootstrap, p.confidence, rng),
-            "iou": _num(iou_t.mean()) if n_tumor else None,
+            "iou": metric_value(iou_t.mean(), DIGITS) if n_tumor else None,
             "iou_ci": bootstrap_ci(iou_t, p.bootstrap, p.confidence, rng),
-            "hd95": _num(hd.mean()) if len(hd) else None,
+            "hd95": metric_value(hd.mean(), DIGITS) if len(hd) else None,
             "correct_at_0.5": int((s["dice"] >= 0.5).sum()),
             "n_test": n,
-            "dice_all": _num(s["dice"].mean().item()) if n else None,
-            "detection_sensitivity": _num(float((detected & tumor).sum()) / n_tumor)
+            "dice_all": metric_value(s["dice"].mean().item(), DIGITS) if n else None,
+            "detection_sensitivity": metric_value(float((detected & tumor).sum()) / n_tumor, DIGITS)
             if n_tumor
             else None,
-            "detection_specificity": _num(float((~detected & ~tumor).sum()) / n_normal)
+            "detection_specificity": metric_value(
+                float((~detected & ~tumor).sum()) / n_normal, DIGITS
+            )
             if n_normal
             else None,
             "n_tumor": n_tumor,
@@ -180,6 +184,8 @@ class SegmentationEvaluator(Evaluator):
 
 def _arrays(pred: Predictions) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities, masks), both ``[N, 1, H, W]`` float on the CPU."""
+    import torch
+
     prob = torch.as_tensor(pred.output).detach().cpu().float()
     target = torch.as_tensor(pred.target).detach().cpu().float()
     if prob.ndim == 3:
@@ -196,26 +202,10 @@ def _arrays(pred: Predictions) -> tuple[torch.Tensor, torch.Tensor]:
     return prob, target
 
 
-def _label(row: dict[str, Any]) -> str:
-    text = f"{row['segmenter']} · {row['train_on']}"
-    if row["generator"]:
-        text += f" {row['generator']}"
-    if row["train_on"] != "synthetic" and row["real_fraction"] < 1:
-        text += f" ({row['real_fraction']:g} real)"
-    return text
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _cases(score: dict[str, Any]) -> list[tuple[str, int]]:
     """(best, median, worst) slice indices by Dice, among tumour slices when there are any."""
+    import torch
+
     dice = score["dice"]
     pool = score["tumor"].nonzero().reshape(-1)
     if len(pool) == 0:
@@ -236,7 +226,7 @@ def _overlay_figures(
     threshold: float = 0.5,
 ) -> None:
     """Image with true (green) and predicted (red) contours: best, median, worst per row."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
     images = inputs.test.images
@@ -265,7 +255,7 @@ def _overlay_figures(
                                linewidths=1)  # fmt: skip
                 title = f"{what}: Dice {float(scores[k]['dice'][i]):.2f}"
                 if c == 0:
-                    title = _label(rows[k]) + "\n" + title
+                    title = result_label(rows[k], "segmenter") + "\n" + title
                 ax.set_title(title, fontsize=7)
         handles = [Line2D([], [], color="lime", label="true mask"),
                    Line2D([], [], color="red", label="predicted mask")]  # fmt: skip
@@ -283,7 +273,7 @@ def _overlay_figures(
 
 def _fraction_figure(rows: list[dict[str, Any]], run: RunContext) -> None:
     """Augmentation under scarcity: Dice (tumour slices) against the real fraction."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     series: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
     for row in rows:

@@ -2,7 +2,7 @@
 
 Both train with ``DiceCELoss(sigmoid=True)``, AdamW, a cosine schedule and early
 stopping on the validation Dice (``core.training.train_supervised``), with the
-same random geometry applied to image and mask (``core.data.Augment``).
+same random geometry applied to image and mask (``core.augment.Augment``).
 ``predict`` returns sigmoid probabilities ``[N, 1, H, W]``.
 
 Three defaults matter for tumour slices, where the tumour is ~1 % of the pixels and
@@ -23,22 +23,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import Field, field_validator, model_validator
-from torch import nn
 
 from synthmri import hookimpl
 from synthmri.core.errors import ConfigError, DataError, PluginError
-from synthmri.core.interfaces import ImageSet, Segmenter, StrictParams
-from synthmri.core.training import RunContext, predict_batched, train_supervised
+from synthmri.core.interfaces import ImageSet, Segmenter
+from synthmri.core.training import BatchSize, Epochs, LearningRate, Patience, SupervisedParams
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from synthmri.core.training import RunContext
 
 __all__ = [
     "AttentionUNetSegmenter",
     "MonaiSegmenter",
+    "SegmenterParams",
     "UNetSegmenter",
     "batch_dice",
+    "init_output_bias",
     "val_dice",
 ]
 
@@ -46,6 +52,8 @@ __all__ = [
 def batch_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image Dice of binary masks ``[N, 1, H, W]``; an empty prediction on an empty
     mask scores 1 (it is correct), anything on an empty mask 0."""
+    import torch
+
     p = pred.flatten(1).float()
     t = target.flatten(1).float()
     inter = (p * t).sum(1)
@@ -62,8 +70,11 @@ def val_dice(pred: torch.Tensor, target: torch.Tensor, how: str = "pooled") -> f
     return 1.0 if denom == 0 else 2 * float((p * t).sum()) / denom
 
 
-def _init_output_bias(net: nn.Module, foreground: float) -> None:
+def init_output_bias(net: nn.Module, foreground: float) -> None:
     """Set the bias of the last 1-channel convolution to ``logit(foreground)`` (clamped)."""
+    import torch
+    from torch import nn
+
     last = None
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.out_channels == 1:
@@ -75,19 +86,13 @@ def _init_output_bias(net: nn.Module, foreground: float) -> None:
         last.bias.fill_(math.log(pi / (1 - pi)))
 
 
-class _BaseParams(StrictParams):
-    """Training parameters shared by the MONAI segmenters."""
+class SegmenterParams(SupervisedParams):
+    """Training parameters shared by the MONAI segmenters (early stopping on val Dice)."""
 
-    epochs: int = Field(30, ge=1, description="maximum training epochs")
-    batch_size: int = Field(16, ge=1, description="images per training step")
-    lr: float = Field(3e-3, gt=0, description="AdamW learning rate (cosine-annealed)")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
-    patience: int = Field(
-        8, ge=1, description="epochs without better validation Dice before stopping"
-    )
-    augment: bool = Field(
-        True, description="random flip/rotation/scale (same on image and mask) and intensity"
-    )
+    epochs: Epochs = 30
+    batch_size: BatchSize = 16
+    lr: LearningRate = 3e-3
+    patience: Patience = 8
     channels: list[int] = Field(
         default=[16, 32, 64, 128, 256],
         description="feature channels per level (encoder to bottleneck)",
@@ -124,7 +129,7 @@ class _BaseParams(StrictParams):
         return value
 
     @model_validator(mode="after")
-    def _levels(self) -> _BaseParams:
+    def _levels(self) -> SegmenterParams:
         if len(self.channels) < 2:
             raise ValueError("channels needs at least 2 levels")
         if len(self.strides) != len(self.channels) - 1:
@@ -142,7 +147,7 @@ class MonaiSegmenter(Segmenter):
     ``_network_config`` (the architecture part of the params) and ``_build``.
     """
 
-    Params: ClassVar[type[_BaseParams]] = _BaseParams  # type: ignore[assignment]
+    Params: ClassVar[type[SegmenterParams]] = SegmenterParams  # type: ignore[assignment]
     predict_batch_size: ClassVar[int] = 64
     quick_params: ClassVar[dict[str, Any]] = {
         "epochs": 1,
@@ -155,7 +160,7 @@ class MonaiSegmenter(Segmenter):
         super().__init__(params)
         self.net: nn.Module | None = None
         self.config: dict[str, Any] = {}
-        self.device = torch.device("cpu")
+        self.device: torch.device | None = None
         self.history: dict[str, Any] = {}
 
     # -- architecture (per subclass)
@@ -187,6 +192,7 @@ class MonaiSegmenter(Segmenter):
         from monai.losses import DiceCELoss
 
         from synthmri.core.augment import Augment
+        from synthmri.core.training import train_supervised
 
         p = self.params
         if train.masks is None:
@@ -207,7 +213,7 @@ class MonaiSegmenter(Segmenter):
         self.device = run.device
         self.net = self._build(train.channels, self.config["net"])
         if p.bias_prior:
-            _init_output_bias(self.net, float(train.masks.float().mean()))
+            init_output_bias(self.net, float(train.masks.float().mean()))
         dice_ce = DiceCELoss(sigmoid=True, batch=p.batch_dice)
         logit_threshold = math.log(p.threshold / (1 - p.threshold))
 
@@ -232,14 +238,10 @@ class MonaiSegmenter(Segmenter):
             score_fn=score_fn,
             val_x=val_x,
             val_y=val_y,
-            epochs=p.epochs,
-            batch_size=p.batch_size,
-            lr=p.lr,
-            weight_decay=p.weight_decay,
-            patience=p.patience,
             augment=Augment(seed=run.seed) if p.augment else None,
             augment_target=True,
             description=self.name,
+            **p.loop_settings(),
         )
         run.log(
             best_epoch=self.history.get("best_epoch", 0),
@@ -249,6 +251,10 @@ class MonaiSegmenter(Segmenter):
     # -- inference
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Tumour probabilities ``[N, 1, H, W]`` in [0, 1] (sigmoid), on the CPU."""
+        import torch
+
+        from synthmri.core.training import predict_batched
+
         if self.net is None:
             raise PluginError(f"{self.name}: predict called before fit or load_state_dict")
         self._check_images(images, self.config["net"]["strides"], "images")
@@ -276,6 +282,8 @@ class MonaiSegmenter(Segmenter):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Rebuild the network from the saved config and restore its weights (on the CPU)."""
+        import torch
+
         config = dict(state.get("config", {}))
         if config.get("arch") != self.name:
             raise PluginError(
@@ -296,7 +304,7 @@ class UNetSegmenter(MonaiSegmenter):
     name: ClassVar[str] = "unet"
     description: ClassVar[str] = "MONAI residual UNet (DiceCE loss, paired augmentation)"
 
-    class Params(_BaseParams):
+    class Params(SegmenterParams):
         """UNet parameters."""
 
         num_res_units: int = Field(2, ge=0, description="residual units per level (0: plain)")
@@ -330,7 +338,7 @@ class AttentionUNetSegmenter(MonaiSegmenter):
     name: ClassVar[str] = "attention_unet"
     description: ClassVar[str] = "MONAI Attention UNet (attention-gated skips, DiceCE loss)"
 
-    class Params(_BaseParams):
+    class Params(SegmenterParams):
         """Attention UNet parameters."""
 
         dropout: float = Field(0.0, ge=0, lt=1, description="dropout in every block")

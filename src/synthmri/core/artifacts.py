@@ -1,0 +1,117 @@
+"""What a run writes besides numbers: synthetic sets as PNG files and figures.
+
+- :func:`write_image_set`: an :class:`ImageSet` as 8-bit PNGs in class folders, masks beside;
+- :func:`real_vs_synthetic_grid`: examples per class of the real set and each synthetic set;
+- :func:`save_sample_grid`: a grid of one set's samples (masks outlined), e.g. during training;
+- :func:`pyplot`: matplotlib's pyplot on the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from synthmri.core.interfaces import ImageSet
+    from synthmri.core.training import RunContext
+
+__all__ = ["pyplot", "real_vs_synthetic_grid", "save_sample_grid", "write_image_set"]
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the Agg backend (figures are files, never windows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_image_set(data: ImageSet, folder: Path, prefix: str = "img") -> list[Path]:
+    """Write images as 8-bit PNG under ``folder/<class>/`` with ``<stem>_mask.png`` beside."""
+    from PIL import Image
+
+    paths = []
+    counters: dict[str, int] = {}
+    for i in range(len(data)):
+        cname = data.class_names[int(data.labels[i])] if data.labels is not None else "unlabelled"
+        k = counters.get(cname, 0)
+        counters[cname] = k + 1
+        target = folder / cname / f"{prefix}_{cname}_{k:05d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        arr = (data.images[i, 0].clamp(0, 1) * 255).round().byte().numpy()
+        Image.fromarray(arr, mode="L").save(target)
+        if data.masks is not None:
+            m = (data.masks[i, 0] > 0.5).byte().numpy() * 255
+            Image.fromarray(m, mode="L").save(target.with_name(target.stem + "_mask.png"))
+        paths.append(target)
+    return paths
+
+
+def real_vs_synthetic_grid(
+    sets: dict[str, ImageSet], run: RunContext, name: str, per_row: int = 8
+) -> None:
+    """Figure ``name``: a row of examples per class and set (``sets["real"]`` first, then
+    each synthetic set), masks outlined in red; classes no synthetic set has are left out."""
+    if run.out_dir is None:
+        return
+    plt = pyplot()
+    synthetic = list(sets.values())[1:]
+    classes = [c for c in sets["real"].class_names if any(len(s.of_class(c)) for s in synthetic)]
+    rows = [(c, kind, data) for c in classes for kind, data in sets.items()]
+    fig, axes = plt.subplots(
+        len(rows),
+        per_row,
+        figsize=(per_row * 1.2, 1.3 * len(rows)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ri, (cname, kind, data) in enumerate(rows):
+        part = data.of_class(cname) if cname in data.class_names else data
+        for j in range(per_row):
+            ax = axes[ri, j]
+            ax.axis("off")
+            if j >= len(part):
+                continue
+            ax.imshow(part.images[j, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            if part.masks is not None and part.masks[j].sum() > 0:
+                ax.contour(part.masks[j, 0].numpy(), levels=[0.5], colors="red", linewidths=0.6)
+        axes[ri, 0].set_title(f"{kind} / {cname}", fontsize=8, loc="left")
+    fig.suptitle(" vs ".join(sets), fontsize=10)
+    run.save_figure(fig, name)
+
+
+def save_sample_grid(
+    run: RunContext,
+    images: Tensor,
+    name: str,
+    masks: Tensor | None = None,
+    nrow: int = 8,
+) -> Path | None:
+    """Save ``images`` ``[N, 1, H, W]`` in [0, 1] as a grid via ``run.save_figure``.
+
+    ``masks`` (``[N, 1, H, W]``, 0/1) are drawn as red contours. Without a run directory
+    (or off rank 0) nothing is drawn and None is returned.
+    """
+    if run.out_dir is None or not run.is_main:
+        return None
+    from torchvision.utils import make_grid
+
+    plt = pyplot()
+    imgs = images.detach().float().cpu().clamp(0, 1)
+    n = imgs.shape[0]
+    nrow = max(1, min(nrow, n))
+    grid = make_grid(imgs[:, :1], nrow=nrow, padding=2, pad_value=1.0)[0].numpy()
+    rows = math.ceil(n / nrow)
+    fig, ax = plt.subplots(figsize=(1.2 * nrow, 1.2 * rows))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    if masks is not None and masks.numel() and bool((masks > 0.5).any()):
+        binary = (masks.detach().float().cpu() > 0.5).float()[:, :1]
+        mgrid = make_grid(binary, nrow=nrow, padding=2, pad_value=0.0)[0].numpy()
+        ax.contour(mgrid, levels=[0.5], colors="red", linewidths=0.8)
+    ax.set_axis_off()
+    return run.save_figure(fig, name)

@@ -1,0 +1,225 @@
+"""The DCGAN networks (Radford et al. 2016) and the reference Keras pair, for 2D slices.
+
+- ``dcgan``: the paper's all-convolutional networks. G is a transposed-conv stack from
+  4x4 to the image size (BatchNorm + ReLU, tanh out); D mirrors it (strided convs,
+  BatchNorm + LeakyReLU 0.2). Weights start from N(0, 0.02).
+- ``reference-keras``: the generator and discriminator of the published Keras DCGAN
+  brain-MRI studies, for like-for-like comparison: G = Dense(latent -> (s/4)^2 x 256),
+  LeakyReLU, two Conv2DTranspose(128, 4, stride 2), Conv2D(channels, 7, tanh); D =
+  Conv2D 64 (3x3) then Conv2D 128/128/256 (3x3, stride 2), LeakyReLU 0.2, Flatten,
+  Dropout 0.4, Dense 1 (the sigmoid is folded into the loss). At 128 px: 27.3 M / 0.58 M
+  parameters.
+
+Conditional networks take class labels: ``CondInput`` concatenates a label embedding to
+z in G, and ``Projection`` adds the class term of a projection discriminator to D.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "EMBED_DIM",
+    "SIZES",
+    "CondInput",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "KerasDiscriminator",
+    "KerasGenerator",
+    "Projection",
+    "ProjectionDiscriminator",
+    "build_networks",
+]
+
+SIZES: tuple[int, ...] = (32, 64, 128, 256)
+EMBED_DIM = 50  # label embedding concatenated to z in conditional generators
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    """N(0, 0.02) conv/linear weights, N(1, 0.02) BatchNorm scales, zero biases."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def _keras_init(module: nn.Module) -> None:
+    """Keras defaults: Glorot-uniform kernels, zero biases."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class CondInput(nn.Module):
+    """Concatenates a label embedding to z (or passes z through when unconditional)."""
+
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(n_classes, EMBED_DIM) if n_classes > 0 else None
+
+    @property
+    def extra(self) -> int:
+        return EMBED_DIM if self.embed is not None else 0
+
+    def forward(self, z: Tensor, y: Tensor | None) -> Tensor:
+        if self.embed is None:
+            return z
+        if y is None:
+            raise ValueError("a conditional generator needs labels")
+        return torch.cat([z, self.embed(y).to(z.dtype)], dim=1)
+
+
+class Projection(nn.Module):
+    """The class term of a projection discriminator: <embed(y), sum of features>."""
+
+    def __init__(self, n_classes: int, features: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(n_classes, features)
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, h: Tensor, y: Tensor) -> Tensor:
+        return (self.embed(y).to(h.dtype) * h.sum(dim=(2, 3))).sum(dim=1)
+
+
+class ProjectionDiscriminator(nn.Module):
+    """A discriminator ``body`` (features) -> ``head`` (one score per image), plus the
+    projection term ``proj`` of conditional discriminators (None when unconditional).
+    Subclasses build the three; ``forward(x, y)`` is shared."""
+
+    body: nn.Module
+    head: nn.Module
+    proj: Projection | None
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.body(x)
+        out = self.head(h).reshape(-1)
+        if self.proj is not None and y is not None:
+            out = out + self.proj(h, y)
+        return out
+
+
+class DCGANGenerator(nn.Module):
+    """z ``[N, latent]`` -> images ``[N, C, S, S]`` in [-1, 1] by transposed convs from 4x4."""
+
+    def __init__(
+        self, size: int, channels: int, latent_dim: int, ngf: int, n_classes: int = 0
+    ) -> None:
+        super().__init__()
+        self.cond = CondInput(n_classes)
+        steps = int(math.log2(size // 4))  # stride-2 upsamplings after the 4x4 start
+        width = [ngf * min(2 ** (steps - 1 - i), 8) for i in range(steps)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim + self.cond.extra, width[0], 4, 1, 0, bias=False),
+            nn.BatchNorm2d(width[0]),
+            nn.ReLU(True),
+        ]
+        for i in range(steps - 1):
+            layers += [
+                nn.ConvTranspose2d(width[i], width[i + 1], 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width[i + 1]),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ConvTranspose2d(width[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(_dcgan_init)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.cond(z, y)
+        return self.net(h.reshape(h.shape[0], h.shape[1], 1, 1))
+
+
+class DCGANDiscriminator(ProjectionDiscriminator):
+    """Images ``[N, C, S, S]`` -> logits ``[N]``: strided convs down to 4x4, then a 4x4 conv.
+
+    Sizes that are not 4 times a power of two end on a 4 to 7 px map, and the last conv
+    covers all of it (one logit per image either way).
+    """
+
+    def __init__(self, size: int, channels: int, ndf: int, n_classes: int = 0) -> None:
+        super().__init__()
+        steps = int(math.log2(size // 4))
+        width = [ndf * min(2**i, 8) for i in range(steps)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels, width[0], 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, True),
+        ]
+        for i in range(1, steps):
+            layers += [
+                nn.Conv2d(width[i - 1], width[i], 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width[i]),
+                nn.LeakyReLU(0.2, True),
+            ]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(width[-1], 1, size // 2**steps, 1, 0, bias=False)
+        self.proj = Projection(n_classes, width[-1]) if n_classes > 0 else None
+        self.apply(_dcgan_init)
+
+
+class KerasGenerator(nn.Module):
+    """The reference Keras DCGAN generator (Dense -> two 2x upsamplings -> 7x7 conv, tanh)."""
+
+    def __init__(self, size: int, channels: int, latent_dim: int, n_classes: int = 0) -> None:
+        super().__init__()
+        self.cond = CondInput(n_classes)
+        self.start = size // 4
+        self.dense = nn.Linear(latent_dim + self.cond.extra, self.start * self.start * 256)
+        self.net = nn.Sequential(
+            nn.LeakyReLU(0.2, True),
+            nn.ConvTranspose2d(256, 128, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),
+            nn.ConvTranspose2d(128, 128, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(128, channels, 7, 1, 3),
+            nn.Tanh(),
+        )
+        self.apply(_keras_init)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.dense(self.cond(z, y))
+        return self.net(h.reshape(h.shape[0], 256, self.start, self.start))
+
+
+class KerasDiscriminator(ProjectionDiscriminator):
+    """The reference Keras DCGAN discriminator (four 3x3 convs, Dropout 0.4, Dense 1)."""
+
+    def __init__(self, size: int, channels: int, n_classes: int = 0) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 64, 3, 1, 1),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(64, 128, 3, 2, 1),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(128, 128, 3, 2, 1),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(128, 256, 3, 2, 1),
+            nn.LeakyReLU(0.2, True),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(0.4), nn.Linear(256 * (size // 8) ** 2, 1)
+        )
+        self.proj = Projection(n_classes, 256) if n_classes > 0 else None
+        self.apply(_keras_init)
+
+
+def build_networks(config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
+    """(G, D) for a network config: size, channels, latent_dim, ngf, ndf, n_classes
+    (0 = unconditional) and architecture (``dcgan``, the default, or ``reference-keras``)."""
+    size, ch, k = int(config["size"]), int(config["channels"]), int(config["n_classes"])
+    if config.get("architecture", "dcgan") == "reference-keras":
+        return (
+            KerasGenerator(size, ch, int(config["latent_dim"]), k),
+            KerasDiscriminator(size, ch, k),
+        )
+    return (
+        DCGANGenerator(size, ch, int(config["latent_dim"]), int(config["ngf"]), k),
+        DCGANDiscriminator(size, ch, int(config["ndf"]), k),
+    )

@@ -1,0 +1,580 @@
+"""The base of synthmri's GANs: data checks, the training loop, sampling and checkpoints.
+
+A GAN plugin subclasses ``GAN`` and writes only what is its own:
+
+- ``Params``: extends ``GANParams`` (iterations, batch size, DiffAugment, EMA, logging)
+  with ``latent_dim``, ``lr`` and ``beta1`` (Adam; ``beta2`` too if it is not 0.999), its
+  network widths, and ``conditional`` / ``emits_masks`` if it supports them;
+- ``build_networks(config)``: the generator ``G(z, y)`` (images in [-1, 1]) and the
+  discriminator ``D(x, y)`` (one score per image) for a network config, the dict
+  ``network_config`` makes and checkpoints keep (``synthmri.nn.dcgan.build_networks``
+  builds the DCGAN pair);
+- ``train_step(t)``: one generator step and its discriminator step(s) on the
+  ``GANTraining`` ``t`` (networks, optimisers, batches, DiffAugment), returning a
+  ``GANStep``: the losses to log and the last real and generated batches.
+
+The base does the rest. ``fit`` checks the data (square images of a supported size,
+finite values, labels when conditional), maps images (and masks, as a second channel)
+to [-1, 1] on the run's device, seeds, builds and prepares the networks (device,
+DistributedDataParallel under torchrun), keeps an EMA of G, makes the optimisers, feeds
+minibatches, logs the losses' means and the batch diversity every ``log_every`` steps
+(the only host sync), stops on NaN, notes a mode collapse, saves sample grids, and
+recomputes the EMA generator's BatchNorm statistics at the end. ``sample`` draws per
+class or conditionally (with masks when ``emits_masks``), reproducibly for a seed, and
+``state_dict`` / ``load_state_dict`` round-trip config, class names and weights.
+
+Importing this module loads no torch: plugin modules import it at module level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+from pydantic import Field, field_validator
+
+from synthmri.core.errors import ConfigError, DataError, TrainingError
+from synthmri.core.interfaces import Generator, ImageSet, StrictParams
+from synthmri.nn.diffaugment import AUTO_POLICY, AUTO_THRESHOLD, check_policy, resolve_policy
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from synthmri.core.training import RunContext
+    from synthmri.nn.tensors import IndexBlocks
+
+__all__ = ["GAN", "GANParams", "GANStep", "GANTraining"]
+
+
+# ------------------------------------------------------------------ params
+
+
+class GANParams(StrictParams):
+    """Training params every GAN here shares."""
+
+    iterations: int = Field(2000, ge=1, description="generator steps")
+    batch_size: int = Field(32, ge=1, description="images per step (per process under DDP)")
+    diffaugment: str | None = Field(
+        "auto",
+        description=(
+            "DiffAugment policy on real and fake images before the discriminator: 'auto' "
+            f"('{AUTO_POLICY}' below {AUTO_THRESHOLD} training images, else off), a comma "
+            "list of color/translation/cutout, or null/'' for off"
+        ),
+    )
+    ema: float | None = Field(
+        0.999,
+        gt=0.0,
+        lt=1.0,
+        description="EMA decay of the generator weights used for "
+        "sampling; null = sample from the raw generator",
+    )
+    log_every: int = Field(50, ge=1, description="steps between log.jsonl lines (host syncs)")
+    sample_every: int = Field(
+        0, ge=0, description="steps between sample grids in figures/ (0 = only at the end)"
+    )
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _valid_policy(cls, v: str | None) -> str | None:
+        if v is None or v == "auto":
+            return v
+        if v.strip().lower() in ("", "none", "off"):
+            return ""
+        return check_policy(v.lower())
+
+
+# ------------------------------------------------------------------ one training run
+
+
+class GANStep(NamedTuple):
+    """What ``GAN.train_step`` returns."""
+
+    losses: dict[str, Tensor]
+    """Scalar tensors, logged as their means over ``log_every`` steps; ``loss_d`` and
+    ``loss_g`` are required (a NaN in either stops training)."""
+    real: Tensor
+    """The last real batch the step used (for the logged batch diversity)."""
+    fake: Tensor
+    """The last generated batch."""
+
+
+@dataclass
+class GANTraining:
+    """The state of one ``GAN.fit``: what ``train_step`` works with."""
+
+    G: nn.Module
+    """The generator being trained (DDP-wrapped under torchrun)."""
+    D: nn.Module
+    """The discriminator being trained (DDP-wrapped under torchrun)."""
+    g: nn.Module
+    """The generator itself (unwrapped)."""
+    d: nn.Module
+    """The discriminator itself: call it for G's loss inside ``frozen_d`` (no DDP sync)."""
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    z: Tensor
+    """A latent buffer ``[batch, latent_dim]`` on the device: refill it with ``z.normal_()``."""
+    policy: str
+    """The DiffAugment policy ('' = off)."""
+    image_channels: int
+    """Image channels (the mask channel, when ``emits_masks``, comes after them)."""
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]]
+    """bf16 autocast on CUDA, nothing on the CPU: ``with t.autocast(): ...``."""
+    data: Tensor
+    """The whole training set on the device, in [-1, 1] (``batch`` indexes it)."""
+    labels: Tensor | None
+    """Its labels on the device (None unless conditional)."""
+    blocks: IndexBlocks
+    """The minibatch order, moved to the device ``log_every`` steps at a time."""
+    buffers: dict[str, Tensor] = field(default_factory=dict)
+    """Tensors the GAN made once in ``start_training`` (e.g. loss targets)."""
+
+    def batch(self) -> tuple[Tensor, Tensor | None]:
+        """The next real minibatch in [-1, 1] and its labels (None unless conditional)."""
+        idx = self.blocks.next()
+        return self.data[idx], self.labels[idx] if self.labels is not None else None
+
+    def augment(self, x: Tensor) -> Tensor:
+        """DiffAugment of ``x`` with the run's policy (use it on real and fake alike)."""
+        from synthmri.nn.diffaugment import diff_augment
+
+        return diff_augment(x, self.policy, self.image_channels)
+
+    @staticmethod
+    def update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
+        """One optimiser step on ``loss``: zero the gradients, backward, step."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @contextlib.contextmanager
+    def frozen_d(self) -> Iterator[None]:
+        """D's weights need no gradient in G's step: inside this block they have none,
+        which saves the weight-gradient half of D's backward pass (call ``t.d``)."""
+        self.d.requires_grad_(False)
+        try:
+            yield
+        finally:
+            self.d.requires_grad_(True)
+
+
+# ------------------------------------------------------------------ the base
+
+
+class GAN(Generator):
+    """A GAN: per class, conditional (``conditional``), or on (slice, mask) pairs
+    (``emits_masks``). Subclasses write ``build_networks`` and ``train_step``."""
+
+    Params: ClassVar[type[StrictParams]] = GANParams  # type: ignore[assignment]
+    batch_seed: ClassVar[int] = 17
+    """Offset of the run seed for the order of the minibatches."""
+    collapse_ratio: ClassVar[float] = 0.1
+    """Note a possible mode collapse when the generated batch's diversity falls under this
+    share of the real batch's (from 1/5 of the steps on; 0 = never)."""
+    grid_n: ClassVar[int] = 64
+    sample_batch: ClassVar[int] = 256
+
+    def __init__(self, params: Any = None) -> None:
+        super().__init__(params)
+        self.conditional = bool(getattr(self.params, "conditional", False))
+        self.emits_masks = bool(getattr(self.params, "emits_masks", False))
+        self.G: nn.Module | None = None  # raw generator (unwrapped)
+        self.D: nn.Module | None = None
+        self.G_ema: nn.Module | None = None
+        self.config: dict[str, Any] = {}
+        self.class_names: list[str] = []
+        self.device: torch.device | None = None
+
+    # ------------------------------------------------------------ what a GAN writes
+
+    def build_networks(self, config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
+        """(G, D) for a network config (from ``network_config`` or a checkpoint)."""
+        raise NotImplementedError
+
+    def train_step(self, t: GANTraining) -> GANStep:
+        """One generator step and its discriminator step(s)."""
+        raise NotImplementedError
+
+    def network_config(self, size: int, channels: int, n_classes: int) -> dict[str, Any]:
+        """What ``build_networks`` needs: size, channels (a mask is one more),
+        image_channels, latent_dim, n_classes (0 = unconditional). Extend it with widths."""
+        return {
+            "size": size,
+            "channels": channels,
+            "image_channels": channels - (1 if self.emits_masks else 0),
+            "latent_dim": self.params.latent_dim,
+            "n_classes": n_classes,
+        }
+
+    def start_training(self, t: GANTraining) -> dict[str, Tensor]:
+        """Tensors to make once before the first step (``t.buffers``); none by default."""
+        return {}
+
+    def optimizers(
+        self, G: nn.Module, D: nn.Module, cuda: bool
+    ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        """Adam for G and D: ``lr``, betas ``(beta1, beta2)`` of the params (beta2 0.999
+        when the params have none); fused on CUDA, foreach on the CPU."""
+        import torch
+
+        p = self.params
+        kwargs: dict[str, Any] = {"lr": p.lr, "betas": (p.beta1, getattr(p, "beta2", 0.999))}
+        kwargs.update({"fused": True} if cuda else {"foreach": True})
+        return torch.optim.Adam(G.parameters(), **kwargs), torch.optim.Adam(
+            D.parameters(), **kwargs
+        )
+
+    def seed_steps(self, run: RunContext) -> None:
+        """Seed the global RNG for the steps (latents, DiffAugment): per rank under DDP."""
+        import torch
+
+        torch.manual_seed(run.seed + 7919 * run.rank + 1)
+
+    @property
+    def batches_per_step(self) -> int:
+        """Real batches one ``train_step`` takes (index batches move to the device
+        ``log_every`` steps at a time)."""
+        return 1
+
+    # ------------------------------------------------------------ data
+
+    def image_sizes(self) -> tuple[int, ...]:
+        """The square image sizes the networks support (default: the DCGAN networks')."""
+        from synthmri.nn.dcgan import SIZES
+
+        return SIZES
+
+    def check_data(self, train: ImageSet) -> int:
+        """Validate ``train``; the number of classes (0 when unconditional)."""
+        import torch
+
+        if len(train) == 0:
+            raise DataError(f"{self.name}: the training set is empty")
+        sizes = self.image_sizes()
+        if train.size not in sizes or train.images.shape[-2] != train.size:
+            raise DataError(
+                f"{self.name}: images are {tuple(train.images.shape[-2:])}, but {self.name} "
+                f"needs square images of {', '.join(map(str, sizes))} px",
+                hint="set data.size in the recipe to one of these sizes",
+            )
+        if not torch.isfinite(train.images).all():
+            raise DataError(f"{self.name}: the training images contain NaN or inf")
+        if not self.conditional:
+            return 0
+        if train.labels is None:
+            raise DataError(
+                f"{self.name}: conditional training needs labelled images",
+                hint="set conditional: false, or load labelled data",
+            )
+        return max(len(train.class_names), int(train.labels.max()) + 1)
+
+    def training_tensor(self, train: ImageSet) -> Tensor:
+        """Images (plus the binary mask channel when ``emits_masks``) in [-1, 1]."""
+        import torch
+
+        from synthmri.nn.tensors import from_unit
+
+        x = train.images
+        if self.emits_masks:
+            masks = train.masks if train.masks is not None else torch.zeros_like(x[:, :1])
+            x = torch.cat([x, (masks > 0.5).float()], dim=1)
+        return from_unit(x)
+
+    # ------------------------------------------------------------ training
+
+    def fit(self, train: ImageSet, run: RunContext) -> None:
+        """Train G and D on ``train`` (all of it kept on ``run.device``)."""
+        import torch
+
+        from synthmri.core.training import minibatches, unwrap
+        from synthmri.nn.batchnorm import latent_batches, recalibrate_bn
+        from synthmri.nn.ema import EMA
+        from synthmri.nn.tensors import IndexBlocks, latent_seeded
+
+        p = self.params
+        n_classes = self.check_data(train)
+        device = run.device
+        self.device = device
+        cuda = device.type == "cuda"
+        fmt = torch.channels_last if cuda else torch.contiguous_format
+        self.class_names = list(train.class_names)
+        data = self.training_tensor(train).to(device).contiguous(memory_format=fmt)
+        labels = train.labels.to(device) if self.conditional else None  # type: ignore[union-attr]
+        self.config = self.network_config(train.size, data.shape[1], n_classes)
+        latent_dim = int(self.config["latent_dim"])
+
+        torch.manual_seed(run.seed)
+        g_raw, d_raw = self.build_networks(self.config)
+        G, D = run.prepare(g_raw), run.prepare(d_raw)
+        if run.world_size > 1:  # G and D run more than once per step: keep BN buffers local
+            G.broadcast_buffers = D.broadcast_buffers = False  # type: ignore[assignment]
+        g_raw, d_raw = unwrap(G), unwrap(D)
+        self.seed_steps(run)
+        self.G, self.D = g_raw, d_raw
+        ema = EMA(g_raw, p.ema) if p.ema is not None else None
+        self.G_ema = ema.module if ema is not None else None
+        opt_g, opt_d = self.optimizers(G, D, cuda)
+
+        batches = minibatches(
+            len(train),
+            p.batch_size,
+            run.generator(self.batch_seed),
+            drop_last=True,
+            rank=run.rank,
+            world=run.world_size,
+        )
+        first = next(batches)
+        b = int(first.shape[0])
+        fixed_z = latent_seeded(self.grid_n, latent_dim, run.seed + 1, device)
+        fixed_y = (
+            (torch.arange(self.grid_n, device=device) % max(1, n_classes))
+            if self.conditional
+            else None
+        )
+        t = GANTraining(
+            G=G,
+            D=D,
+            g=g_raw,
+            d=d_raw,
+            opt_g=opt_g,
+            opt_d=opt_d,
+            z=torch.empty(b, latent_dim, device=device),
+            policy=resolve_policy(p.diffaugment, len(train)),
+            image_channels=int(self.config["image_channels"]),
+            autocast=run.autocast if cuda else contextlib.nullcontext,
+            data=data,
+            labels=labels,
+            blocks=IndexBlocks(batches, first, p.log_every * self.batches_per_step, device),
+        )
+        t.buffers = self.start_training(t)
+
+        with run.progress(p.iterations, run.stage or self.name) as bar:
+            log = _BlockLog(self, run, bar)
+            for step in range(p.iterations):
+                out = self.train_step(t)
+                if ema is not None:
+                    ema.update(g_raw)
+                log.add(out.losses)
+                last = step == p.iterations - 1
+                if (step + 1) % p.log_every == 0 or last:
+                    log.write(step + 1, out, t.image_channels)
+                if p.sample_every and (step + 1) % p.sample_every == 0 and not last:
+                    self._save_grid(run, fixed_z, fixed_y, f"samples-{step + 1:06d}")
+
+        if ema is not None:
+            batches_z = latent_batches(8, max(b, 64), latent_dim, n_classes, device)
+            recalibrate_bn(ema.module, batches_z, t.autocast)
+        for net in (g_raw, d_raw):
+            net.eval()
+        self._save_grid(run, fixed_z, fixed_y, "samples")
+
+    def _save_grid(self, run: RunContext, z: Tensor, y: Tensor | None, name: str) -> None:
+        if run.out_dir is None or not run.is_main:
+            return
+        from synthmri.core.artifacts import save_sample_grid
+
+        images, masks = self._split(self._generate(z, y))
+        save_sample_grid(run, images, name, masks=masks)
+
+    # ------------------------------------------------------------ sampling
+
+    @property
+    def size(self) -> int:
+        """Side length of the images this model makes (0 before fit)."""
+        return int(self.config.get("size", 0))
+
+    def _sampler(self) -> nn.Module:
+        net = self.G_ema if self.G_ema is not None else self.G
+        if net is None:
+            raise TrainingError(
+                f"{self.name}: sample() before fit() or load_state_dict()",
+                hint="train the generator first, or load a checkpoint",
+            )
+        return net
+
+    def _generate(self, z: Tensor, y: Tensor | None) -> Tensor:
+        """G(z, y) in eval mode, mapped to [0, 1], on the CPU."""
+        import torch
+
+        from synthmri.nn.tensors import to_unit
+
+        net = self._sampler()
+        was_training = net.training
+        net.eval()
+        outs = []
+        step = self.sample_batch
+        with torch.no_grad():
+            for i in range(0, z.shape[0], step):
+                yb = None if y is None else y[i : i + step]
+                outs.append(to_unit(net(z[i : i + step], yb).float()).clamp_(0, 1).cpu())
+        net.train(was_training)
+        if not outs:
+            return torch.empty(0, int(self.config.get("channels", 1)), self.size, self.size)
+        return torch.cat(outs)
+
+    def _split(self, out: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Images and binary masks (None unless ``emits_masks``)."""
+        if not self.emits_masks:
+            return out, None
+        import torch
+
+        from synthmri.nn.tensors import split_image_mask
+
+        ic = int(self.config.get("image_channels", 1))
+        if ic == 1:
+            return split_image_mask(out)
+        _, masks = split_image_mask(torch.cat([out[:, :1], out[:, ic:]], dim=1))
+        return out[:, :ic].contiguous(), masks
+
+    def sample(self, n: int, label: int | None = None, seed: int | None = None) -> ImageSet:
+        """``n`` images in [0, 1] from the EMA generator (masks when ``emits_masks``).
+
+        A conditional model makes class ``label`` (random classes when None); the same
+        ``seed`` gives the same images.
+        """
+        import torch
+
+        from synthmri.nn.tensors import latent_seeded
+
+        if n < 0:
+            raise ConfigError(f"{self.name}: cannot sample {n} images")
+        self._sampler()
+        n_classes = int(self.config.get("n_classes", 0))
+        y = None
+        if self.conditional:
+            if label is None:
+                g = torch.Generator().manual_seed(int(seed) + 1 if seed is not None else 0)
+                if seed is None:
+                    g.seed()
+                y = torch.randint(0, n_classes, (n,), generator=g)
+            else:
+                if not 0 <= int(label) < n_classes:
+                    raise ConfigError(f"{self.name}: label {label} out of range 0..{n_classes - 1}")
+                y = torch.full((n,), int(label), dtype=torch.long)
+            y = y.to(self.device)
+        z = latent_seeded(n, int(self.config["latent_dim"]), seed, self.device or "cpu")
+        images, masks = self._split(self._generate(z, y))
+        if y is not None:
+            out_labels: Tensor | None = y.cpu()
+        elif label is not None:
+            out_labels = torch.full((n,), int(label), dtype=torch.long)
+        else:
+            out_labels = None
+        names = list(self.class_names)
+        if out_labels is not None and n and int(out_labels.max()) >= len(names):
+            names = []
+        tag = f"{self.name}:seed={seed}" if seed is not None else self.name
+        sources = [f"{tag}:{i}" for i in range(n)]
+        return ImageSet(
+            images=images,
+            labels=out_labels,
+            class_names=names,
+            masks=masks,
+            sources=sources,
+            groups=list(sources),
+        )
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Network config, class names, params, and the G (raw and EMA) and D weights."""
+        if self.G is None or self.D is None:
+            raise TrainingError(f"{self.name}: nothing to save before fit()")
+
+        def cpu(module: nn.Module) -> dict[str, Tensor]:
+            return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+        return {
+            "format": 1,
+            "config": dict(self.config),
+            "params": self.params.model_dump(mode="json"),
+            "class_names": list(self.class_names),
+            "conditional": self.conditional,
+            "emits_masks": self.emits_masks,
+            "G": cpu(self.G),
+            "G_ema": cpu(self.G_ema) if self.G_ema is not None else None,
+            "D": cpu(self.D),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Rebuild the networks from ``state`` and restore their weights (on the CPU)."""
+        import torch
+
+        try:
+            config = dict(state["config"])
+            conditional, emits_masks = bool(state["conditional"]), bool(state["emits_masks"])
+            G, D = self.build_networks(config)
+            G.load_state_dict(state["G"])
+            D.load_state_dict(state["D"])
+            G_ema = None
+            if state.get("G_ema") is not None:
+                G_ema, _ = self.build_networks(config)
+                G_ema.load_state_dict(state["G_ema"])
+                G_ema.requires_grad_(False)
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise DataError(f"{self.name}: checkpoint does not fit this plugin ({exc})") from None
+        self.config, self.conditional, self.emits_masks = config, conditional, emits_masks
+        self.class_names = list(state.get("class_names", []))
+        self.G, self.D, self.G_ema = G.eval(), D.eval(), None if G_ema is None else G_ema.eval()
+        self.device = torch.device("cpu")
+
+
+class _BlockLog:
+    """Sums a run's step losses; every ``log_every`` steps writes their means and the
+    batch diversity to ``log.jsonl`` (one host sync), stops on NaN, notes a collapse."""
+
+    def __init__(self, gan: GAN, run: RunContext, bar: Any) -> None:
+        self.gan, self.run, self.bar = gan, run, bar
+        self.names: list[str] = []
+        self.sums: Tensor | None = None
+        self.count = self.done = 0
+        self.collapse_from = max(1, gan.params.iterations // 5)
+        self.warned = False
+
+    def add(self, losses: Mapping[str, Tensor]) -> None:
+        """Add one step's losses."""
+        import torch
+
+        values = torch.stack([v.detach().float() for v in losses.values()])
+        if self.sums is None:
+            self.names, self.sums = list(losses), values
+        else:
+            self.sums = self.sums + values
+        self.count += 1
+
+    def write(self, step: int, out: GANStep, image_channels: int) -> None:
+        """The log line after ``step`` steps."""
+        import torch
+
+        from synthmri.core.training import check_finite
+        from synthmri.nn.tensors import batch_diversity
+
+        assert self.sums is not None
+        with torch.no_grad():
+            diversity = torch.stack(
+                [
+                    batch_diversity(out.fake[:, :image_channels]),
+                    batch_diversity(out.real[:, :image_channels]),
+                ]
+            )
+            values = torch.cat([self.sums / self.count, diversity]).tolist()  # the host sync
+        means = dict(zip(self.names, values[:-2], strict=True))
+        div, div_real = values[-2:]
+        name = self.gan.name
+        check_finite(means["loss_d"], f"{name} discriminator loss")
+        check_finite(means["loss_g"], f"{name} generator loss")
+        self.run.log(step=step, **means, diversity=div, diversity_real=div_real)
+        ratio = self.gan.collapse_ratio
+        if ratio > 0 and not self.warned and step >= self.collapse_from and div < ratio * div_real:
+            self.warned = True
+            self.run.note(
+                f"{name}: possible mode collapse at step {step}: sample diversity {div:.3g} "
+                f"is under {100 * ratio:g} % of the real {div_real:.3g}"
+            )
+        self.bar.advance(step - self.done, loss_d=means["loss_d"], loss_g=means["loss_g"])
+        self.done = step
+        self.sums, self.count = None, 0

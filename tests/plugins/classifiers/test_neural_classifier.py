@@ -1,0 +1,85 @@
+"""What the neural classifiers share (fit, predict, state, params), on resnet, mobilenet_v2
+and brain_cnn."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from synthmri import get_plugin
+from synthmri.core.errors import DataError, PluginError
+from synthmri.core.interfaces import ImageSet
+from synthmri.core.phantoms import make_phantoms
+from synthmri.core.training import RunContext
+from synthmri.plugins.classifiers.brain_cnn import BrainCNN
+from synthmri.plugins.classifiers.torchvision_models import ResNet
+
+CASES = [("resnet", {"depth": 18}), ("mobilenet_v2", {}), ("brain_cnn", {})]
+
+
+@pytest.fixture(scope="module")
+def phantoms() -> ImageSet:
+    return make_phantoms(64, 32, seed=0)
+
+
+def _round_trip(state: dict) -> dict:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize(("name", "params"), CASES, ids=[c[0] for c in CASES])
+def test_fit_predict_and_state_round_trip(name: str, params: dict, phantoms: ImageSet) -> None:
+    cls = get_plugin("classifier", name)  # registered through the hook
+    model = cls({**params, "epochs": 2, "batch_size": 16})
+    train, val = phantoms.subset(range(48)), phantoms.subset(range(48, 64))
+    model.fit(train, val, RunContext(device="cpu", seed=0))
+    assert 1 <= model.history["epochs_run"] <= 2
+    proba = model.predict_proba(phantoms.images)
+    assert proba.shape == (64, 2)
+    assert torch.allclose(proba.sum(1), torch.ones(64), atol=1e-5)
+    assert bool(((proba >= 0) & (proba <= 1)).all())
+
+    state = _round_trip(model.state_dict())
+    assert state["class_names"] == ["normal", "tumor"] and state["size"] == 32
+    assert state["n_classes"] == 2 and state["arch"] == model.arch()
+    restored = cls()  # architecture comes from the state, not from the params
+    restored.load_state_dict(state)
+    assert torch.equal(restored.predict_proba(phantoms.images), proba)
+
+
+def test_fit_without_validation(phantoms: ImageSet) -> None:
+    model = BrainCNN({"epochs": 2, "batch_size": 16, "class_weights": True})
+    model.fit(phantoms.subset(range(40)), None, RunContext(device="cpu"))
+    assert model.history["epochs_run"] == 2 and model.history["val_score"] == []
+    assert model.predict_proba(phantoms.images[:5]).shape == (5, 2)
+
+
+def test_bad_input_errors(phantoms: ImageSet) -> None:
+    with pytest.raises(PluginError, match="not trained"):
+        BrainCNN().predict_proba(phantoms.images[:2])
+    unlabelled = ImageSet(images=phantoms.images[:8])
+    with pytest.raises(DataError, match="no labels"):
+        BrainCNN().fit(unlabelled, None, RunContext(device="cpu"))
+    with pytest.raises(DataError, match="not a trained classifier"):
+        BrainCNN().load_state_dict({})
+    with pytest.raises(PluginError, match="weights"):
+        ResNet({"weights": " "})
+
+
+def test_params_extend_the_supervised_settings() -> None:
+    p = BrainCNN.Params()
+    assert (p.epochs, p.batch_size, p.lr, p.weight_decay, p.patience, p.augment) == (
+        20,
+        32,
+        1e-3,
+        1e-4,
+        5,
+        True,
+    )
+    assert (p.monitor, p.class_weights) == ("accuracy", False)
+    with pytest.raises(PluginError, match="batch_size"):
+        BrainCNN({"batch_size": 1})  # BatchNorm needs two images a batch

@@ -1,0 +1,326 @@
+"""The ``vae_anomaly`` classifier: the four decision methods, calibration, the normal-only
+rule, masks, figures and the conformance kit.
+
+The method tests use a known answer: healthy slices are a flat disk (plus a little
+noise), tumour slices the same with a bright blob. The VAE is trained (briefly) through
+``fit``, but its reconstruction is replaced by the ideal healthy model of that data (the
+flat disk without the blob), so what is tested is the decision, not the VAE's training
+luck; ``test_real_vae_finds_blobs`` (slow) runs the whole thing with the trained VAE.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from synthmri.core.errors import DataError, PluginError
+from synthmri.core.interfaces import ImageSet
+from synthmri.core.plugins import get_plugin
+from synthmri.core.training import RunContext
+from synthmri.plugins.classifiers.vae_anomaly import (
+    METHODS,
+    VAEAnomaly,
+    gaussian_smooth,
+    largest_component,
+)
+from synthmri.testing import check_classifier
+
+SIZE = 32
+TINY: dict[str, Any] = {
+    "iterations": 3,
+    "batch_size": 8,
+    "base_channels": 8,
+    "latent_dim": 8,
+    "figures": False,
+}
+
+FIGURES = ("giaem", "dbscan")  # methods whose fit saves figures (matplotlib is slow here)
+
+
+def blobs(n: int, seed: int, size: int = SIZE, classes: tuple[str, str] = ("normal", "tumor")):
+    """Flat noisy disks (label 0) and the same with a bright Gaussian blob (label 1)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    images, masks, labels = [], [], []
+    for i in range(n):
+        c = size / 2 + (torch.rand(2, generator=g) * 4 - 2)
+        r = size * 0.38
+        head = (((yy - c[0]) ** 2 + (xx - c[1]) ** 2) < r * r).float()
+        img = head * (0.45 + 0.1 * torch.rand(1, generator=g))
+        img = img + head * 0.02 * torch.randn(size, size, generator=g)
+        label = i % 2
+        mask = torch.zeros(size, size)
+        if label:
+            ang = float(torch.rand(1, generator=g)) * 2 * math.pi
+            rad = float(torch.rand(1, generator=g)) * r * 0.5
+            by, bx = c[0] + rad * math.sin(ang), c[1] + rad * math.cos(ang)
+            d2 = (yy - by) ** 2 + (xx - bx) ** 2
+            img = img + 0.4 * torch.exp(-d2 / (2 * 2.5**2)) * head
+            mask = (d2 < 3.5**2).float() * head
+        images.append(img.clamp(0, 1))
+        masks.append(mask)
+        labels.append(label)
+    return ImageSet(
+        images=torch.stack(images)[:, None],
+        labels=torch.tensor(labels),
+        class_names=list(classes),
+        masks=torch.stack(masks)[:, None],
+    )
+
+
+def ideal_healthy(self: VAEAnomaly, images: torch.Tensor) -> torch.Tensor:
+    """The perfect healthy model of ``blobs``: the disk at its median level, no blob."""
+    x = self._images(images)
+    head = x > 0.2
+    level = torch.stack([img[h].median() if h.any() else img.new_zeros(()) for img, h in
+                         zip(x, head, strict=True)])  # fmt: skip
+    return head * level.view(-1, 1, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[ImageSet, ImageSet, ImageSet]:
+    return blobs(40, 0), blobs(40, 1), blobs(40, 2)
+
+
+@pytest.fixture(scope="module")
+def fitted(
+    data: tuple[ImageSet, ImageSet, ImageSet], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[VAEAnomaly, Path]]:
+    """One fit per method on the blob data (ideal healthy reconstruction), with figures."""
+    train, val, _ = data
+    out = tmp_path_factory.mktemp("vae_anomaly_run")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(VAEAnomaly, "reconstruct", ideal_healthy)
+    models = {}
+    for method in METHODS:
+        torch.manual_seed(0)
+        model = VAEAnomaly({**TINY, "method": method, "figures": method in FIGURES})
+        model.fit(train, val, RunContext(out, seed=0, stage=f"m-{method}"))
+        models[method] = model
+    yield models, out  # type: ignore[misc]
+    mp.undo()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_separates_blobs_and_finds_them(
+    method: str, fitted: tuple[dict[str, VAEAnomaly], Path], data: tuple[ImageSet, ...]
+) -> None:
+    models, _ = fitted
+    model = models[method]
+    test = data[2]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VAEAnomaly, "reconstruct", ideal_healthy)
+        proba = model.predict_proba(test.images)
+        masks = model.predict_masks(test.images)
+    accuracy = float((proba.argmax(1) == test.labels).float().mean())
+    assert accuracy >= 0.85, f"{method}: accuracy {accuracy:.2f} on blobs vs flat disks"
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(test.labels.numpy(), proba[:, 1].numpy()) >= 0.9
+    assert masks.shape == (len(test), 1, SIZE, SIZE)
+    assert set(torch.unique(masks).tolist()) <= {0.0, 1.0}
+    tumour = test.labels == 1
+    found = (proba.argmax(1) == 1) & tumour
+    overlap = (masks * test.masks).flatten(1).sum(1)
+    assert bool((overlap[found] > 0).all()), f"{method}: a mask misses its blob"
+    dice = (
+        2 * overlap[found] / (masks[found].flatten(1).sum(1) + test.masks[found].flatten(1).sum(1))
+    )
+    assert float(dice.mean()) > 0.4, f"{method}: mean Dice {float(dice.mean()):.2f}"
+    normal_pred = proba.argmax(1) == 0
+    assert float(masks[normal_pred].sum()) == 0.0, "images judged normal get empty masks"
+
+
+def test_figures_of_the_validation_part(fitted: tuple[dict[str, VAEAnomaly], Path]) -> None:
+    _, out = fitted
+    names = sorted(p.name for p in (out / "figures").glob("*.png"))
+    for method in FIGURES:
+        assert f"m-{method}-anomaly-examples.png" in names
+        assert f"m-{method}-anomaly-scores.png" in names
+
+
+@pytest.mark.parametrize("method", ["dbscan", "global_kmeans"])
+def test_state_dict_round_trip(
+    method: str, fitted: tuple[dict[str, VAEAnomaly], Path], data: tuple[ImageSet, ...]
+) -> None:
+    model = fitted[0][method]
+    state = model.state_dict()
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    restored = VAEAnomaly()  # default params: method etc. come from the state
+    restored.load_state_dict(torch.load(buf, weights_only=True))
+    assert restored.params.method == method
+    assert restored.score_threshold == model.score_threshold
+    x = data[2].images
+    assert torch.allclose(restored.predict_proba(x), model.predict_proba(x), atol=1e-6)
+
+
+def test_thresholds_never_touch_test_data(
+    fitted: tuple[dict[str, VAEAnomaly], Path], data: tuple[ImageSet, ...]
+) -> None:
+    """Predicting on test sets with very different statistics changes no threshold, and
+    no calibration code runs during prediction; the thresholds are what val alone gives."""
+    train, val, test = data
+    for method, model in fitted[0].items():
+        before = (model.pixel_threshold, model.score_threshold, model.score_scale)
+        with pytest.MonkeyPatch.context() as mp:
+
+            def forbidden(*args: Any, **kwargs: Any) -> None:
+                raise AssertionError("calibration ran during prediction")
+
+            mp.setattr(VAEAnomaly, "calibrate", forbidden)
+            mp.setattr(VAEAnomaly, "_pick_threshold", forbidden)
+            mp.setattr(VAEAnomaly, "_fit_global", forbidden)
+            mp.setattr(VAEAnomaly, "reconstruct", ideal_healthy)
+            bright = test.of_class("tumor").images.clamp(0, 1) ** 0.3  # all tumours, brighter
+            noisy = (test.images + 0.2 * torch.rand_like(test.images)).clamp(0, 1)
+            for x in (bright, noisy, test.images):
+                model.predict_proba(x)
+                model.predict_masks(x)
+        assert (model.pixel_threshold, model.score_threshold, model.score_scale) == before
+        # recalibrating from the validation part alone reproduces the thresholds
+        again = copy.deepcopy(model)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(VAEAnomaly, "reconstruct", ideal_healthy)
+            err, fg = again.error_maps(val.images)
+            tr_err, tr_fg = again.error_maps(train.of_class("normal").images)
+            again.calibrate(err, fg, (val.labels == 0).numpy(), train_err=tr_err, train_fg=tr_fg)
+        assert again.pixel_threshold == pytest.approx(before[0], rel=1e-6), method
+        assert again.score_threshold == pytest.approx(before[1], rel=1e-6, abs=1e-12), method
+
+
+def test_threshold_from_val_not_from_test_in_fit(data: tuple[ImageSet, ...]) -> None:
+    """Two fits with the same train and val but test sets never shown: same thresholds;
+    a different val moves them (so they do come from val)."""
+    train, val, _ = data
+    states = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VAEAnomaly, "reconstruct", ideal_healthy)
+        for v in (val, val, blobs(40, 7)):
+            torch.manual_seed(0)
+            m = VAEAnomaly(TINY)
+            m.fit(train, v, RunContext(seed=0))
+            states.append((m.pixel_threshold, m.score_threshold))
+    assert states[0] == states[1]
+    assert states[2] != states[0]
+
+
+def test_trains_on_the_normal_class_only(data: tuple[ImageSet, ...]) -> None:
+    train, val, _ = data
+    states = []
+    for part in (train, train.of_class("normal")):
+        part.class_names = list(train.class_names)
+        torch.manual_seed(0)
+        m = VAEAnomaly({**TINY, "iterations": 4})
+        m.fit(part, val, RunContext(seed=0))
+        states.append(m.state_dict())
+    a, b = states
+    for key, value in a["vae"]["net"].items():
+        assert torch.equal(value, b["vae"]["net"][key]), f"weights differ at {key}"
+    assert a["pixel_threshold"] == b["pixel_threshold"]
+    assert a["score_threshold"] == b["score_threshold"]
+
+
+def test_normal_class_matching() -> None:
+    yes_no = blobs(16, 3, classes=("yes", "no"))  # the healthy class is "no", at index 1
+    m = VAEAnomaly(TINY)
+    m.fit(yes_no, None, RunContext(seed=0))
+    assert m.normal_index == 1 and m.calibrated_on == "train"
+    proba = m.predict_proba(yes_no.images)
+    assert proba.shape == (16, 2)
+    upper = blobs(16, 3, classes=("Healthy", "Tumour"))
+    m = VAEAnomaly(TINY)
+    m.fit(upper, None, RunContext(seed=0))
+    assert m.normal_index == 0
+    bad = blobs(16, 3, classes=("benign", "malignant"))
+    with pytest.raises(DataError, match="no healthy class 'normal'"):
+        VAEAnomaly(TINY).fit(bad, None, RunContext(seed=0))
+    m = VAEAnomaly({**TINY, "normal_class": "BENIGN"})
+    m.fit(bad, None, RunContext(seed=0))
+    assert m.normal_index == 0
+
+
+def test_bad_input_is_a_clear_error(data: tuple[ImageSet, ...]) -> None:
+    with pytest.raises(PluginError, match="method"):
+        VAEAnomaly({"method": "optics"})
+    with pytest.raises(PluginError, match="not trained"):
+        VAEAnomaly().predict_proba(torch.zeros(2, 1, SIZE, SIZE))
+    one_normal = data[0].subset([0, 1, 3])
+    with pytest.raises(DataError, match="at least 2 training slices"):
+        VAEAnomaly(TINY).fit(one_normal, None, RunContext(seed=0))
+
+
+def test_calibration_modes() -> None:
+    m = VAEAnomaly({"calibration": "youden"})
+    scores = np.array([0.0, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.25])
+    normal = np.array([True, True, True, True, False, False, False, False])
+    assert m._pick_threshold(scores, normal, None) == pytest.approx(0.3)
+    m = VAEAnomaly({"calibration": "specificity", "target_specificity": 0.75})
+    assert m._pick_threshold(scores, normal, None) == pytest.approx(0.2)
+    m = VAEAnomaly({"calibration": "none", "tumor_index": 0.42})
+    assert m._pick_threshold(scores, normal, None) == 0.42
+    m = VAEAnomaly({"calibration": "f1"})  # only normals: falls back to the specificity
+    assert m._pick_threshold(scores[:4], normal[:4], None) == pytest.approx(0.3)
+
+
+def test_helpers() -> None:
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0
+    y = gaussian_smooth(x, 1.0)
+    assert y.sum().item() == pytest.approx(1.0, abs=1e-5) and y[0, 0, 4, 4] < 0.5
+    b = np.zeros((6, 6), bool)
+    b[0, 0] = b[3:5, 3:5] = True
+    assert largest_component(b).sum() == 4 and not largest_component(b)[0, 0]
+    assert not largest_component(np.zeros((3, 3), bool)).any()
+
+
+def test_registered_and_conformant_with_global_kmeans() -> None:
+    assert get_plugin("classifier", "vae_anomaly") is VAEAnomaly
+    check_classifier(VAEAnomaly, {**VAEAnomaly.quick_params, "method": "global_kmeans"})
+
+
+@pytest.mark.slow
+def test_real_vae_finds_blobs(data: tuple[ImageSet, ...]) -> None:
+    """The whole thing with the trained VAE: it reconstructs the flat disk, not the blob."""
+    train, val, test = blobs(160, 0), blobs(60, 1), blobs(60, 2)
+    torch.manual_seed(0)
+    m = VAEAnomaly(
+        {"iterations": 400, "batch_size": 16, "base_channels": 8, "latent_dim": 16, "lr": 2e-3}
+    )
+    m.fit(train, val, RunContext(seed=0))
+    from sklearn.metrics import roc_auc_score
+
+    auc = roc_auc_score(test.labels.numpy(), m.predict_proba(test.images)[:, 1].numpy())
+    assert auc > 0.8
+
+
+def test_pipeline_scores_the_unsupervised_masks(tmp_path: Path) -> None:
+    """A localising classifier's masks reach the segmentation evaluator as an unsupervised
+    result on the real test part, and a resumed run reuses them."""
+    from synthmri.core.pipeline import run_recipe
+    from synthmri.core.recipe import parse_recipe
+
+    recipe = parse_recipe(
+        "name: loc\nseed: 0\ndata: {n: 40, size: 32}\n"
+        "experiments:\n  - name: t\n    train_on: [real]\n    models:\n"
+        "      - plugin: vae_anomaly\n        params: {iterations: 4, batch_size: 8, "
+        "base_channels: 8, latent_dim: 8, figures: false}\n"
+        "evaluate: [classification, {plugin: segmentation, params: {figures: false}}]\n"
+    )
+    first = run_recipe(recipe, out=tmp_path)
+    (row,) = first.metrics["segmentation"]
+    assert row["unsupervised"] is True and row["segmenter"] == "vae_anomaly"
+    assert row["n_test"] == first.metrics["data"]["n_test"] and row["n_tumor"] > 0
+    assert len(first.metrics["classification"]) == 1
+    again = run_recipe(recipe, out=tmp_path, resume=first.run_dir)
+    assert again.metrics["segmentation"][0]["dice_all"] == row["dice_all"]

@@ -1,0 +1,222 @@
+"""The DCGAN generator plugin and its networks (32 px phantoms, a few steps, seeded)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from synthmri import ImageSet, PluginError, RunContext, TrainingError
+from synthmri.core.errors import DataError
+from synthmri.core.phantoms import make_phantoms
+from synthmri.nn.dcgan import build_networks
+from synthmri.nn.tensors import batch_diversity
+from synthmri.plugins.generators.dcgan import DCGAN
+
+# Small networks keep the whole file fast on a shared 2-core CPU.
+TINY = {"iterations": 20, "batch_size": 16, "ngf": 16, "ndf": 16, "log_every": 10}
+
+
+@pytest.fixture(scope="module")
+def phantoms() -> ImageSet:
+    return make_phantoms(48, 32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(phantoms: ImageSet) -> DCGAN:
+    model = DCGAN(TINY)
+    model.fit(phantoms.of_class("tumor"), RunContext(seed=0, device="cpu"))
+    return model
+
+
+# ------------------------------------------------------------------ the plugin
+
+
+def test_fit_and_sample_shape_range_dtype(trained: DCGAN) -> None:
+    out = trained.sample(7, seed=1)
+    assert tuple(out.images.shape) == (7, 1, 32, 32)
+    assert out.images.dtype == torch.float32
+    assert float(out.images.min()) >= 0.0 and float(out.images.max()) <= 1.0
+    assert out.masks is None and out.labels is None
+    assert len(out.sources) == 7
+    # the generator is not constant: samples differ from each other
+    assert float(batch_diversity(out.images)) > 0.0
+    assert len(trained.sample(0, seed=1)) == 0
+
+
+def test_sample_is_deterministic_for_a_seed(trained: DCGAN) -> None:
+    a = trained.sample(6, seed=3)
+    b = trained.sample(6, seed=3)
+    c = trained.sample(6, seed=4)
+    assert torch.equal(a.images, b.images)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_unconditional_sample_passes_label_through(trained: DCGAN) -> None:
+    out = trained.sample(4, label=1, seed=0)
+    assert out.labels is not None and out.labels.tolist() == [1, 1, 1, 1]
+    assert out.class_names == ["normal", "tumor"]
+
+
+def test_fit_logs_and_saves_grid(tmp_path: Path, phantoms: ImageSet) -> None:
+    run = RunContext(out_dir=tmp_path, seed=0, device="cpu", stage="generate/dcgan")
+    model = DCGAN({**TINY, "iterations": 10, "log_every": 5, "sample_every": 5})
+    model.fit(phantoms.of_class("normal"), run)
+    lines = [json.loads(s) for s in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [d for d in lines if "step" in d]
+    assert [d["step"] for d in steps] == [5, 10]
+    for key in ("loss_d", "loss_g", "d_real", "d_fake", "diversity"):
+        assert all(isinstance(d[key], float) for d in steps), key
+    assert 0.0 <= steps[-1]["d_real"] <= 1.0 and 0.0 <= steps[-1]["d_fake"] <= 1.0
+    figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert any(name.endswith("dcgan-samples.png") for name in figures), figures
+    assert any(name.endswith("dcgan-samples-000005.png") for name in figures), figures
+
+
+def test_conditional_sampling_honours_labels() -> None:
+    base = make_phantoms(64, 32, seed=1).images
+    dark = base[:32] * 0.25  # class 0: dark slices
+    bright = 0.5 + base[32:] * 0.5  # class 1: bright slices
+    data = ImageSet(
+        images=torch.cat([dark, bright]),
+        labels=torch.tensor([0] * 32 + [1] * 32),
+        class_names=["dark", "bright"],
+    )
+    model = DCGAN(
+        {
+            "iterations": 150,
+            "batch_size": 16,
+            "ngf": 16,
+            "ndf": 8,
+            "conditional": True,
+            "diffaugment": None,
+            "lr": 2e-3,
+            "log_every": 50,
+        }
+    )
+    assert model.conditional and not DCGAN.conditional
+    model.fit(data, RunContext(seed=0, device="cpu"))
+    s0 = model.sample(16, label=0, seed=5)
+    s1 = model.sample(16, label=1, seed=5)
+    assert s0.labels is not None and s0.labels.tolist() == [0] * 16
+    assert s1.labels is not None and s1.labels.tolist() == [1] * 16
+    assert s1.class_names == ["dark", "bright"]
+    m0, m1 = float(s0.images.mean()), float(s1.images.mean())
+    assert m1 > m0 + 0.15, (m0, m1)
+    with pytest.raises(Exception, match="out of range"):
+        model.sample(2, label=5)
+    mixed = model.sample(10, seed=0)  # no label: random classes, labelled
+    assert mixed.labels is not None and set(mixed.labels.tolist()) <= {0, 1}
+
+
+def test_emits_masks_returns_aligned_binary_masks(phantoms: ImageSet) -> None:
+    model = DCGAN({**TINY, "emits_masks": True})
+    assert model.emits_masks and not DCGAN.emits_masks
+    model.fit(phantoms, RunContext(seed=0, device="cpu"))
+    out = model.sample(9, seed=2)
+    assert out.masks is not None
+    assert tuple(out.masks.shape) == (9, 1, 32, 32) == tuple(out.images.shape)
+    assert bool(((out.masks == 0) | (out.masks == 1)).all())
+    assert model.config["channels"] == 2
+    # a set without masks trains too (zeros stand in for the masks)
+    no_masks = ImageSet(images=phantoms.images[:16])
+    DCGAN({**TINY, "iterations": 2, "emits_masks": True}).fit(no_masks, RunContext(seed=0))
+
+
+def test_state_dict_round_trip_through_checkpoint(tmp_path: Path, trained: DCGAN) -> None:
+    path = tmp_path / "dcgan.pt"
+    torch.save(trained.state_dict(), path)
+    state = torch.load(path, weights_only=True)
+    restored = DCGAN(TINY)
+    restored.load_state_dict(state)
+    assert torch.equal(restored.sample(5, seed=9).images, trained.sample(5, seed=9).images)
+    assert state["config"]["size"] == 32 and state["G_ema"] is not None
+
+
+def test_conditional_state_keeps_class_names(tmp_path: Path, phantoms: ImageSet) -> None:
+    params = {**TINY, "iterations": 2, "conditional": True}
+    model = DCGAN(params)
+    model.fit(phantoms, RunContext(seed=0))
+    torch.save(model.state_dict(), tmp_path / "c.pt")
+    restored = DCGAN(params)
+    restored.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=True))
+    assert restored.class_names == ["normal", "tumor"] and restored.conditional
+    assert torch.equal(
+        restored.sample(3, label=0, seed=1).images, model.sample(3, label=0, seed=1).images
+    )
+
+
+def test_nan_guard_raises_training_error(phantoms: ImageSet) -> None:
+    model = DCGAN({**TINY, "iterations": 10, "log_every": 5, "lr": 1e30})
+    with pytest.raises(TrainingError, match="diverged"):
+        model.fit(phantoms, RunContext(seed=0))
+
+
+def test_bad_input_gives_clear_errors(phantoms: ImageSet) -> None:
+    with pytest.raises(PluginError, match="diffaugment"):
+        DCGAN({"diffaugment": "color,zoom"})
+    with pytest.raises(PluginError, match="architecture"):
+        DCGAN({"architecture": "resnet"})
+    with pytest.raises(DataError, match="px"):
+        DCGAN(TINY).fit(ImageSet(images=torch.rand(4, 1, 48, 48)), RunContext(seed=0))
+    with pytest.raises(DataError, match="labelled"):
+        DCGAN({**TINY, "conditional": True}).fit(
+            ImageSet(images=torch.rand(4, 1, 32, 32)), RunContext(seed=0)
+        )
+    with pytest.raises(TrainingError, match="before fit"):
+        DCGAN().sample(2)
+
+
+def test_reference_keras_parameter_counts_at_128px() -> None:
+    config = {
+        "size": 128,
+        "channels": 1,
+        "latent_dim": 100,
+        "ngf": 64,
+        "ndf": 64,
+        "architecture": "reference-keras",
+        "n_classes": 0,
+    }
+    g, d = build_networks(config)
+    n_g = sum(p.numel() for p in g.parameters())
+    n_d = sum(p.numel() for p in d.parameters())
+    assert abs(n_g - 27.3e6) < 0.1e6, n_g
+    assert abs(n_d - 0.58e6) < 0.1e6, n_d
+    z = torch.randn(2, 100)
+    assert tuple(g(z).shape) == (2, 1, 128, 128)
+    assert tuple(d(g(z)).shape) == (2,)
+
+
+@pytest.mark.parametrize(
+    ("size", "architecture"),
+    [(32, "dcgan"), (64, "dcgan"), (128, "dcgan"), (256, "dcgan"), (64, "reference-keras")],
+)
+def test_networks_cover_every_size(size: int, architecture: str) -> None:
+    config = {
+        "size": size,
+        "channels": 2,
+        "latent_dim": 8,
+        "ngf": 4,
+        "ndf": 4,
+        "architecture": architecture,
+        "n_classes": 2,
+    }
+    g, d = build_networks(config)
+    y = torch.tensor([0, 1])
+    x = g(torch.randn(2, 8), y)
+    assert tuple(x.shape) == (2, 2, size, size)
+    assert tuple(d(x, y).shape) == (2,)
+
+
+def test_reference_keras_trains(phantoms: ImageSet) -> None:
+    model = DCGAN({**TINY, "iterations": 2, "batch_size": 8, "architecture": "reference-keras"})
+    model.fit(phantoms.of_class("tumor"), RunContext(seed=0))
+    assert tuple(model.sample(2, seed=0).images.shape) == (2, 1, 32, 32)
+
+
+def test_registered_as_builtin() -> None:
+    from synthmri import get_plugin
+
+    assert get_plugin("generator", "dcgan") is DCGAN

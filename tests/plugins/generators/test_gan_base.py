@@ -1,0 +1,97 @@
+"""The GAN base (``gan_base``): the plugin guide's example GAN, params, the shared loop."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from synthmri import GAN, GANParams, RunContext
+from synthmri.core.errors import ConfigError, DataError
+from synthmri.core.interfaces import ImageSet
+from synthmri.core.phantoms import make_phantoms
+from synthmri.nn.diffaugment import resolve_policy
+from synthmri.testing import check_generator
+
+GUIDE = Path(__file__).resolve().parents[3] / "docs" / "plugins.md"
+FENCE = re.compile(r"^```python\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
+
+
+def guide_example() -> str:
+    """The code block of docs/plugins.md that defines the example GAN."""
+    blocks = [b for b in FENCE.findall(GUIDE.read_text(encoding="utf-8")) if "(GAN):" in b]
+    assert len(blocks) == 1, "docs/plugins.md should have one GAN example"
+    return blocks[0]
+
+
+@pytest.fixture(scope="module")
+def example() -> type[GAN]:
+    namespace: dict[str, Any] = {}
+    exec(compile(guide_example(), str(GUIDE), "exec"), namespace)
+    classes = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, GAN)]
+    (cls,) = [c for c in classes if c is not GAN]
+    found: list[type] = []
+    namespace["synthmri_register_generators"](found.append)
+    assert found == [cls]
+    return cls
+
+
+def test_the_guide_example_is_short() -> None:
+    assert len(guide_example().splitlines()) <= 100
+
+
+def test_the_guide_example_passes_the_conformance_kit(example: type[GAN]) -> None:
+    check_generator(example)
+    check_generator(example, {**example.quick_params, "conditional": True, "emits_masks": True})
+
+
+def test_the_base_logs_grids_and_round_trips(example: type[GAN], tmp_path: Path) -> None:
+    params = {**example.quick_params, "iterations": 4, "log_every": 2, "sample_every": 2}
+    model = example(params)
+    run = RunContext(out_dir=tmp_path, seed=0, stage="generate/hinge")
+    model.fit(make_phantoms(16, 32, seed=0).of_class("tumor"), run)
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [x for x in lines if "step" in x]
+    assert [x["step"] for x in steps] == [2, 4]
+    for key in ("loss_d", "loss_g", "diversity", "diversity_real"):
+        assert all(isinstance(x[key], float) for x in steps), key
+    figures = {p.name for p in (tmp_path / "figures").iterdir()}
+    assert {"generate-hinge-samples.png", "generate-hinge-samples-000002.png"} <= figures
+    assert model.G_ema is not None and not model.G_ema.training
+    restored = example(params)
+    restored.load_state_dict(model.state_dict())
+    assert torch.equal(restored.sample(3, seed=1).images, model.sample(3, seed=1).images)
+    assert model.sample(3, seed=1).sources[0] == "hinge_gan:seed=1:0"
+
+
+def test_the_base_checks_the_data(example: type[GAN]) -> None:
+    with pytest.raises(DataError, match="empty"):
+        example().fit(ImageSet(images=torch.zeros(0, 1, 32, 32)), RunContext())
+    with pytest.raises(DataError, match="NaN"):
+        example().fit(ImageSet(images=torch.full((4, 1, 32, 32), float("nan"))), RunContext())
+    with pytest.raises(DataError, match="32, 64, 128, 256 px"):
+        example().fit(ImageSet(images=torch.rand(4, 1, 40, 40)), RunContext())
+    model = example({**example.quick_params, "iterations": 1, "conditional": True})
+    with pytest.raises(DataError, match="labelled"):
+        model.fit(ImageSet(images=torch.rand(4, 1, 32, 32)), RunContext())
+    model.fit(make_phantoms(8, 32, seed=0), RunContext())
+    with pytest.raises(ConfigError, match="cannot sample"):
+        model.sample(-1)
+    with pytest.raises(ConfigError, match="out of range"):
+        model.sample(2, label=2)
+
+
+def test_diffaugment_policy() -> None:
+    assert resolve_policy("auto", 300) == "color,translation,cutout"
+    assert resolve_policy("auto", 5000) == ""
+    assert resolve_policy(None, 10) == "" and resolve_policy("", 10) == ""
+    assert resolve_policy("translation", 5000) == "translation"
+    assert GANParams(diffaugment="off").diffaugment == ""
+    with pytest.raises(ValueError, match="zoom"):
+        GANParams(diffaugment="zoom")
+    with pytest.raises(ConfigError, match="zoom"):
+        resolve_policy("zoom", 10)

@@ -1,0 +1,52 @@
+"""The plugin contract, checked on every built-in plugin found in the registry.
+
+A new built-in plugin is tested here with no new test code: each kind's conformance check
+from ``synthmri.testing`` runs on it with its ``quick_params``, and a generator whose params
+offer ``conditional`` / ``emits_masks`` is checked with them switched on too. Third-party
+plugins run the same checks in their own test suites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from synthmri.core.plugins import list_plugins
+from synthmri.testing import check_classifier, check_evaluator, check_generator, check_segmenter
+
+CHECKS: dict[str, Callable[..., None]] = {
+    "generator": check_generator,
+    "classifier": check_classifier,
+    "segmenter": check_segmenter,
+    "evaluator": check_evaluator,
+}
+GENERATOR_FLAGS = ("conditional", "emits_masks")
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for info in list_plugins():
+        if info.package != "synthmri":
+            continue
+        cases.append(pytest.param(info.kind, info.cls, None, id=f"{info.kind}-{info.name}"))
+        flags = [f for f in GENERATOR_FLAGS if f in info.cls.Params.model_fields]
+        if info.kind == "generator" and flags:
+            params = {**info.cls.quick_params, **dict.fromkeys(flags, True)}
+            label = "+".join(flags)
+            cases.append(pytest.param(info.kind, info.cls, params, id=f"{info.name}-{label}"))
+    return cases
+
+
+CASES = _cases()
+
+
+def test_every_kind_has_built_in_plugins() -> None:
+    kinds = {case.values[0] for case in CASES}
+    assert kinds == set(CHECKS)
+
+
+@pytest.mark.parametrize(("kind", "cls", "params"), CASES)
+def test_plugin_contract(kind: str, cls: type, params: dict[str, Any] | None) -> None:
+    CHECKS[kind](cls, params)
