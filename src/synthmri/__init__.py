@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from synthmri.core.plugins import get_plugin, list_plugins
     from synthmri.core.recipe import Recipe, load_recipe
     from synthmri.core.training import RunContext
-    from synthmri.plugins.generators.gan_base import GAN, GANParams, GANStep, GANTraining
+    from synthmri.plugins.generators._gan import GAN, GANParams, GANStep, GANTraining
 
 __all__ = [
     "GAN",
@@ -97,7 +97,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     "synthmri.core.plugins": ("get_plugin", "list_plugins"),
     "synthmri.core.recipe": ("Recipe", "load_recipe"),
     "synthmri.core.training": ("RunContext",),
-    "synthmri.plugins.generators.gan_base": ("GAN", "GANParams", "GANStep", "GANTraining"),
+    "synthmri.plugins.generators._gan": ("GAN", "GANParams", "GANStep", "GANTraining"),
 }
 _LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 

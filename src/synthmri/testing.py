@@ -22,6 +22,9 @@ and rejects bad params with a PluginError.
 
 A plugin makes its check fast through the class attribute ``quick_params``
 (e.g. ``{"iterations": 5}``), which the checks use unless ``params`` is given.
+``phantom_set``, ``eval_inputs``, ``round_trip`` (a state through ``torch.save`` /
+``torch.load(weights_only=True)``) and ``read_log`` (a run's ``log.jsonl``) help with a
+plugin's own tests.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ __all__ = [
     "check_segmenter",
     "eval_inputs",
     "phantom_set",
+    "read_log",
+    "round_trip",
 ]
 
 #: what an evaluator may require (``Evaluator.requires``)
@@ -109,9 +114,17 @@ def _params(cls: type[Plugin], params: Mapping[str, Any] | None) -> dict[str, An
     return dict(params if params is not None else getattr(cls, "quick_params", {}))
 
 
-def _round_trip(model: Plugin) -> dict[str, Any]:
+def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The lines of a run directory's ``log.jsonl``, parsed (what ``RunContext.log`` wrote)."""
+    text = (Path(run_dir) / "log.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def round_trip(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` after ``torch.save`` and ``torch.load(weights_only=True)``, as a checkpoint
+    goes (a state with anything but tensors and plain values fails here)."""
     buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
+    torch.save(state, buf)
     buf.seek(0)
     return torch.load(buf, weights_only=True)
 
@@ -158,7 +171,7 @@ def check_generator(
         assert tuple(out.masks.shape) == (n, 1, size, size), "masks must be [N, 1, H, W]"
         assert bool(((out.masks == 0) | (out.masks == 1)).all()), "masks must be binary"
     restored = cls(p)
-    restored.load_state_dict(_round_trip(model))
+    restored.load_state_dict(round_trip(model.state_dict()))
     same = restored.sample(n, label=label, seed=3)
     assert torch.allclose(same.images, out.images, atol=1e-5), (
         "a generator restored from state_dict must sample the same images"
@@ -195,7 +208,7 @@ def check_classifier(
     assert torch.allclose(proba.sum(1), torch.ones(n), atol=1e-4), "probabilities must sum to 1"
     assert torch.equal(model.predict(val.images), proba.argmax(1))
     restored = cls(p)
-    restored.load_state_dict(_round_trip(model))
+    restored.load_state_dict(round_trip(model.state_dict()))
     assert torch.allclose(restored.predict_proba(val.images), proba, atol=1e-5), (
         "a classifier restored from state_dict must predict the same"
     )
@@ -219,7 +232,7 @@ def check_segmenter(
     pred = model.predict(val.images)
     _check_images(pred, len(val), 1, size, "predict()")
     restored = cls(p)
-    restored.load_state_dict(_round_trip(model))
+    restored.load_state_dict(round_trip(model.state_dict()))
     assert torch.allclose(restored.predict(val.images), pred, atol=1e-5), (
         "a segmenter restored from state_dict must predict the same"
     )

@@ -3,8 +3,6 @@ and brain_cnn."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
@@ -15,6 +13,7 @@ from synthmri.core.phantoms import make_phantoms
 from synthmri.core.training import RunContext
 from synthmri.plugins.classifiers.brain_cnn import BrainCNN
 from synthmri.plugins.classifiers.torchvision_models import ResNet
+from synthmri.testing import round_trip
 
 CASES = [("resnet", {"depth": 18}), ("mobilenet_v2", {}), ("brain_cnn", {})]
 
@@ -24,15 +23,8 @@ def phantoms() -> ImageSet:
     return make_phantoms(64, 32, seed=0)
 
 
-def _round_trip(state: dict) -> dict:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
-
-
 @pytest.mark.parametrize(("name", "params"), CASES, ids=[c[0] for c in CASES])
-def test_fit_predict_and_state_round_trip(name: str, params: dict, phantoms: ImageSet) -> None:
+def test_fit_predict_and_stateround_trip(name: str, params: dict, phantoms: ImageSet) -> None:
     cls = get_plugin("classifier", name)  # registered through the hook
     model = cls({**params, "epochs": 2, "batch_size": 16})
     train, val = phantoms.subset(range(48)), phantoms.subset(range(48, 64))
@@ -43,7 +35,7 @@ def test_fit_predict_and_state_round_trip(name: str, params: dict, phantoms: Ima
     assert torch.allclose(proba.sum(1), torch.ones(64), atol=1e-5)
     assert bool(((proba >= 0) & (proba <= 1)).all())
 
-    state = _round_trip(model.state_dict())
+    state = round_trip(model.state_dict())
     assert state["class_names"] == ["normal", "tumor"] and state["size"] == 32
     assert state["n_classes"] == 2 and state["arch"] == model.arch()
     restored = cls()  # architecture comes from the state, not from the params

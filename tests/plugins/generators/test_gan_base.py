@@ -1,4 +1,4 @@
-"""The GAN base (``gan_base``): the plugin guide's example GAN, params, the shared loop."""
+"""The GAN base (``synthmri.GAN``): the plugin guide's example GAN, params, the shared loop."""
 
 from __future__ import annotations
 

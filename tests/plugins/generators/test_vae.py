@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from synthmri.core.phantoms import make_phantoms
 from synthmri.core.training import RunContext
 from synthmri.nn.vae import VAENet, decoder_steps, encoder_strides, kl_divergence, kl_weight
 from synthmri.plugins.generators.vae import VAE
+from synthmri.testing import read_log, round_trip
 
 TINY_VAE: dict[str, Any] = {"iterations": 8, "batch_size": 8, "base_channels": 8, "latent_dim": 16}
 
@@ -23,17 +22,6 @@ TINY_VAE: dict[str, Any] = {"iterations": 8, "batch_size": 8, "base_channels": 8
 @pytest.fixture(scope="module")
 def phantoms() -> ImageSet:
     return make_phantoms(16, 32, seed=0)
-
-
-def _round_trip(state: dict[str, Any]) -> dict[str, Any]:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
-
-
-def _log_lines(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
 def test_registered() -> None:
@@ -66,10 +54,10 @@ def test_kl_warmup_schedule() -> None:
     assert float(kl_divergence(torch.ones(3, 4), logvar)) == pytest.approx(2.0)  # 0.5 * 4
 
 
-def test_vae_fit_api_logs_and_round_trip(phantoms: ImageSet, tmp_path: Path) -> None:
+def test_vae_fit_api_logs_andround_trip(phantoms: ImageSet, tmp_path: Path) -> None:
     model = VAE({**TINY_VAE, "log_every": 4, "kl_warmup": 8})
     model.fit(phantoms, RunContext(out_dir=tmp_path, seed=0))
-    rows = [r for r in _log_lines(tmp_path) if "recon" in r]
+    rows = [r for r in read_log(tmp_path) if "recon" in r]
     assert [r["step"] for r in rows] == [4, 8]
     assert rows[0]["kl_weight"] == pytest.approx(0.5) and rows[1]["kl_weight"] == 1.0
     assert all(r["recon"] > 0 and r["kl"] >= 0 for r in rows)
@@ -91,7 +79,7 @@ def test_vae_fit_api_logs_and_round_trip(phantoms: ImageSet, tmp_path: Path) -> 
     assert not torch.equal(a.images, model.sample(4, seed=4).images)
 
     restored = VAE(TINY_VAE)
-    restored.load_state_dict(_round_trip(model.state_dict()))
+    restored.load_state_dict(round_trip(model.state_dict()))
     assert torch.equal(restored.sample(4, seed=3).images, a.images)
     assert torch.allclose(restored.reconstruct(images), recon, atol=1e-6)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from synthmri.core.training import RunContext
 from synthmri.nn.tensors import latent_seeded, split_image_mask, to_unit
 from synthmri.nn.wgan import gradient_penalty
 from synthmri.plugins.generators.wgan_gp import WGANGP
+from synthmri.testing import read_log, round_trip
 
 TINY_WGAN: dict[str, Any] = {"iterations": 4, "n_critic": 2, "batch_size": 8, "ngf": 8, "ndf": 8}
 
@@ -25,17 +24,6 @@ TINY_WGAN: dict[str, Any] = {"iterations": 4, "n_critic": 2, "batch_size": 8, "n
 @pytest.fixture(scope="module")
 def phantoms() -> ImageSet:
     return make_phantoms(16, 32, seed=0)
-
-
-def _round_trip(state: dict[str, Any]) -> dict[str, Any]:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
-
-
-def _log_lines(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
 def _bright_dark(n: int = 32, seed: int = 0) -> ImageSet:
@@ -57,7 +45,7 @@ def test_wgan_fit_logs_curves_grids_and_samples(phantoms: ImageSet, tmp_path: Pa
     model = WGANGP({**TINY_WGAN, "log_every": 2})
     assert not model.conditional and not model.emits_masks
     model.fit(phantoms.of_class("normal"), RunContext(out_dir=tmp_path, seed=0))
-    steps = [r for r in _log_lines(tmp_path) if "wasserstein" in r]
+    steps = [r for r in read_log(tmp_path) if "wasserstein" in r]
     assert [r["step"] for r in steps] == [2, 4]
     for row in steps:
         assert {"loss_d", "loss_g", "gp"} <= row.keys()
@@ -73,7 +61,7 @@ def test_wgan_fit_logs_curves_grids_and_samples(phantoms: ImageSet, tmp_path: Pa
     assert model.sample(0, seed=1).images.shape == (0, 1, 32, 32)
 
     restored = WGANGP({**TINY_WGAN, "log_every": 2})
-    restored.load_state_dict(_round_trip(model.state_dict()))
+    restored.load_state_dict(round_trip(model.state_dict()))
     assert torch.equal(restored.sample(6, seed=11).images, a.images)
 
 

@@ -5,7 +5,7 @@ The networks (``synthmri.nn.dcgan``): ``dcgan``, the paper's all-convolutional p
 brain-MRI studies, for like-for-like comparison. Training: non-saturating BCE loss (with
 optional one-sided label smoothing), Adam (2e-4, beta1 0.5), DiffAugment on real and fake
 before D, an EMA of G for sampling (the loop, sampling and checkpoints are the GAN base's,
-``gan_base``). ``conditional`` learns all classes in one model (label embedding
+``_gan``). ``conditional`` learns all classes in one model (label embedding
 concatenated to z in G, projection discriminator); ``emits_masks`` learns (slice, mask)
 pairs as two channels.
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from synthmri import hookimpl
-from synthmri.plugins.generators.gan_base import GAN, GANParams, GANStep, GANTraining
+from synthmri.plugins.generators._gan import GAN, GANParams, GANStep, GANTraining
 
 if TYPE_CHECKING:
     from torch import Tensor, nn

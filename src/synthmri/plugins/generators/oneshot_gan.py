@@ -78,7 +78,7 @@ from pydantic import Field
 from synthmri import hookimpl
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import Generator, ImageSet
-from synthmri.plugins.generators.gan_base import GANParams
+from synthmri.plugins.generators._gan import GANParams
 
 if TYPE_CHECKING:
     from torch import Tensor, nn

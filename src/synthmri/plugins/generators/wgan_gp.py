@@ -7,7 +7,7 @@ Training follows the paper: ``n_critic`` critic steps per generator step, penalt
 ``gp_lambda * (||grad critic(x_hat)|| - 1)^2`` at random interpolates of real and fake,
 Adam 1e-4 with betas (0, 0.9). DiffAugment (on real, fake and so the interpolates), an
 EMA of G for sampling and (slice, mask) pairs (``emits_masks``) come from the GAN base
-(``gan_base``), as in ``dcgan``. The Wasserstein estimate
+(``_gan``), as in ``dcgan``. The Wasserstein estimate
 ``E[critic(real)] - E[critic(fake)]`` is logged as a training curve; it falls as the
 generator gets closer to the data.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from synthmri import hookimpl
-from synthmri.plugins.generators.gan_base import GAN, GANParams, GANStep, GANTraining
+from synthmri.plugins.generators._gan import GAN, GANParams, GANStep, GANTraining
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
