@@ -191,12 +191,8 @@ class Recipe(_Strict):
 
 
 def recipes_dir() -> Path:
-    """The shipped recipes: ``synthmri/recipes`` in a wheel, ``recipes/`` in a clone."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "recipes", here.parent.parent / "recipes"):
-        if candidate.is_dir():
-            return candidate
-    return here / "recipes"
+    """The shipped recipes: ``synthmri/recipes`` inside the installed package."""
+    return Path(__file__).resolve().parent.parent / "recipes"
 
 
 def shipped_recipes() -> dict[str, Path]:
