@@ -2,7 +2,7 @@
 
 For each model, on a fixed set of phantoms:
 
-- ``plugin train``: images/s of ``Classifier.fit`` (``core.training.train_supervised``:
+- ``plugin train``: images/s of ``Classifier.fit`` (``core.supervised.train_supervised``:
   AdamW, cosine schedule, loss synced once per epoch), no validation part, no augmentation
   unless ``--augment``;
 - ``plain train``: images/s of a bare loop with the same network, batch size, optimizer,

@@ -14,6 +14,17 @@ minibatch for the VAE. The timed ``fit`` includes the plugin's end-of-training w
 random batches, BCE-sum + KL, a ``.item()`` per step as in the PyTorch VAE example), to
 show what the plugin's loop costs on top of the network.
 
+``fastgan`` runs with its default (GPU) widths; ``fastgan-cpu`` with the widths of the
+``fastgan`` recipe (``FASTGAN_CPU``), and ``fastgan-plain`` is its reference: the same
+networks at those widths trained by a bare PyTorch loop (Adam, random batches,
+DiffAugment, hinge + L1 reconstruction, G's loss backpropagated through all of D, an EMA of
+G by hand, a ``.item()`` per step).
+
+The baselines (``augment``, ``lesion_paste``, ``pca_gmm``) do not iterate: for them an
+iteration is one sampled image, and the timed call is ``fit`` (on the tumour class; on both
+classes for the conditional ``lesion_paste``) plus ``sample`` of ``--iters`` tumour images
+(default 300, what the shipped recipes sample per class), default params.
+
 Peak RSS is the child's own high-water mark (``VmHWM`` of ``/proc/self/status``), so each
 row is independent of the others; ``base RSS`` is the RSS after imports and data,
 before any training. ``it/CPU-s`` divides by the child's CPU time rather than wall time:
@@ -34,7 +45,11 @@ import sys
 import time
 from typing import Any
 
-ALL = ("dcgan", "wgan_gp", "oneshot_gan", "oneshot_gan+global", "vae", "vae-plain")
+ALL = ("dcgan", "wgan_gp", "oneshot_gan", "oneshot_gan+global", "vae", "vae-plain",
+       "fastgan", "fastgan-cpu", "fastgan-plain",
+       "augment", "lesion_paste", "pca_gmm")  # fmt: skip
+BASELINES = ("augment", "lesion_paste", "pca_gmm")
+"""Generators without iterations: fit, then sample ``iters`` images (one image = one it)."""
 DEFAULT_ITERS = {
     "dcgan": 10,
     "wgan_gp": 2,
@@ -42,8 +57,23 @@ DEFAULT_ITERS = {
     "oneshot_gan+global": 10,
     "vae": 10,
     "vae-plain": 10,
+    "fastgan": 3,
+    "fastgan-cpu": 30,
+    "fastgan-plain": 30,
+    "augment": 300,
+    "lesion_paste": 300,
+    "pca_gmm": 300,
 }
-VARIANTS = {"oneshot_gan+global": ("oneshot_gan", {"global_weight": 1.0})}
+FASTGAN_CPU: dict[str, Any] = {
+    "g_channels": {4: 128, 8: 128, 16: 64, 32: 32, 64: 16, 128: 8},
+    "d_channels": {8: 64, 16: 32, 32: 16, 64: 8},
+    "decoder_channels": {16: 32, 32: 16, 64: 8, 128: 8},
+}
+"""The widths of the ``fastgan`` recipe (``fastgan-cpu``, ``fastgan-plain``)."""
+VARIANTS = {
+    "oneshot_gan+global": ("oneshot_gan", {"global_weight": 1.0}),
+    "fastgan-cpu": ("fastgan", FASTGAN_CPU),
+}
 """Rows that are a plugin with non-default params: name -> (plugin, params)."""
 
 
@@ -89,6 +119,54 @@ def plain_vae(images: Any, iters: int, batch: int, device: Any) -> None:
     net.eval()
 
 
+def plain_fastgan(images: Any, iters: int, batch: int, device: Any) -> None:
+    """A bare PyTorch loop on the FastGAN networks at the ``FASTGAN_CPU`` widths (the
+    plugin's other defaults: latent 256, Adam 2e-4 / (0.5, 0.999), DiffAugment on, L1)."""
+    import copy
+
+    import torch
+
+    from synthmri.nn.diffaugment import AUTO_POLICY, diff_augment
+    from synthmri.nn.fastgan import (
+        build_fastgan,
+        d_hinge_loss,
+        g_hinge_loss,
+        reconstruction_loss,
+        widths_for,
+    )
+
+    size, latent = images.shape[-1], 256
+    widths = {k: [FASTGAN_CPU[k][r] for r in res] for k, res in widths_for(size).items()}
+    config = {"size": size, "channels": images.shape[1], "latent_dim": latent, "n_classes": 0}
+    G, D = build_fastgan({**config, **widths})
+    G, D = G.to(device), D.to(device)
+    G_ema = copy.deepcopy(G).eval()
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    data = images.to(device) * 2 - 1
+    total = 0.0
+    for _ in range(iters):
+        idx = torch.randint(0, data.shape[0], (batch,), device=device)
+        real = diff_augment(data[idx], AUTO_POLICY)
+        fake = G(torch.randn(batch, latent, device=device))
+        part = torch.randint(0, 4, (batch,), device=device)
+        d_real, whole, piece = D(real, None, part)
+        d_fake = D(diff_augment(fake.detach(), AUTO_POLICY))
+        rec = reconstruction_loss((whole, piece), D.targets(real, part), "l1")
+        loss_d = d_hinge_loss(d_real, d_fake) + rec
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = g_hinge_loss(D(diff_augment(fake, AUTO_POLICY)))
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        with torch.no_grad():
+            for pe, p in zip(G_ema.parameters(), G.parameters(), strict=True):
+                pe.lerp_(p, 0.001)
+        total += loss_d.item() + loss_g.item()
+
+
 def child(args: argparse.Namespace) -> None:
     """Run one generator and print one JSON line with its numbers."""
     import torch
@@ -99,7 +177,8 @@ def child(args: argparse.Namespace) -> None:
     from synthmri.core.training import RunContext
 
     name = args.child
-    data = make_phantoms(args.n, args.size, seed=0).of_class("tumor")
+    both = make_phantoms(args.n, args.size, seed=0)
+    data = both if name == "lesion_paste" else both.of_class("tumor")
     run = RunContext(device=args.device, seed=0)
     iters = args.iters or DEFAULT_ITERS[name]
     base_rss = _rss_mib("VmRSS")
@@ -113,6 +192,21 @@ def child(args: argparse.Namespace) -> None:
 
         def train() -> None:
             plain_vae(data.images, iters, args.batch, run.device)
+    elif name == "fastgan-plain":
+        plain_fastgan(data.images, 1, args.batch, run.device)  # warm-up
+
+        def train() -> None:
+            plain_fastgan(data.images, iters, args.batch, run.device)
+    elif name in BASELINES:
+        cls = get_plugin("generator", name)
+        warm = cls()
+        warm.fit(data, run)  # warm-up: imports (sklearn, scipy, MONAI) and first calls
+        warm.sample(2, label=1, seed=1)
+
+        def train() -> None:
+            model = cls()
+            model.fit(data, run)
+            model.sample(iters, label=1, seed=0)
     else:
         plugin, extra = VARIANTS.get(name, (name, {}))
         cls = get_plugin("generator", plugin)

@@ -1,6 +1,6 @@
 """UNet throughput: the plugin's training loop vs a plain PyTorch loop, and inference.
 
-Training images/s of the ``unet`` segmenter (``core.training.train_supervised``:
+Training images/s of the ``unet`` segmenter (``core.supervised.train_supervised``:
 AdamW, cosine schedule, DiceCE) against a bare loop with the same network, batch
 size, optimiser and loss, and the ratio (plugin / plain; 1.0 = no overhead). Both
 run without augmentation and without validation so that they do the same work;

@@ -47,6 +47,21 @@ def test_every_kind_has_built_in_plugins() -> None:
     assert kinds == set(CHECKS)
 
 
+@pytest.fixture(scope="module")
+def phantom_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Class folders of 32 px phantoms with masks beside: the synthetic set a generator that
+    reads one from disk (a ``path`` param, as ``folder``) is checked with."""
+    from synthmri.core.phantoms import write_phantoms
+
+    root = tmp_path_factory.mktemp("synthetic-folder")
+    write_phantoms(root, 24, 32, seed=5)
+    return str(root)
+
+
 @pytest.mark.parametrize(("kind", "cls", "params"), CASES)
-def test_plugin_contract(kind: str, cls: type, params: dict[str, Any] | None) -> None:
+def test_plugin_contract(
+    kind: str, cls: type, params: dict[str, Any] | None, phantom_folder: str
+) -> None:
+    if kind == "generator" and "path" in cls.Params.model_fields:
+        params = {**(cls.quick_params if params is None else params), "path": phantom_folder}
     CHECKS[kind](cls, params)

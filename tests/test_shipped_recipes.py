@@ -73,6 +73,8 @@ def tiny(name: str, work: Path) -> Recipe:
         kind = "classifier" if exp.task == "classify" else "segmenter"
         for m in exp.models:
             m.params.update(synthmri.get_plugin(kind, m.plugin).quick_params)
+            if m.params.get("steps"):  # a step budget: a few steps, two checks
+                m.params.update(steps=4, check_every=2)
     for ev in recipe.evaluate:
         ev.params.update(synthmri.get_plugin("evaluator", ev.plugin).quick_params)
         if ev.plugin == "turing_kit":
@@ -103,7 +105,10 @@ def test_shipped_recipe_runs_at_test_size(name: str, tmp_path: Path) -> None:
         expected = len(exp.models) * len(exp.runs(generators))
         section = "classification" if exp.task == "classify" else "segmentation"
         supervised = [r for r in written[section] if not r.get("unsupervised")]
-        assert len(supervised) == expected, f"{section}: {len(supervised)} rows, not {expected}"
+        n_seeds = len(exp.seeds or [None])
+        assert len(supervised) == expected * n_seeds, f"{section}: {len(supervised)} rows"
+        if exp.seeds:
+            assert len(written[f"{section}_summary"]) == expected
     for entry in recipe.evaluate:
         assert f"evaluate/{entry.label}" in metrics.timings.stages, f"{entry.label} did not run"
     assert (result.run_dir / "report.html").is_file()

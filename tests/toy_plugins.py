@@ -146,6 +146,7 @@ class CountEvaluator(Evaluator):
                     "generator": p.generator,
                     "train_on": p.train_on,
                     "real_fraction": p.real_fraction,
+                    **({} if p.seed is None else {"seed": p.seed}),
                     "n_train": p.n_train,
                     "n_test": len(p.target),
                     "accuracy": float((p.output.argmax(1) == p.target).float().mean()),

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from synthmri.core.metrics import DataSummary, Metrics, Timings, brief_rows
+from synthmri.core.metrics import DataSummary, Metrics, Timings, brief_rows, seed_summary
 from synthmri.core.pipeline import run_recipe
+from synthmri.core.ranking import rank_generators
 from synthmri.core.recipe import parse_recipe
 
 RECIPE = """\
@@ -83,3 +84,62 @@ def test_plugin_sections_go_between_generators_and_timings() -> None:
 def test_brief_rows_keep_the_short_table_columns() -> None:
     rows = [{"classifier": "c", "accuracy": 0.5, "loss_curve": [1, 2], "n_test": 4}]
     assert brief_rows(rows) == [{"classifier": "c", "accuracy": 0.5, "n_test": 4}]
+
+
+def test_seed_summary_gives_mean_spread_and_mean_interval_per_setting() -> None:
+    rows = [
+        {"classifier": "c", "generator": None, "train_on": "real", "real_fraction": 0.5,
+         "seed": s, "n_train": 10 + s, "n_test": 20, "accuracy": acc, "accuracy_ci": ci,
+         "plugin": "c"}
+        for s, acc, ci in ((0, 0.6, [0.4, 0.8]), (1, 0.8, [0.6, 1.0]), (2, 0.7, [0.5, 0.9]))
+    ]  # fmt: skip
+    rows.append({**rows[0], "train_on": "mixed", "generator": "g", "accuracy": 0.9})
+    summary = seed_summary(rows, "classifier")
+    assert len(summary) == 2
+    real = summary[0]
+    assert real["n_seeds"] == 3 and real["n_train"] == 11 and real["n_test"] == 20
+    assert real["accuracy"] == pytest.approx(0.7)
+    assert real["accuracy_sd"] == pytest.approx(0.1)
+    assert real["accuracy_range"] == [0.6, 0.8]
+    assert real["accuracy_ci"] == pytest.approx([0.5, 0.9])
+    assert "seed" not in real and "unsupervised" not in real and "plugin" not in real
+    assert summary[1]["n_seeds"] == 1 and summary[1]["accuracy_sd"] == 0.0
+
+
+def test_generators_are_ranked_by_tstr_then_mixed_gain() -> None:
+    def row(train_on: str, gen: str | None, share: float, acc: float) -> dict:
+        ci = [acc - 0.1, acc + 0.1]
+        return {
+            "classifier": "c",
+            "generator": gen,
+            "train_on": train_on,
+            "real_fraction": share,
+            "accuracy": acc,
+            "accuracy_ci": ci,
+        }
+
+    metrics = {
+        "classification": [
+            row("real", None, 0.1, 0.60),
+            row("real", None, 1.0, 0.90),
+            row("synthetic", "a", 0.0, 0.70),
+            row("synthetic", "b", 0.0, 0.80),
+            row("mixed", "a", 0.1, 0.75),
+            row("mixed", "b", 0.1, 0.62),
+            row("mixed", "a", 1.0, 0.91),
+            row("mixed", "b", 1.0, 0.92),
+        ],
+        "image_quality": [
+            {"generator": "a", "class": "x", "fid": 10.0, "recall": 0.2, "memorized_fraction": 0.0},
+            {"generator": "a", "class": "y", "fid": 20.0, "recall": 0.4, "memorized_fraction": 0.1},
+        ],
+    }
+    ranked = rank_generators(metrics)
+    assert [r["generator"] for r in ranked] == ["b", "a"]
+    b, a = ranked
+    assert b["tstr_accuracy"] == 0.80 and b["tstr_minus_real"] == pytest.approx(-0.10)
+    assert b["smallest_real_fraction"] == 0.1 and b["mixed_gain"] == pytest.approx(0.02)
+    assert a["mixed_gain"] == pytest.approx(0.15) and a["fid"] == 15.0
+    assert a["recall"] == pytest.approx(0.3)
+    assert a["memorized_fraction"] == 0.1 and b["fid"] is None
+    assert rank_generators({"classification": [row("real", None, 1.0, 0.9)]}) == []

@@ -153,3 +153,20 @@ def test_generators_side_by_side(tmp_path: Path, toy_plugins: str) -> None:
     assert (figures / "generate-other-samples.png").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {g["generator"] for g in metrics["generators"]} == {"toy_mean", "other"}
+
+
+def test_an_experiment_with_seeds_trains_once_per_seed_and_summarises(
+    tmp_path: Path, toy_plugins: str
+) -> None:
+    recipe = parse_recipe(RECIPE, overrides=["experiments.0.seeds=[3, 4]"])
+    metrics = run_recipe(recipe, out=tmp_path).metrics
+    rows = metrics["classification"]
+    assert len(rows) == 2 * 5 and {r["seed"] for r in rows} == {3, 4}
+    stages = metrics["timings"]["stages"]
+    assert "classify/cls/toy_intensity/real/real/0.5/seed3" in stages
+    assert "classify/cls/toy_intensity/real/real/0.5/seed4" in stages
+    summary = metrics["classification_summary"]
+    assert len(summary) == 5 and all(s["n_seeds"] == 2 for s in summary)
+    # the segmentation experiment lists no seeds: its rows carry none, and no summary
+    assert all("seed" not in r for r in metrics["segmentation"])
+    assert "segmentation_summary" not in metrics

@@ -60,10 +60,16 @@ def test_duplicate_name_names_both_providers(fake_dist, toy_plugins: str) -> Non
             register(Clash)
     """,
     )
+    registry = get_registry()  # the clash blocks its name only
     with pytest.raises(PluginError) as exc:
-        get_registry()
+        synthmri.get_plugin("generator", "toy_mean")
     msg = exc.value.message
     assert "toy_mean" in msg and "synthmri-toys" in msg and "synthmri-clash" in msg
+    assert synthmri.get_plugin("classifier", "toy_intensity").name == "toy_intensity"
+    assert "toy_mean" not in {i.name for i in registry.list("generator")}
+    [blocked] = registry.broken  # the later of the two providers, listed as broken
+    assert (blocked.name, blocked.kind) == ("toy_mean", "generator")
+    assert blocked.package in ("synthmri-clash", "synthmri-toys") and "duplicate" in blocked.error
 
 
 def test_disable_env_blocks_external_plugins(toy_plugins: str, monkeypatch) -> None:

@@ -1,4 +1,5 @@
-"""``synthmri.core.training``: the supervised settings model and the loop's helpers."""
+"""``synthmri.core.training`` and ``synthmri.core.supervised``: the run's helpers, the
+supervised settings model and the supervised loop's budgets."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from synthmri.core.training import Epochs, SupervisedParams, minibatches, predict_batched
+from synthmri.core.supervised import Epochs, SupervisedParams, train_supervised
+from synthmri.core.training import RunContext, minibatches, predict_batched
 
 
 def test_supervised_params_defaults_bounds_and_loop_settings() -> None:
@@ -20,6 +22,8 @@ def test_supervised_params_defaults_bounds_and_loop_settings() -> None:
         "lr": 1e-3,
         "weight_decay": 1e-4,
         "patience": 5,
+        "steps": None,
+        "check_every": None,
     }
     assert p.augment is True
     for bad in ({"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"patience": 0}, {"x": 1}):
@@ -54,3 +58,35 @@ def test_importing_the_module_loads_no_torch() -> None:
     code = "import sys, synthmri.core.training; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+def _fit(n: int, **budget: int) -> dict:
+    torch.manual_seed(0)
+    x, y = torch.randn(n, 3), torch.randint(0, 2, (n,))
+    net = torch.nn.Linear(3, 2)
+    return train_supervised(
+        net,
+        RunContext(seed=0),
+        train_x=x,
+        train_y=y,
+        loss_fn=torch.nn.functional.cross_entropy,
+        score_fn=lambda out, target: float((out.argmax(1) == target).float().mean()),
+        val_x=x[:8],
+        val_y=y[:8],
+        batch_size=4,
+        patience=1000,
+        **budget,
+    )
+
+
+def test_an_epoch_budget_grows_with_the_training_set() -> None:
+    assert _fit(16, epochs=3)["steps_run"] == 3 * 4
+    assert _fit(160, epochs=3)["steps_run"] == 3 * 40
+
+
+def test_a_step_budget_gives_every_training_set_the_same_updates() -> None:
+    small, large = _fit(8, steps=30, check_every=7), _fit(160, steps=30, check_every=7)
+    assert small["steps_run"] == large["steps_run"] == 30
+    # validation after every 7 steps and at the end: 7, 14, 21, 28, 30
+    assert len(small["val_score"]) == len(large["val_score"]) == 5
+    assert _fit(8, steps=40)["epochs_run"] == 20  # default: 20 checks

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from synthmri._version import __version__
-from synthmri.cli import compare, data, generate, plugins, recipes, run, turing
+from synthmri.cli import compare, data, export, generate, plugins, recipes, run, turing
 from synthmri.cli._common import State, err_console, state_of
 from synthmri.core.errors import SynthMRIError
 
@@ -31,13 +32,34 @@ class _ErrorsAsExitCodes(TyperGroup):
         except SynthMRIError as exc:
             if state_of(ctx).debug:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+            # user-provided text (paths, names) is printed as text, never as markup
+            err_console.print(
+                f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
+            )
             if exc.hint:
-                err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+                err_console.print(
+                    f"[dim]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True
+                )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/]")
             raise typer.Exit(130) from None
+        except (OSError, MemoryError) as exc:
+            # a safety net: the file system or memory failed somewhere no check foresaw
+            if state_of(ctx).debug:
+                raise
+            err_console.print(f"[bold red]error:[/] {escape(_describe(exc))}", highlight=False)
+            raise typer.Exit(2) from None
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an OS or memory error: the file it names and the reason."""
+    if isinstance(exc, MemoryError):
+        return "out of memory; use smaller images, fewer images or smaller models"
+    name = getattr(exc, "filename", None)
+    lines = str(exc).splitlines()
+    reason = getattr(exc, "strerror", None) or (lines[0] if lines else type(exc).__name__)
+    return f"{name}: {reason}" if name else reason
 
 
 app = typer.Typer(
@@ -81,6 +103,7 @@ app.add_typer(recipes.app, name="recipes")
 app.add_typer(plugins.app, name="plugins")
 compare.register(app)
 app.add_typer(turing.app, name="turing")
+app.add_typer(export.app, name="export")
 
 
 def main(argv: list[str] | None = None) -> None:

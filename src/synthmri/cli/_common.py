@@ -31,14 +31,15 @@ def state_of(ctx: typer.Context) -> State:
 
 def rich_table(title: str, rows: list[dict[str, Any]]) -> Table:
     """A rich table from metric rows (intervals folded into their metric)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from synthmri.core.report import table_rows
 
     cols, cells = table_rows(rows)
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for c in cols:
-        table.add_column(c, justify="left" if c in cols[:1] else "right")
-    for line in cells:
-        table.add_row(*line)
+        table.add_column(escape(c), justify="left" if c in cols[:1] else "right")
+    for line in cells:  # names in cells come from recipes: text, never markup
+        table.add_row(*(escape(x) for x in line))
     return table

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
+from rich.markup import escape
 
 from synthmri.cli._common import console, state_of
 
@@ -86,16 +87,17 @@ def compare(
 
     keys = [k for k in result["rows"][0] if k != "class"] if result["rows"] else []
     table = Table(
-        title=f"{synth_dir} vs {real_dir} ({result['features']} features)", title_justify="left"
+        title=escape(f"{synth_dir} vs {real_dir} ({result['features']} features)"),
+        title_justify="left",
     )
     table.add_column("metric")
-    for row in result["rows"]:
-        table.add_column(str(row["class"]), justify="right")
+    for row in result["rows"]:  # folder and class names are text, never markup
+        table.add_column(escape(str(row["class"])), justify="right")
     for key in keys:
         table.add_row(key, *[_fmt(row[key]) for row in result["rows"]])
     console.print(table)
     for note in result["notes"]:
-        console.print(f"[yellow]note[/] {note}")
+        console.print(f"[yellow]note[/] {escape(note)}")
 
 
 def _fmt(v: Any) -> str:
@@ -127,8 +129,10 @@ def compare_folders(
     kinds = get_args(quality_cls.Params.model_fields["features"].annotation)
     if features not in kinds:
         raise ConfigError(f"unknown --features {features!r}; use one of {', '.join(kinds)}")
-    if size < 16:
-        raise ConfigError(f"--size must be at least 16, not {size}")
+    from synthmri.core.data.options import MAX_SIZE
+
+    if not 16 <= size <= MAX_SIZE:
+        raise ConfigError(f"--size must be between 16 and {MAX_SIZE}, not {size}")
     real = load_images(real_dir, size=size).data
     synth = load_images(synth_dir, size=size).data
     if len(real) < 4:

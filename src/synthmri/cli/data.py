@@ -28,4 +28,4 @@ def phantoms(
 
     paths = write_phantoms(out, n, size, seed=seed, contrast=contrast)
     if not state_of(ctx).quiet:
-        console.print(f"wrote {len(paths)} slices ({size} px) with masks to {out}")
+        console.print(f"wrote {len(paths)} slices ({size} px) with masks to {out}", markup=False)

@@ -9,6 +9,9 @@ import typer
 
 from synthmri.cli._common import console, state_of
 
+#: the most images one ``generate`` writes (more: call it again with another --seed)
+MAX_IMAGES = 10_000
+
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
@@ -30,18 +33,25 @@ def generate(
 
     from synthmri.core.artifacts import write_image_set
     from synthmri.core.errors import ConfigError
+    from synthmri.core.files import OutputDir
     from synthmri.core.interfaces import ImageSet
     from synthmri.core.pipeline import load_generator
+    from synthmri.core.preflight import check_output_folder
 
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out}: folder exists and is not empty", hint="choose a new --out")
+    if not 1 <= n <= MAX_IMAGES:
+        raise ConfigError(f"-n must be between 1 and {MAX_IMAGES}, not {n}")
+    check_output_folder(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(
+            f"{out}: folder exists and is not empty", hint="choose a new or empty --out"
+        )
     model, ckpt = load_generator(checkpoint)
     names: list[str] = list(ckpt.get("class_names") or [])
     cname = ckpt.get("class_name")
     index = None
     if label is not None:
         if label not in names:
-            raise ConfigError(f"--label {label!r}: not one of {', '.join(names)}")
+            raise ConfigError(f"--label {label!r}: not one of {', '.join(names) or 'no classes'}")
         if cname is not None and label != cname:
             raise ConfigError(f"--label {label!r}: this checkpoint was trained on {cname!r} only")
         index = names.index(label)
@@ -57,6 +67,7 @@ def generate(
         labels=None if fill is None else torch.full((n,), fill),
         class_names=names if fill is not None else [],
     )
-    paths = write_image_set(data, out, prefix=ckpt.get("name", "synthetic"))
+    # names from the checkpoint (its name, its classes) become safe file names
+    paths = write_image_set(data, OutputDir(out), prefix=ckpt.get("name") or "synthetic")
     if not state_of(ctx).quiet:
-        console.print(f"wrote {len(paths)} images to {out}")
+        console.print(f"wrote {len(paths)} images to {out}", markup=False)

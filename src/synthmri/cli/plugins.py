@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from synthmri.cli._common import console
 from synthmri.core.hookspecs import PluginKind
@@ -40,7 +41,7 @@ def list_(
         rows += [
             {
                 "name": b.name,
-                "kind": None,
+                "kind": b.kind,
                 "description": b.error,
                 "package": b.package,
                 "version": b.version,
@@ -53,10 +54,15 @@ def list_(
     from rich.table import Table
 
     table = Table("kind", "name", "description", "package")
-    for i in infos:
-        table.add_row(i.kind, i.name, i.description, i.provider)
+    for i in infos:  # plugin-provided text is shown as text, never as markup
+        table.add_row(i.kind, escape(i.name), escape(i.description), escape(i.provider))
     for b in registry.broken:
-        table.add_row("[red]broken[/]", b.name, f"[red]{b.error}[/]", f"{b.package} {b.version}")
+        table.add_row(
+            f"[red]broken[/] {b.kind or ''}".strip(),
+            escape(b.name),
+            f"[red]{escape(b.error)}[/]",
+            escape(f"{b.package} {b.version}"),
+        )
     console.print(table)
 
 
@@ -74,12 +80,24 @@ def show(
     from synthmri.core.plugins import get_registry
 
     registry = get_registry()
+    kinds = [kind.value] if kind else [k.value for k in PluginKind]
     matches = [i for i in registry.list(kind.value if kind else None) if i.name == name]
     if not matches:
-        registry.get(kind.value if kind else "generator", name)  # raises with the closest match
-        raise PluginError(f"unknown plugin {name!r}")
+        for k in kinds:
+            blocked = registry.blocked(k, name)
+            if blocked is not None:
+                raise blocked
+        what = f"{kind.value} " if kind else "plugin "
+        raise PluginError(
+            f"unknown {what}{name!r}",
+            hint=registry.hint(name, kind.value if kind else None)
+            or "`synthmri plugins list` shows the installed plugins",
+        )
     for info in matches:
-        console.print(f"[bold]{info.name}[/] ({info.kind}, {info.provider}): {info.description}")
+        console.print(
+            f"[bold]{escape(info.name)}[/] ({info.kind}, {escape(info.provider)}): "
+            f"{escape(info.description)}"
+        )
         table = Table("param", "type", "default", "description")
         for field, spec in info.cls.Params.model_fields.items():
             ann = getattr(spec.annotation, "__name__", None) or str(spec.annotation)
@@ -113,8 +131,8 @@ def new(
     target = scaffold_plugin(template, name, out)
     dist = names(template, name)["__DIST__"]
     kind = template.kind.value
-    console.print(f"created [bold]{dist}[/] ({kind} {name!r}) in {target}", highlight=False)
+    console.print(f"created [bold]{dist}[/] ({kind} {name!r}) in {escape(str(target))}")
     console.print("next:", highlight=False)
-    console.print(f"  pip install -e {target}", highlight=False)
-    console.print(f"  python -m pytest {target}", highlight=False)
+    console.print(f"  pip install -e {target}", highlight=False, markup=False)
+    console.print(f"  python -m pytest {target}", highlight=False, markup=False)
     console.print(f"  synthmri plugins list --kind {kind}", highlight=False)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from synthmri.cli._common import console, rich_table, state_of
 
@@ -32,6 +33,14 @@ def run(
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Reuse unchanged stages of this earlier run.")
     ] = None,
+    track: Annotated[
+        str | None,
+        typer.Option(
+            "--track",
+            help="Track the run in mlflow or tensorboard (or none); the recipe's tracking: "
+            "section sets the URI and experiment.",
+        ),
+    ] = None,
 ) -> None:
     """Run a study: data, generators, experiments, evaluation, report."""
     from synthmri.core.metrics import brief_rows
@@ -39,24 +48,43 @@ def run(
     from synthmri.core.recipe import load_recipe
 
     quiet = state_of(ctx).quiet
+    if track is not None:
+        from synthmri.core.errors import ConfigError
+        from synthmri.core.tracking import BACKENDS
+
+        if track not in (*BACKENDS, "none"):
+            raise ConfigError(
+                f"--track {track!r}: unknown tracking backend", hint="use mlflow or tensorboard"
+            )
+        set_ = [*(set_ or []), f"tracking.backend={track}"]
     rec = load_recipe(recipe, set_)
     if device:
         rec.device = device
     if not quiet:
-        console.print(f"[bold]synthmri[/] running [cyan]{rec.name}[/] (seed {rec.seed})")
+        console.print(f"[bold]synthmri[/] running [cyan]{escape(rec.name)}[/] (seed {rec.seed})")
     result = run_recipe(rec, out=out, resume=resume, quiet=quiet, console=console)
     for section in ("classification", "segmentation"):
         rows = result.metrics.get(section)
         if rows:
             console.print(rich_table(section, brief_rows(rows)))
-    console.print(f"report: [bold]{result.report}[/]")
+    console.print(f"report: [bold]{escape(str(result.report))}[/]")
 
 
-def validate(recipe: Recipe, set_: Overrides = None) -> None:
-    """Check a recipe (schema, plugin names and params) without running it."""
+def validate(
+    recipe: Recipe,
+    set_: Overrides = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The parent folder `run` would write to.")
+    ] = Path("runs"),
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+) -> None:
+    """Check a recipe without running it: schema, plugin names and params, and every check
+    `run` makes before training (device, data folder, sizes, output folder)."""
+    from synthmri.core.preflight import check_run
     from synthmri.core.recipe import load_recipe
 
     rec = load_recipe(recipe, set_)
+    check_run(rec, out=out, device=device)
     n_models = sum(len(e.models) for e in rec.experiments)
     console.print(
         f"[green]ok[/] {rec.name}: {len(rec.generators)} generators, "

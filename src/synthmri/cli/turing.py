@@ -7,6 +7,7 @@ Both commands reach the kit through the registry: the ``turing_kit`` evaluator p
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -40,7 +41,13 @@ def make(
 ) -> None:
     """Write a blinded kit: OUT/rater/ (images + index.html) for the rater, OUT/key.json apart."""
     from synthmri.core.data import load_images
+    from synthmri.core.errors import ConfigError
+    from synthmri.core.preflight import check_output_folder
 
+    limit = _kit().MAX_KIT_SIZE
+    if not 8 <= size <= limit:
+        raise ConfigError(f"--size must be between 8 and {limit}, not {size}")
+    check_output_folder(out)
     real_set = load_images(real, size=size).data
     syn_set = load_images(synthetic, size=size).data
     key = _kit().make_kit(
@@ -98,17 +105,20 @@ def score(
     )
     console.print(verdict)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        from synthmri.core.files import OutputDir
+
         data = s.as_dict()
         if out.suffix.lower() == ".csv":
-            with open(out, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["metric", "value"])
-                for k, v in data.items():
-                    writer.writerow([k, ";".join(map(str, v)) if isinstance(v, list) else v])
+            buf = io.StringIO(newline="")
+            writer = csv.writer(buf)
+            writer.writerow(["metric", "value"])
+            for k, v in data.items():
+                writer.writerow([k, ";".join(map(str, v)) if isinstance(v, list) else v])
+            text = buf.getvalue()
         else:
-            out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        console.print(f"written: {out}")
+            text = json.dumps(data, indent=2) + "\n"
+        written = OutputDir(out.parent).write_text(text, out.name)
+        console.print(f"written: {written}", markup=False)
 
 
 def _format_p(p: float) -> str:

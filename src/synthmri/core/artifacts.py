@@ -15,10 +15,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from synthmri.core.files import OutputDir
     from synthmri.core.interfaces import ImageSet
     from synthmri.core.training import RunContext
 
 __all__ = ["pyplot", "real_vs_synthetic_grid", "save_sample_grid", "write_image_set"]
+
+GRID_CAPTION = (
+    "Examples per class: the real training slices first, then each generator's samples "
+    "(tumour masks outlined in red). Look for: synthetic rows as varied as the real row "
+    "(position, head size, contrast, tumour shape and place); near-identical images in a row "
+    "mean mode collapse; an image that repeats a real one is memorisation (see privacy)."
+)
+SAMPLES_CAPTION = (
+    "Samples of the generator (masks outlined in red). Look for: brain-like slices that differ "
+    "from each other; many near-identical images mean mode collapse."
+)
 
 
 def pyplot() -> Any:
@@ -31,23 +43,29 @@ def pyplot() -> Any:
     return plt
 
 
-def write_image_set(data: ImageSet, folder: Path, prefix: str = "img") -> list[Path]:
-    """Write images as 8-bit PNG under ``folder/<class>/`` with ``<stem>_mask.png`` beside."""
-    from PIL import Image
+def write_image_set(data: ImageSet, folder: Path | OutputDir, prefix: str = "img") -> list[Path]:
+    """Write images as 8-bit PNG under ``folder/<class>/`` with ``<stem>_mask.png`` beside.
 
+    Everything goes through an :class:`~synthmri.core.files.OutputDir` bound to ``folder``:
+    class names and ``prefix`` (which may come from a checkpoint) are made safe file names,
+    each file is written atomically, and an OS error is one OutputError line.
+    """
+    from synthmri.core.files import OutputDir, safe_name
+
+    out = folder if isinstance(folder, OutputDir) else OutputDir(folder)
     paths = []
     counters: dict[str, int] = {}
     for i in range(len(data)):
         cname = data.class_names[int(data.labels[i])] if data.labels is not None else "unlabelled"
         k = counters.get(cname, 0)
         counters[cname] = k + 1
-        target = folder / cname / f"{prefix}_{cname}_{k:05d}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        # short enough that "<stem>_mask.png" stays one untruncated safe name
+        stem = f"{safe_name(prefix, 50)}_{safe_name(cname, 40)}_{k:05d}"
         arr = (data.images[i, 0].clamp(0, 1) * 255).round().byte().numpy()
-        Image.fromarray(arr, mode="L").save(target)
+        target = out.save_png(arr, cname, f"{stem}.png")
         if data.masks is not None:
             m = (data.masks[i, 0] > 0.5).byte().numpy() * 255
-            Image.fromarray(m, mode="L").save(target.with_name(target.stem + "_mask.png"))
+            out.save_png(m, cname, target.stem + "_mask.png")
         paths.append(target)
     return paths
 
@@ -82,7 +100,7 @@ def real_vs_synthetic_grid(
                 ax.contour(part.masks[j, 0].numpy(), levels=[0.5], colors="red", linewidths=0.6)
         axes[ri, 0].set_title(f"{kind} / {cname}", fontsize=8, loc="left")
     fig.suptitle(" vs ".join(sets), fontsize=10)
-    run.save_figure(fig, name)
+    run.save_figure(fig, name, caption=GRID_CAPTION)
 
 
 def save_sample_grid(
@@ -91,11 +109,13 @@ def save_sample_grid(
     name: str,
     masks: Tensor | None = None,
     nrow: int = 8,
+    caption: str | None = None,
 ) -> Path | None:
     """Save ``images`` ``[N, 1, H, W]`` in [0, 1] as a grid via ``run.save_figure``.
 
     ``masks`` (``[N, 1, H, W]``, 0/1) are drawn as red contours. Without a run directory
-    (or off rank 0) nothing is drawn and None is returned.
+    (or off rank 0) nothing is drawn and None is returned. ``caption`` (default: what to
+    look for in a generator's samples) goes under the figure in the report.
     """
     if run.out_dir is None or not run.is_main:
         return None
@@ -114,4 +134,4 @@ def save_sample_grid(
         mgrid = make_grid(binary, nrow=nrow, padding=2, pad_value=0.0)[0].numpy()
         ax.contour(mgrid, levels=[0.5], colors="red", linewidths=0.8)
     ax.set_axis_off()
-    return run.save_figure(fig, name)
+    return run.save_figure(fig, name, caption=caption or SAMPLES_CAPTION)

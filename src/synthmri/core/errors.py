@@ -34,3 +34,8 @@ class TrainingError(SynthMRIError):
 
 class ConfigError(SynthMRIError):
     """An option or argument has a value that cannot be used."""
+
+
+class OutputError(SynthMRIError):
+    """An output file or folder cannot be written: not writable, no space, a bad name, or a
+    path that would leave the output folder."""

@@ -213,6 +213,12 @@ class Plugin:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
 
+    def cache_key(self) -> str:
+        """What the stage's result depends on beyond its params and input data (e.g. a hash
+        of files the plugin reads); ``""`` when nothing. The pipeline mixes a non-empty key
+        into the stage key, so ``--resume`` redoes the stage when it changes."""
+        return ""
+
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One line per pydantic error: ``field.path: message``."""
@@ -306,6 +312,7 @@ class Predictions:
     output: torch.Tensor  # probabilities [N, K] or [N, 1, H, W]
     class_names: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # the experiment seed, when the experiment lists several
 
 
 @dataclass

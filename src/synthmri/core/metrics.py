@@ -17,15 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 
 __all__ = [
     "BRIEF_COLUMNS",
+    "MODEL_KEYS",
     "RESULT_SECTIONS",
     "DataSummary",
     "GeneratorSummary",
     "Metrics",
     "Timings",
     "brief_rows",
+    "seed_summary",
 ]
 
 RESULT_SECTIONS: tuple[str, ...] = ("classification", "segmentation")
+MODEL_KEYS: dict[str, str] = {"classification": "classifier", "segmentation": "segmenter"}
+"""The column that names the model, per result section."""
+_SETTING = ("generator", "train_on", "real_fraction", "unsupervised")
+_NOT_METRICS = frozenset({"seed", "n_train", "n_test", "real_fraction", "n_seeds"})
 _LAST = ("timings", "notes")
 
 BRIEF_COLUMNS: tuple[str, ...] = (
@@ -110,6 +116,14 @@ class Metrics(BaseModel):
             assert extra is not None
             extra.setdefault(section, []).extend(rows)
 
+    def add_seed_summaries(self) -> None:
+        """For each result section whose rows carry a ``seed`` (an experiment with several
+        seeds), add ``<section>_summary``: one row per training setting over its seeds."""
+        for section, model_key in MODEL_KEYS.items():
+            rows = getattr(self, section)
+            if any("seed" in r for r in rows):
+                self.add_rows(f"{section}_summary", seed_summary(rows, model_key))
+
     def row_sections(self) -> list[tuple[str, Rows]]:
         """Every non-empty section of rows: the result sections, then the others in order."""
         dumped = self.model_dump()
@@ -129,6 +143,45 @@ class Metrics(BaseModel):
             out.pop("timings", None)
         last = {k: out.pop(k) for k in _LAST if k in out}
         return out | last
+
+
+def seed_summary(rows: Rows, model_key: str) -> Rows:
+    """Rows of the same training setting (model, generator, train_on, real_fraction) over
+    their seeds: ``n_seeds``; per metric the mean (``<m>``), the standard deviation
+    (``<m>_sd``) and ``[min, max]`` (``<m>_range``) over seeds, and the mean of the seeds'
+    intervals (``<m>_ci``: the test part's uncertainty, beside the spread over training)."""
+    import numpy as np
+
+    groups: dict[tuple[Any, ...], Rows] = {}
+    for r in rows:
+        key = tuple(r.get(k) for k in (model_key, *_SETTING))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for key, members in groups.items():
+        row: dict[str, Any] = dict(zip((model_key, *_SETTING), key, strict=True))
+        if not row.get("unsupervised"):
+            row.pop("unsupervised")
+        row["n_seeds"] = len(members)
+        row["n_train"] = round(float(np.mean([m.get("n_train", 0) for m in members])))
+        row["n_test"] = members[0].get("n_test")
+        for name, value in members[0].items():
+            if name in _NOT_METRICS or name.endswith("_ci") or not _is_number(value):
+                continue
+            values = [m.get(name) for m in members]
+            if not all(_is_number(v) for v in values):
+                continue
+            row[name] = float(np.mean(values))
+            row[f"{name}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            row[f"{name}_range"] = [float(min(values)), float(max(values))]
+            cis = [m.get(f"{name}_ci") for m in members]
+            if all(isinstance(c, list) and None not in c for c in cis):
+                row[f"{name}_ci"] = [float(np.mean([c[i] for c in cis])) for i in (0, 1)]
+        out.append(row)
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def brief_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -25,13 +25,25 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from synthmri.core.data.preprocessing import one_torch_thread
 from synthmri.core.errors import ConfigError
 from synthmri.core.interfaces import ImageSet
 
-__all__ = ["CONTRASTS", "PHANTOM_CLASSES", "make_phantoms", "write_phantoms"]
+__all__ = [
+    "CONTRASTS",
+    "MAX_PIXELS",
+    "MAX_SIZE",
+    "PHANTOM_CLASSES",
+    "check_phantom_args",
+    "make_phantoms",
+    "write_phantoms",
+]
+
+#: the largest side length of a phantom
+MAX_SIZE = 1024
+#: the most pixels (n x size x size) one call draws: 1 GiB of float32 images
+MAX_PIXELS = 2**28
 
 PHANTOM_CLASSES: list[str] = ["normal", "tumor"]
 """Class names of the phantom set: label 0 = normal, 1 = tumor."""
@@ -89,7 +101,7 @@ def make_phantoms(
     Renders on one CPU thread (torch's thread count is restored afterwards): the work is
     many small element-wise operations, which extra threads slow down on a busy machine.
     """
-    _check_args(n, size, seed, tumor_fraction, contrast, noise, bias_field)
+    check_phantom_args(n, size, seed, tumor_fraction, contrast, noise, bias_field)
     n, size, seed = int(n), int(size), int(seed)
     n_tumor = round(float(n) * float(tumor_fraction))
     labels = np.zeros(n, dtype=np.int64)
@@ -127,46 +139,57 @@ def write_phantoms(
     ``ConfigError``, to write into an existing folder that is not empty. Returns the
     image paths in slice order.
     """
+    from synthmri.core.files import OutputDir, output_guard
+
+    check_phantom_args(n, size, seed, kw.get("tumor_fraction", 0.5), kw.get("contrast", "mixed"))
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(
-            f"refusing to write phantoms into {out}: it exists and is not an empty folder",
-            hint="give a new or empty folder",
-        )
+    with output_guard(out):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ConfigError(
+                f"refusing to write phantoms into {out}: it exists and is not an empty folder",
+                hint="give a new or empty folder",
+            )
+    files = OutputDir(out, empty=True)
     data = make_phantoms(n, size, seed, **kw)
     for name in PHANTOM_CLASSES:
-        (out / name).mkdir(parents=True, exist_ok=True)
+        files.mkdir(name)
     width = max(4, len(str(n - 1)))
     imgs = (data.images[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
     msks = (data.masks[:, 0] > 0.5).to(torch.uint8).numpy() * 255  # type: ignore[union-attr]
     labels = data.labels.tolist()  # type: ignore[union-attr]
     paths = []
     for i in range(n):
-        folder = out / PHANTOM_CLASSES[labels[i]]
+        folder = PHANTOM_CLASSES[labels[i]]
         stem = f"phantom_{i:0{width}d}"
-        path = folder / f"{stem}.png"
-        Image.fromarray(imgs[i], mode="L").save(path)
-        Image.fromarray(msks[i], mode="L").save(folder / f"{stem}_mask.png")
-        paths.append(path)
+        paths.append(files.save_png(imgs[i], folder, f"{stem}.png"))
+        files.save_png(msks[i], folder, f"{stem}_mask.png")
     return paths
 
 
 # ------------------------------------------------------------------------------ internals
 
 
-def _check_args(
+def check_phantom_args(
     n: Any,
     size: Any,
-    seed: Any,
-    tumor_fraction: Any,
-    contrast: Any,
-    noise: Any,
-    bias_field: Any,
+    seed: Any = 0,
+    tumor_fraction: Any = 0.5,
+    contrast: Any = "mixed",
+    noise: Any = 0.03,
+    bias_field: Any = 0.2,
 ) -> None:
-    """Raise ConfigError (one line) for arguments make_phantoms cannot use."""
+    """Raise ConfigError (one line) for arguments make_phantoms cannot use (a size over
+    ``MAX_SIZE``, more than ``MAX_PIXELS`` pixels in all)."""
     for name, value, least in (("n", n, 1), ("size", size, 16), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
             raise ConfigError(f"phantoms: {name} must be an integer >= {least}, got {value!r}")
+    if size > MAX_SIZE:
+        raise ConfigError(f"phantoms: size must be at most {MAX_SIZE}, got {size}")
+    if n * size * size > MAX_PIXELS:
+        raise ConfigError(
+            f"phantoms: {n} slices of {size}x{size} px are {n * size * size / 1e6:.0f} M pixels, "
+            f"over the limit of {MAX_PIXELS / 1e6:.0f} M (1 GiB); use fewer or smaller slices"
+        )
     for name, value, top in (
         ("tumor_fraction", tumor_fraction, 1.0),
         ("noise", noise, 0.5),

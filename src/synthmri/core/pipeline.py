@@ -11,6 +11,7 @@ the written artifacts in :mod:`.artifacts`, the layout of ``metrics.json`` in
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from synthmri._version import __version__
 from synthmri.core.artifacts import real_vs_synthetic_grid, write_image_set
 from synthmri.core.data.load import load_images
 from synthmri.core.data.split import random_subset, real_fraction, split_dataset
-from synthmri.core.errors import ConfigError, DataError, PluginError, SynthMRIError
+from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import (
     Classifier,
     EvalInputs,
@@ -34,8 +35,17 @@ from synthmri.core.interfaces import (
 )
 from synthmri.core.metrics import DataSummary, GeneratorSummary, Metrics, Timings
 from synthmri.core.plugins import get_plugin
+from synthmri.core.preflight import check_run
 from synthmri.core.recipe import Experiment, GeneratorEntry, Recipe, load_recipe
-from synthmri.core.stages import StageCache, content_hash, fingerprint, new_run_dir, stage_seed
+from synthmri.core.stages import (
+    StageCache,
+    content_hash,
+    fingerprint,
+    mark_failed,
+    new_run_dir,
+    stage_seed,
+)
+from synthmri.core.tracking import open_tracker
 from synthmri.core.training import RunContext, load_checkpoint, seed_everything
 
 __all__ = [
@@ -79,16 +89,22 @@ def run_recipe(
         recipe = load_recipe(recipe)
     t0 = time.perf_counter()
     resume_dir = Path(resume) if resume else None
-    if resume_dir is not None and not resume_dir.is_dir():
-        raise ConfigError(f"{resume_dir}: no such run directory")
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
+    # every check `synthmri validate` makes, before a run directory exists
+    check_run(recipe, out=out if main_rank else None, resume=resume_dir, device=device)
     run_dir = new_run_dir(out, recipe.name) if out is not None and main_rank else None
+    tracker = open_tracker(recipe.tracking, run_dir, recipe)  # None unless tracking is on
     run = RunContext(
-        run_dir, device=device or recipe.device, seed=recipe.seed, quiet=quiet, console=console
+        run_dir,
+        device=device or recipe.device,
+        seed=recipe.seed,
+        quiet=quiet,
+        console=console,
+        tracker=tracker,
     )
-    if run_dir is not None:
-        (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
-    cache = StageCache(run_dir, resume_dir)
+    if run.files is not None:
+        run.files.write_text(recipe.to_yaml(), "recipe.yaml")
+    cache = StageCache(run_dir, resume_dir, warn=run.child("resume").note)
     timings: dict[str, float] = {}  # stage -> seconds, in the order the stages ran
 
     try:
@@ -117,17 +133,33 @@ def run_recipe(
             seed=recipe.seed,
         )
         run_evaluators(recipe, inputs, metrics, run, timings)
-    except SynthMRIError:
+        metrics.add_seed_summaries()
+    except BaseException as exc:
         if run_dir is not None:
-            run.log(event="failed")
+            mark_failed(run, exc)  # FAILED (the one-line error) and a log event
+        if tracker is not None:
+            stopped = isinstance(exc, KeyboardInterrupt)
+            tracker.finish(run_dir, None, "KILLED" if stopped else "FAILED")
         raise
     metrics.timings = Timings(total_s=_seconds_since(t0), stages=timings)
+    if tracker is not None and tracker.error:
+        run.note(tracker.error)
     metrics.notes = run.notes
     if run_dir is not None:
         from synthmri.core.report import write_report
 
-        write_report(run_dir, recipe, metrics, run.figures)
-    return RunResult(run_dir, metrics.model_dump(), run.notes)
+        try:
+            write_report(run_dir, recipe, metrics, run.figures)
+        except BaseException as exc:
+            mark_failed(run, exc)
+            if tracker is not None:
+                tracker.finish(run_dir, None, "FAILED")
+            raise
+    result = RunResult(run_dir, metrics.model_dump(), run.notes)
+    if tracker is not None:  # the results, the run directory as written, the status
+        tracker.finish(run_dir, result.metrics)
+        run.note(tracker.error or f"tracked: {tracker.describe()}")
+    return result
 
 
 def _seconds_since(start: float) -> float:
@@ -141,12 +173,12 @@ def load_data(recipe: Recipe, run: RunContext) -> tuple[DataSummary, ImageSet, I
     """Load the real data (a folder, or phantoms) and split it leak-free into train / val /
     test; also the data section of ``metrics.json``."""
     cfg = recipe.data
-    skipped, duplicate_groups, layout = 0, 0, "phantoms"
+    skipped, duplicate_groups, layout, dropped = 0, 0, "phantoms", 0
     if cfg.uses_folder:
         with run.progress(1, "load images") as bar:
             result = load_images(cfg.path or "", cfg)
             bar.advance()
-        data, skipped = result.data, len(result.skipped)
+        data, skipped, dropped = result.data, len(result.skipped), result.dropped
         duplicate_groups, layout = result.duplicate_groups, result.layout
     else:
         from synthmri.core.phantoms import make_phantoms
@@ -160,6 +192,12 @@ def load_data(recipe: Recipe, run: RunContext) -> tuple[DataSummary, ImageSet, I
         )
     if skipped:
         run.note(f"skipped {skipped} unreadable files (on_bad_file: skip)")
+    if dropped:
+        run.note(
+            f"left out {dropped} near-empty slices (less brain than min_brain_fraction "
+            f"{cfg.min_brain_fraction:g})"
+        )
+    run.log(dropped_slices=dropped)
     train, val, test = split_dataset(
         data,
         val=cfg.split.val,
@@ -235,6 +273,7 @@ def train_generators(
                 train_fp,
                 recipe.seed,
                 entry.max_train_images,
+                *filter(None, [model.cache_key()]),  # e.g. a hash of files read (none: as before)
             )
             cached = cache.lookup(key, digest)
             start = time.perf_counter()
@@ -282,13 +321,43 @@ def _of_classes(data: ImageSet, classes: list[str]) -> ImageSet:
 
 
 def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
-    """A trained generator from a checkpoint written by a run, and the checkpoint's metadata."""
+    """A trained generator from a checkpoint written by a run, and the checkpoint's metadata.
+
+    The checkpoint may come from someone else: its keys and their types are checked, and
+    anything wrong (a missing key, params the plugin refuses, a state that does not fit)
+    is a one-line DataError naming the file. Names it holds are used in file names only
+    through ``safe_name``."""
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") != "generator":
-        raise DataError(f"{path}: not a generator checkpoint")
-    cls = get_plugin("generator", ckpt["plugin"])
-    model = cls(ckpt["params"])
-    model.load_state_dict(ckpt["state"])
+        raise DataError(f"{path}: not a generator checkpoint (kind {ckpt.get('kind')!r})")
+    expected = {"plugin": str, "params": dict, "state": dict}
+    missing = [k for k, t in expected.items() if not isinstance(ckpt.get(k), t)]
+    names = ckpt.get("class_names", [])
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        missing.append("class_names")
+    for key in ("class_name", "name"):
+        if ckpt.get(key) is not None and not isinstance(ckpt.get(key), str):
+            missing.append(key)
+    if missing:
+        raise DataError(
+            f"{path}: not a usable generator checkpoint (missing or malformed: "
+            f"{', '.join(missing)})"
+        )
+    try:
+        cls = get_plugin("generator", ckpt["plugin"])
+    except PluginError as exc:
+        raise DataError(f"{path}: {exc.message}", hint=exc.hint) from None
+    try:
+        model = cls(ckpt["params"])
+    except PluginError as exc:
+        raise DataError(f"{path}: {exc.message}") from None
+    try:
+        model.load_state_dict(ckpt["state"])
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise DataError(
+            f"{path}: its state does not fit generator {ckpt['plugin']!r} ({first})"
+        ) from None
     return model, ckpt
 
 
@@ -372,11 +441,14 @@ def run_experiments(
         kind = "classifier" if exp.task == "classify" else "segmenter"
         name = exp.name or f"exp{e_idx}"
         target = test.labels if exp.task == "classify" else test.masks
-        for train_on, gen, fraction in exp.runs(exp.generators or list(synthetic)):
-            data = _training_set(exp, train, synthetic, train_on, gen, fraction, recipe.seed)
+        runs = exp.runs(exp.generators or list(synthetic))
+        for rep, (train_on, gen, fraction) in itertools.product(exp.seeds or [None], runs):
+            tag = "" if rep is None else f"/seed{rep}"  # one training per seed when seeds given
+            data = _training_set(exp, train, synthetic, train_on, gen, fraction, recipe.seed, tag)
             for model_entry in exp.models:
                 key = (
                     f"{exp.task}/{name}/{model_entry.label}/{train_on}/{gen or 'real'}/{fraction:g}"
+                    + tag
                 )
                 digest = content_hash(
                     model_entry.model_dump(mode="json"),
@@ -417,6 +489,7 @@ def run_experiments(
                     target=target,
                     output=payload["output"],
                     class_names=list(test.class_names),
+                    seed=rep,
                 )
                 predictions.append(row)
                 if payload.get("masks") is not None:
@@ -441,12 +514,15 @@ def _training_set(
     gen: str | None,
     fraction: float,
     seed: int,
+    tag: str = "",
 ) -> ImageSet:
-    """The training data of one run: a share of the real train part and/or the first
-    ``synthetic_per_class`` images per class of generator ``gen``."""
+    """The training data of one run: a share of the real train part (drawn anew per
+    experiment seed ``tag``) and/or the first ``synthetic_per_class`` images per class of
+    generator ``gen``."""
     parts = []
     if train_on != "synthetic":
-        parts.append(real_fraction(train, fraction, stage_seed(seed, f"fraction/{fraction}")))
+        share_seed = stage_seed(seed, f"fraction/{fraction}{tag}")
+        parts.append(real_fraction(train, fraction, share_seed))
     if gen is not None:
         syn = synthetic[gen]
         per = [

@@ -5,7 +5,10 @@ entry point in group ``synthmri`` (``[project.entry-points.synthmri]``). Both ar
 registered with one pluggy manager and asked for their classes through the hooks
 of ``hookspecs``. ``SYNTHMRI_DISABLE_PLUGINS=name,...`` blocks external plugins
 by entry-point name or distribution name. A plugin that fails to import or
-register is recorded as broken (``Registry.broken``) and the others still load.
+register is recorded as broken (``Registry.broken``) and the others still load: any
+exception counts, ``SystemExit`` from a plugin that calls ``sys.exit()`` included (only
+Ctrl-C, ``KeyboardInterrupt``, goes through). A name two providers register is blocked
+alone (asking for it is an error naming both).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pluggy
 from synthmri._version import __version__
 from synthmri.core import hookspecs
 from synthmri.core.hookspecs import HOOK_KINDS, PROJECT
-from synthmri.core.registry import BrokenPlugin, DuplicatePluginError, PluginInfo, Registry
+from synthmri.core.registry import BrokenPlugin, PluginInfo, Registry
 
 ENTRY_POINT_GROUP = "synthmri"
 DISABLE_ENV = "SYNTHMRI_DISABLE_PLUGINS"
@@ -29,8 +32,14 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "synthmri.plugins.generators.dcgan",
     "synthmri.plugins.generators.wgan_gp",
     "synthmri.plugins.generators.oneshot_gan",
+    "synthmri.plugins.generators.fastgan",
     "synthmri.plugins.generators.vae",
+    "synthmri.plugins.generators.augment",
+    "synthmri.plugins.generators.lesion_paste",
+    "synthmri.plugins.generators.folder",
+    "synthmri.plugins.generators.pca_gmm",
     "synthmri.plugins.classifiers.torchvision_models",
+    "synthmri.plugins.classifiers.efficientnet",
     "synthmri.plugins.classifiers.brain_cnn",
     "synthmri.plugins.classifiers.vae_anomaly",
     "synthmri.plugins.segmenters.unet",
@@ -79,7 +88,9 @@ def build_registry() -> Registry:
         try:
             module = load()
             pm.register(module, name=name)
-        except Exception as exc:  # a broken plugin must not break the toolkit
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a broken plugin (even sys.exit()) must not break us
             registry.broken.append(BrokenPlugin(name, package, version, _describe(exc)))
             continue
         providers[name] = (package, version)
@@ -95,9 +106,9 @@ def build_registry() -> Registry:
 
             try:
                 impl.function(register=register)
-            except DuplicatePluginError:
+            except KeyboardInterrupt:
                 raise
-            except Exception as exc:
+            except BaseException as exc:
                 registry.broken.append(
                     BrokenPlugin(impl.plugin_name, package, version, _describe(exc))
                 )
@@ -105,7 +116,10 @@ def build_registry() -> Registry:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({exc.code!r}) while loading"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
 def get_registry() -> Registry:

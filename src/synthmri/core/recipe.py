@@ -11,6 +11,7 @@ directory keeps, so a run can be repeated exactly.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,32 @@ from synthmri.core.data.options import LoadOptions
 from synthmri.core.errors import ConfigError, PluginError, RecipeError
 from synthmri.core.interfaces import TRAIN_ON, format_validation_error
 
+#: the largest recipe file read
+MAX_RECIPE_BYTES = 4 * 1024 * 1024
+#: what ``device`` may say (``--device`` too)
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?|mps)$"
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` where only true/false are booleans: ``yes``, ``no``, ``on`` and
+    ``off`` stay the strings a user wrote (``classes: [yes, no]`` names the folders ``yes/``
+    and ``no/``; a bool field still reads ``augment: yes`` as true)."""
+
+
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -46,6 +73,15 @@ class SplitConfig(_Strict):
         False, description="take the test part from the layout's Validation/Test folders"
     )
 
+    @model_validator(mode="after")
+    def _leaves_a_train_part(self) -> SplitConfig:
+        if self.val + self.test >= 1.0:
+            raise ValueError(
+                f"val + test = {self.val + self.test:g} leaves no training data; "
+                "their sum must be below 1"
+            )
+        return self
+
 
 class DataConfig(LoadOptions):
     """The real data: built-in phantoms, or a folder of images / volumes read with the
@@ -56,8 +92,10 @@ class DataConfig(LoadOptions):
     )
     path: str | None = Field(None, description="folder of class folders, image+mask pairs or NIfTI")
     size: int = Field(64, ge=16, le=1024, description="side length in pixels after preprocessing")
-    n: int = Field(600, ge=8, description="phantoms: number of slices")
-    contrast: str = Field("mixed", description="phantoms: t1, t2, flair or mixed")
+    n: int = Field(600, ge=8, le=1_000_000, description="phantoms: number of slices")
+    contrast: Literal["t1", "t2", "flair", "mixed"] = Field(
+        "mixed", description="phantoms: t1, t2, flair or mixed"
+    )
     tumor_fraction: float = Field(0.5, ge=0.0, le=1.0, description="phantoms: share with tumour")
     split: SplitConfig = Field(default_factory=SplitConfig)
 
@@ -76,6 +114,11 @@ class DataConfig(LoadOptions):
     def _folder_needs_path(self) -> DataConfig:
         if self.source == "folder" and not self.path:
             raise ValueError("source 'folder' needs `path` (e.g. --set data.path=/my/images)")
+        if self.source == "phantoms" and self.path:
+            raise ValueError(
+                f"`path` ({self.path}) is set but source is 'phantoms', which would ignore it; "
+                "use --set data.source=folder (or auto) to load the folder, or drop the path"
+            )
         return self
 
 
@@ -137,6 +180,13 @@ class Experiment(_Strict):
     real_fraction: list[float] = Field(default_factory=lambda: [1.0])
     synthetic_per_class: int = Field(200, ge=1)
     generators: list[str] | None = Field(None, description="generator names (default: all)")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="train every model once per seed (its initialisation and, below a real "
+        "fraction of 1, the share of the real train part drawn); results get a `seed` column "
+        "and a `<section>_summary` section with the mean and spread over seeds",
+    )
 
     @field_validator("real_fraction")
     @classmethod
@@ -159,17 +209,51 @@ class Experiment(_Strict):
         return out
 
 
+class TrackingConfig(_Strict):
+    """Experiment tracking (``synthmri run --track BACKEND`` sets ``backend``); off by default.
+    The run directory is written either way."""
+
+    backend: Literal["none", "mlflow", "tensorboard"] = Field(
+        "none", description="none, mlflow (extra synthmri[mlflow]) or tensorboard"
+    )
+    uri: str | None = Field(
+        None,
+        description="mlflow: the tracking URI (http://127.0.0.1:5000, sqlite:///mlflow.db, ...; "
+        "default: MLFLOW_TRACKING_URI or MLflow's default); tensorboard: a log folder that "
+        "gets one sub-folder per run (default: the run directory's tensorboard/)",
+    )
+    experiment: str | None = Field(
+        None, description="mlflow: the experiment name (default: the recipe name)"
+    )
+    artifacts: bool = Field(True, description="mlflow: upload the run directory at the end")
+
+    @field_validator("uri", "experiment")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty (leave it out for the default)")
+        return value.strip() if value is not None else None
+
+
 class Recipe(_Strict):
     """A whole study."""
 
     name: str
     description: str = ""
     seed: int = 0
-    device: str = "auto"
+    device: str = Field("auto", description="auto, cpu, cuda[:N] or mps")
     data: DataConfig = Field(default_factory=DataConfig)
     generators: list[GeneratorEntry] = Field(default_factory=list)
     experiments: list[Experiment] = Field(default_factory=list)
     evaluate: list[PluginEntry] = Field(default_factory=list)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(DEVICE_PATTERN, value):
+            raise ValueError(f"unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps")
+        return value
 
     def synthetic_per_class(self) -> dict[str, int]:
         """Generator name -> the most synthetic images per class any experiment trains on
@@ -221,11 +305,15 @@ def load_recipe(
     path_or_name: str | Path, overrides: list[str] | None = None, *, check_plugins: bool = True
 ) -> Recipe:
     """Read, override, validate. Errors name the YAML path and line; exit code 2 in the CLI."""
+    from synthmri.core.files import UnusableFile, read_limited
+
     path = resolve_recipe_path(path_or_name)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path}: cannot read ({exc})") from None
+        text = read_limited(path, MAX_RECIPE_BYTES).decode("utf-8")
+    except UnusableFile as exc:
+        raise RecipeError(exc.message) from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: cannot read (not UTF-8 text)") from None
     return parse_recipe(text, source=str(path), overrides=overrides, check_plugins=check_plugins)
 
 
@@ -238,8 +326,8 @@ def parse_recipe(
 ) -> Recipe:
     """Parse recipe YAML text (see ``load_recipe``)."""
     try:
-        raw = yaml.safe_load(text)
-        node = yaml.compose(text)
+        raw = _yaml_load(text)
+        node = yaml.compose(text, Loader=_RecipeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -247,27 +335,41 @@ def parse_recipe(
         raise RecipeError(f"{where}: invalid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping of keys (name, data, ...)")
+    overridden: dict[tuple[str, ...], str] = {}
     for item in overrides or []:
-        apply_override(raw, item)
+        overridden[apply_override(raw, item)] = item
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise RecipeError(_located(exc, node, source)) from None
+        raise RecipeError(_located(exc, node, source, overridden), hint=_hint(exc)) from None
     if check_plugins:
-        check_recipe_plugins(recipe, node, source)
+        check_recipe_plugins(recipe, node, source, overridden)
     return recipe
 
 
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply one ``a.b.c=value`` (value parsed as YAML; list positions as numbers)."""
+def _hint(exc: ValidationError) -> str | None:
+    """A hint for YAML's booleans where a string was expected (``classes: [true]``)."""
+    if any(e["type"] == "string_type" and isinstance(e.get("input"), bool) for e in exc.errors()):
+        return "YAML reads true/false as booleans: quote a name that is spelled so ('true')"
+    return None
+
+
+def apply_override(raw: dict[str, Any], item: str) -> tuple[str, ...]:
+    """Apply one ``a.b.c=value`` (value parsed as YAML; list positions as numbers); returns
+    the key path set. A key with an empty or odd part is a RecipeError naming the ``--set``."""
     if "=" not in item:
         raise RecipeError(f"--set {item!r}: expected key.path=value")
     key, value_text = item.split("=", 1)
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = _yaml_load(value_text) if value_text.strip() else None
     except yaml.YAMLError:
         value = value_text
     parts = key.strip().split(".")
+    if any(not re.fullmatch(r"[A-Za-z0-9_\-]+", part) for part in parts):
+        raise RecipeError(
+            f"--set {item!r}: {key.strip()!r} is not a key path",
+            hint="give dot-separated keys and list positions, e.g. --set data.size=64",
+        )
     target: Any = raw
     for i, part in enumerate(parts[:-1]):
         target = _step(target, part, key, create=True, next_part=parts[i + 1])
@@ -278,6 +380,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         target[last] = value
     else:
         raise RecipeError(f"--set {key}: {'.'.join(parts[:-1])} is not a section")
+    return tuple(parts)
 
 
 def _index(seq: list[Any], part: str, key: str) -> int:
@@ -331,7 +434,27 @@ def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> str:
     return f":{found.start_mark.line + 1}" if found is not None else ""
 
 
-def _located(exc: ValidationError, node: yaml.Node | None, source: str) -> str:
+def _where(
+    node: yaml.Node | None,
+    loc: tuple[Any, ...],
+    source: str,
+    overridden: dict[tuple[str, ...], str] | None,
+) -> str:
+    """``file:line`` of ``loc``, or ``--set key=value`` when an override set it."""
+    at = tuple(str(p) for p in loc)
+    for key, item in (overridden or {}).items():
+        n = min(len(key), len(at))
+        if key[:n] == at[:n]:
+            return f"--set {item}"
+    return f"{source}{_line(node, loc)}"
+
+
+def _located(
+    exc: ValidationError,
+    node: yaml.Node | None,
+    source: str,
+    overridden: dict[tuple[str, ...], str] | None = None,
+) -> str:
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -339,12 +462,17 @@ def _located(exc: ValidationError, node: yaml.Node | None, source: str) -> str:
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         if err["type"] == "extra_forbidden":
             msg += _close_key_hint(loc)
-        lines.append(f"{source}{_line(node, loc)}: {path}: {msg}")
+        msg = msg.removeprefix("Value error, ")
+        lines.append(f"{_where(node, loc, source, overridden)}: {path}: {msg}")
     return "\n".join(lines[:5])
 
 
 def _close_key_hint(loc: tuple[Any, ...]) -> str:
-    models: dict[str, type[BaseModel]] = {"data": DataConfig, "split": SplitConfig}
+    models: dict[str, type[BaseModel]] = {
+        "data": DataConfig,
+        "split": SplitConfig,
+        "tracking": TrackingConfig,
+    }
     model: type[BaseModel] = Recipe
     for part in loc[:-1]:
         if isinstance(part, str):
@@ -361,28 +489,35 @@ def _close_key_hint(loc: tuple[Any, ...]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def check_recipe_plugins(recipe: Recipe, node: yaml.Node | None = None, source: str = "") -> None:
+def check_recipe_plugins(
+    recipe: Recipe,
+    node: yaml.Node | None = None,
+    source: str = "",
+    overridden: dict[tuple[str, ...], str] | None = None,
+) -> None:
     """Resolve every plugin name and validate its params; fill params with their defaults."""
     from synthmri.core.plugins import get_plugin
 
     where = source or "<recipe>"
+
+    def at(loc: tuple[Any, ...]) -> str:
+        """file:line of ``loc``, or the --set that set it."""
+        return _where(node, loc, where, overridden)
 
     def check(kind: str, entry: PluginEntry, loc: tuple[Any, ...]) -> type:
         try:
             cls = get_plugin(kind, entry.plugin)
         except PluginError as exc:
             raise RecipeError(
-                f"{where}{_line(node, (*loc, 'plugin'))}: "
-                f"{'.'.join(map(str, loc))}.plugin: {exc.message}",
+                f"{at((*loc, 'plugin'))}: {'.'.join(map(str, loc))}.plugin: {exc.message}",
                 hint=exc.hint,
             ) from None
         try:
             params = cls.Params(**entry.params)
         except ValidationError as exc:
             first = exc.errors()[0]
-            at = (*loc, "params", *first["loc"])
             raise RecipeError(
-                f"{where}{_line(node, at)}: "
+                f"{at((*loc, 'params', *first['loc']))}: "
                 f"{format_validation_error(exc, '.'.join(map(str, (*loc, 'params'))))}",
                 hint=f"`synthmri plugins show {entry.plugin}` lists its params",
             ) from None
@@ -394,7 +529,7 @@ def check_recipe_plugins(recipe: Recipe, node: yaml.Node | None = None, source: 
         cls = check("generator", gen, ("generators", i))  # an instance: flags follow params
         if not gen.per_class and not cls.conditional:
             raise RecipeError(
-                f"{where}{_line(node, ('generators', i, 'per_class'))}: generators.{i}.per_class: "
+                f"{at(('generators', i, 'per_class'))}: generators.{i}.per_class: "
                 f"{gen.plugin!r} is not conditional, so it must be trained per class"
             )
         if gen.label in labels:
@@ -416,20 +551,20 @@ def check_recipe_plugins(recipe: Recipe, node: yaml.Node | None = None, source: 
         for g in exp.generators or []:
             if g not in labels:
                 raise RecipeError(
-                    f"{where}{_line(node, ('experiments', i, 'generators'))}: "
+                    f"{at(('experiments', i, 'generators'))}: "
                     f"experiments.{i}.generators: unknown generator {g!r}; "
                     f"the recipe has: {', '.join(sorted(labels)) or 'none'}"
                 )
         if any(t != "real" for t in exp.train_on):
             if not recipe.generators:
                 raise RecipeError(
-                    f"{where}{_line(node, ('experiments', i, 'train_on'))}: "
+                    f"{at(('experiments', i, 'train_on'))}: "
                     f"experiments.{i}.train_on: synthetic or mixed training needs a generator"
                 )
             maskless = [g for g in (exp.generators or labels) if not labels[g].emits_masks]
             if exp.task == "segment" and maskless:
                 raise RecipeError(
-                    f"{where}{_line(node, ('experiments', i, 'generators'))}: "
+                    f"{at(('experiments', i, 'generators'))}: "
                     f"experiments.{i}: segmentation needs generators that emit masks; "
                     f"{', '.join(maskless)} do not",
                     hint="set `emits_masks: true` in their params, or list others in `generators`",

@@ -5,14 +5,18 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
-import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synthmri.core.answer import Answer, answer, key_figure
 from synthmri.core.artifacts import pyplot
-from synthmri.core.metrics import RESULT_SECTIONS, Metrics
+from synthmri.core.files import OutputDir, safe_name
+from synthmri.core.metrics import RESULT_SECTIONS, Metrics, brief_rows
+from synthmri.core.ranking import rank_generators
 from synthmri.core.recipe import Recipe
 
 
@@ -56,10 +60,8 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    """Write JSON to a temp file, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON to a temp file, then rename (through the writer bound to its folder)."""
+    OutputDir(path.parent).write_text(json.dumps(obj, indent=2, default=str), path.name)
 
 
 def write_results_csv(metrics: dict[str, Any], path: Path) -> None:
@@ -68,13 +70,14 @@ def write_results_csv(metrics: dict[str, Any], path: Path) -> None:
     columns: list[str] = []
     for r in rows:
         columns += [k for k in r if k not in columns]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns or ["task"])
-        writer.writeheader()
-        for r in rows:
-            writer.writerow(
-                {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
-            )
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=columns or ["task"])
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(
+            {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
+        )
+    OutputDir(path.parent).write_text(buf.getvalue(), path.name)
 
 
 def plot_training_curves(run_dir: Path) -> list[Path]:
@@ -109,10 +112,12 @@ def plot_training_curves(run_dir: Path) -> list[Path]:
         ax.set_xlabel("step" if "generate" in stage else "epoch / step", fontsize=8)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-        target = run_dir / "figures" / (stage.replace("/", "-") + "-curves.png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(target, dpi=90, bbox_inches="tight")
-        plt.close(fig)
+        try:
+            target = OutputDir(run_dir).save_figure(
+                fig, "figures", safe_name(stage.replace("/", "-") + "-curves") + ".png", dpi=90
+            )
+        finally:
+            plt.close(fig)
         out.append(target)
     return out
 
@@ -137,6 +142,12 @@ def write_report(run_dir: Path, recipe: Recipe, metrics: Metrics, figures: list[
     write_json_atomic(dumped, run_dir / "metrics.json")
     write_results_csv(dumped, run_dir / "results.csv")
     figs = _figure_order([*figures, *plot_training_curves(run_dir)])
+    result = answer(dumped)
+    key = key_figure(dumped, result, run_dir, figs)
+    captions = {p: caption_of(p) for p in figs}
+    if key is not None:
+        captions[key[0]] = key[1] or caption_of(key[0])
+        figs = [p for p in figs if p != key[0]]
     data = metrics.data
     summary = (
         f"data: {data.n_train} train / {data.n_val} val / "
@@ -146,41 +157,159 @@ def write_report(run_dir: Path, recipe: Recipe, metrics: Metrics, figures: list[
         f"{metrics.timings.total_s if metrics.timings else 0:.0f} s on {metrics.device}"
     )
     sections = metrics.row_sections()
-    # markdown
-    md = [f"# {recipe.name}", "", recipe.description.strip(), "", summary, ""]
-    for section, rows in sections:
-        cols, cells = table_rows(rows)
-        md += [f"## {section}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        md += ["| " + " | ".join(c) + " |" for c in cells]
-        md.append("")
+    ranking = rank_generators(dumped)
+    if len(ranking) > 1:  # right after the answer: which generator is worth using
+        sections.insert(0, ("generators ranked", ranking))
+    page = _Page(recipe, metrics, summary, result, key, figs, captions, sections)
+    OutputDir(run_dir).write_text(_markdown(page), "report.md")
+    parts = _html(page)
+    OutputDir(run_dir).write_text("\n".join(parts), "report.html")
+
+
+def caption_of(figure: Path) -> str | None:
+    """What to look for in ``figure``: the caption stored beside it by
+    ``RunContext.save_figure`` (``<name>.txt``), or the one for training curves."""
+    side = figure.with_suffix(".txt")
+    if side.is_file():
+        return side.read_text(encoding="utf-8").strip() or None
+    if figure.stem.endswith("-curves"):
+        if figure.stem.startswith("generate-"):
+            return (
+                "The generator's training values per step. Look for: losses that stay in a "
+                "band rather than one network winning (loss_d near 0 with loss_g rising means "
+                "the discriminator won and the generator learns nothing), and a batch "
+                "diversity close to diversity_real (far below it means mode collapse)."
+            )
+        return (
+            "Training loss and validation score per epoch. Look for: a loss that falls and "
+            "settles; a validation score that stops rising is where early stopping kept the "
+            "best epoch; a score that never rises means the model learned nothing useful."
+        )
+    return None
+
+
+def _md_table(rows: list[dict[str, Any]]) -> list[str]:
+    cols, cells = table_rows(rows)
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + [
+        "| " + " | ".join(c) + " |" for c in cells
+    ]
+
+
+def _html_table(rows: list[dict[str, Any]]) -> str:
+    cols, cells = table_rows(rows)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in line) + "</tr>" for line in cells
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+@dataclass
+class _Page:
+    """What both report files show, in their order."""
+
+    recipe: Recipe
+    metrics: Metrics
+    summary: str
+    result: Answer
+    key: tuple[Path, str | None] | None
+    figs: list[Path]
+    captions: dict[Path, str | None]
+    sections: list[tuple[str, list[dict[str, Any]]]]
+
+
+def _markdown(page: _Page) -> str:
+    """report.md: the answer, the key figure, the run, the tables, notes, figures."""
+    recipe, metrics, result, key = page.recipe, page.metrics, page.result, page.key
+    captions = page.captions
+    md = [f"# {recipe.name}", ""]
+    if result.sentences:
+        lead = " ".join([f"**{result.sentences[0]}**", *result.sentences[1:]])
+        md += [lead, "", f"*{result.scope}*", ""]
+    else:
+        md += ["This run has no classification or segmentation results; its tables follow.", ""]
+    if key is not None:
+        md += [f"![{key[0].stem}](figures/{key[0].name})", ""]
+        if captions.get(key[0]):
+            md += [f"*{captions[key[0]]}*", ""]
+    md += [recipe.description.strip(), "", page.summary, ""]
+    for section, rows in page.sections:
+        shown = brief_rows(rows) if section in RESULT_SECTIONS else rows
+        md += [f"## {section}", "", *_md_table(shown), ""]
+    if any(s in RESULT_SECTIONS for s, _ in page.sections):
+        md += ["Every column of every result: `results.csv` and `metrics.json`.", ""]
     if metrics.notes:
         md += ["## notes", ""] + [f"- {n}" for n in metrics.notes] + [""]
-    md += ["## figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figs]
-    (run_dir / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    # html (figures inline)
+    md += ["## figures", ""]
+    for p in page.figs:
+        md += [f"![{p.stem}](figures/{p.name})", ""]
+        md += [f"*{p.stem}: {captions[p]}*", ""] if captions.get(p) else []
+    return "\n".join(md) + "\n"
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em 2em;max-width:1200px;color:#222}"
+    "h1{margin:.2em 0 .4em}"
+    ".answer{font-size:17px;line-height:1.45;background:#f2f6fb;border-left:5px solid #2a6ebb;"
+    "padding:.6em 1em;margin:0 0 .8em;max-width:1000px}.answer p{margin:.2em 0}"
+    ".scope{font-size:12px;color:#555}"
+    ".key{display:flex;gap:1.2em;align-items:flex-start;margin:.4em 0 1em;max-width:1150px}"
+    ".key img{max-height:430px;max-width:680px}.key figcaption{max-width:420px;font-size:13px}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}"
+    "figure{display:inline-block;margin:.5em;vertical-align:top;max-width:560px}"
+    "figcaption{font-size:12px;color:#444}img{max-width:100%}details{margin:0 0 1em}"
+)
+
+
+def _figure_html(p: Path, caption: str | None, cls: str = "") -> str:
+    b64 = base64.b64encode(p.read_bytes()).decode()
+    text = f"<b>{html.escape(p.stem)}</b>" + (f": {html.escape(caption)}" if caption else "")
+    attr = f" class='{cls}'" if cls else ""
+    return (
+        f"<figure{attr}><img src='data:image/png;base64,{b64}' alt='{html.escape(p.stem)}'>"
+        f"<figcaption>{text}</figcaption></figure>"
+    )
+
+
+def _html(page: _Page) -> list[str]:
+    """report.html (figures inline): the answer and the key figure first, then the run,
+    the tables (result tables short, every column folded below), notes, figures, timings."""
+    recipe, metrics, result, key = page.recipe, page.metrics, page.result, page.key
+    captions = page.captions
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>synthmri: {html.escape(recipe.name)}</title><style>",
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}",
-        "table{border-collapse:collapse;margin:1em 0;font-size:13px}",
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}",
-        "th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}",
-        "figure{display:inline-block;margin:.5em;vertical-align:top}",
-        "figcaption{font-size:12px;color:#555}img{max-width:100%}</style></head><body>",
-        f"<h1>{html.escape(recipe.name)}</h1><p>{html.escape(recipe.description)}</p>",
-        f"<p>{html.escape(summary)}</p>",
+        f"<title>synthmri: {html.escape(recipe.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(recipe.name)}</h1>",
     ]
-    for section, rows in sections:
-        cols, cells = table_rows(rows)
+    if result.sentences:
+        lead = " ".join(html.escape(s) for s in result.sentences)
         parts.append(
-            f"<h2>{html.escape(section)}</h2><table><tr>"
-            + "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-            + "</tr>"
+            f"<section class='answer' id='answer'><p>{lead}</p>"
+            f"<p class='scope'>{html.escape(result.scope)}</p></section>"
         )
-        parts += [
-            "<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in c) + "</tr>" for c in cells
-        ]
-        parts.append("</table>")
+    else:
+        parts.append(
+            "<section class='answer' id='answer'><p>This run has no classification or "
+            "segmentation results; its tables follow.</p></section>"
+        )
+    if key is not None and key[0].is_file():
+        parts.append(_figure_html(key[0], captions.get(key[0]), "key"))
+    parts += [
+        f"<p>{html.escape(recipe.description)}</p>",
+        f"<p>{html.escape(page.summary)}</p>",
+    ]
+    for section, rows in page.sections:
+        parts.append(f"<h2>{html.escape(section)}</h2>")
+        if section in RESULT_SECTIONS:
+            parts.append(_html_table(brief_rows(rows)))
+            parts.append(
+                f"<details><summary>every column of {html.escape(section)}</summary>"
+                f"{_html_table(rows)}</details>"
+            )
+        else:
+            parts.append(_html_table(rows))
     if metrics.notes:
         parts.append(
             "<h2>notes</h2><ul>"
@@ -188,13 +317,7 @@ def write_report(run_dir: Path, recipe: Recipe, metrics: Metrics, figures: list[
             + "</ul>"
         )
     parts.append("<h2>figures</h2>")
-    for p in figs:
-        if p.is_file():
-            b64 = base64.b64encode(p.read_bytes()).decode()
-            parts.append(
-                f"<figure><img src='data:image/png;base64,{b64}'>"
-                f"<figcaption>{html.escape(p.stem)}</figcaption></figure>"
-            )
+    parts += [_figure_html(p, captions.get(p)) for p in page.figs if p.is_file()]
     timings = metrics.timings.stages if metrics.timings else {}
     if timings:
         parts.append(
@@ -205,6 +328,4 @@ def write_report(run_dir: Path, recipe: Recipe, metrics: Metrics, figures: list[
             + "</table>"
         )
     parts.append("</body></html>")
-    tmp = run_dir / ".report.html.tmp"
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, run_dir / "report.html")
+    return parts

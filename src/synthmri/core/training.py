@@ -6,12 +6,11 @@ progress bars, ``log.jsonl`` lines, figures and atomic checkpoints. Under
 ``torchrun --nproc_per_node=N`` it wraps models in DistributedDataParallel and
 only rank 0 writes files and logs.
 
-``train_supervised`` is the loop the classifiers and segmenters share: AdamW,
-cosine schedule, optional augmentation, early stopping on the validation part;
-``SupervisedParams`` are its settings, which their params extend.
+``predict_batched`` runs a model over a tensor in batches; the supervised loop built on
+these pieces is in :mod:`.supervised`.
 
-Importing this module loads no torch (plugin modules import ``SupervisedParams`` at
-module level); the functions import it when called.
+Importing this module loads no torch (plugin modules import it at module level); the
+functions import it when called.
 """
 
 from __future__ import annotations
@@ -25,26 +24,21 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field
 
 from synthmri.core.errors import ConfigError, TrainingError
-from synthmri.core.interfaces import StrictParams
-from synthmri.core.stages import safe_name
+from synthmri.core.files import OutputDir, safe_name
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from synthmri.core.tracking import Tracker
+
 __all__ = [
-    "BatchSize",
-    "Epochs",
-    "LearningRate",
-    "Patience",
     "RunContext",
-    "SupervisedParams",
     "check_finite",
     "distributed_world_size",
     "init_distributed",
@@ -54,7 +48,6 @@ __all__ = [
     "resolve_device",
     "save_atomic",
     "seed_everything",
-    "train_supervised",
     "unwrap",
 ]
 
@@ -172,6 +165,7 @@ class RunContext:
         quiet: bool = True,
         stage: str = "",
         console: Any = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = resolve_device(device)
@@ -180,13 +174,18 @@ class RunContext:
         self.stage = stage
         self.console = console
         self.rank, self.world_size = init_distributed(self.device)
+        #: experiment tracking (MLflow, TensorBoard): every log line and figure, rank 0 only
+        self.tracker = tracker if self.is_main else None
         self.figures: list[Path] = []
         self.notes: list[str] = []
         self._progress: Any = None
         self._log_file: Any = None
+        #: the writer bound to the run directory: every file of the run goes through it
+        self.files: OutputDir | None = None
         if self.out_dir is not None and self.is_main:
+            self.files = OutputDir(self.out_dir)
             for sub in ("figures", "checkpoints"):
-                (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
+                self.files.mkdir(sub)
 
     # -- identity
     @property
@@ -207,15 +206,19 @@ class RunContext:
             return
         line = {"time": round(time.time(), 3), "stage": self.stage}
         line.update({k: _plain(v) for k, v in values.items()})
-        with open(self.out_dir / "log.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(line) + "\n")
+        if self.files is not None:
+            self.files.append_text(json.dumps(line) + "\n", "log.jsonl")
+        if self.tracker is not None:
+            self.tracker.log_line(line)
 
     def note(self, message: str) -> None:
         """A message for the user (printed unless quiet) and the log."""
         self.notes.append(f"[{self.stage}] {message}" if self.stage else message)
         self.log(note=message)
         if not self.quiet and self.console is not None and self.is_main:
-            self.console.print(f"[yellow]note[/] {self.stage}: {message}")
+            from rich.markup import escape
+
+            self.console.print(f"[yellow]note[/] {escape(self.stage)}: {escape(message)}")
 
     @contextlib.contextmanager
     def progress(self, total: int, description: str = "") -> Iterator[_Progress]:
@@ -243,37 +246,47 @@ class RunContext:
             transient=True,
         )
         with bar:
-            task = bar.add_task(description or self.stage, total=total, info="")
+            from rich.markup import escape
+
+            task = bar.add_task(escape(description or self.stage), total=total, info="")
             yield _Progress(bar, task)
 
     # -- files
     def path(self, *parts: str) -> Path | None:
-        """A path inside the run directory (parents created), or None without one."""
-        if self.out_dir is None or not self.is_main:
+        """A path inside the run directory (each part made a safe file name, parents
+        created), or None without one; a path that would leave the run directory is an
+        OutputError."""
+        if self.files is None or not self.is_main:
             return None
-        p = self.out_dir.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
+        return self.files.path(*parts)
 
-    def save_figure(self, fig: Any, name: str) -> Path | None:
-        """Save a matplotlib figure as ``figures/<stage>-<name>.png`` and close it."""
+    def save_figure(self, fig: Any, name: str, caption: str | None = None) -> Path | None:
+        """Save a matplotlib figure as ``figures/<stage>-<name>.png`` and close it.
+
+        ``caption`` says what to look for in the figure; it is stored beside it
+        (``<stage>-<name>.txt``) and shown under it in the report.
+        """
         import matplotlib.pyplot as plt
 
         stem = f"{self.stage}-{name}" if self.stage else name
-        target = self.path("figures", safe_name(stem) + ".png")
-        if target is not None:
-            fig.savefig(target, dpi=100, bbox_inches="tight")
-            self.figures.append(target)
-        plt.close(fig)
+        target = None
+        try:
+            if self.files is not None and self.is_main:
+                target = self.files.save_figure(fig, "figures", safe_name(stem) + ".png")
+                if caption:
+                    self.files.write_text(caption.strip(), "figures", safe_name(stem) + ".txt")
+                self.figures.append(target)
+        finally:
+            plt.close(fig)
+        if target is not None and self.tracker is not None:
+            self.tracker.figure(target, caption)
         return target
 
     def save_checkpoint(self, name: str, payload: dict[str, Any]) -> Path | None:
         """Write ``checkpoints/<name>.pt`` atomically (temp file, then rename)."""
-        target = self.path("checkpoints", safe_name(name) + ".pt")
-        if target is None:
+        if self.files is None or not self.is_main:
             return None
-        save_atomic(payload, target)
-        return target
+        return self.files.save_torch(payload, "checkpoints", safe_name(name) + ".pt")
 
     # -- speed
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -311,28 +324,64 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_atomic(payload: Any, target: Path) -> None:
-    """``torch.save`` to a temp file beside ``target``, then rename over it."""
-    import torch
+    """``torch.save`` to a temp file beside ``target``, then rename over it (the temp file
+    is removed if the write fails; OS errors are an OutputError naming ``target``)."""
+    OutputDir(target.parent).save_torch(payload, target.name)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, target)
+
+#: the largest checkpoint ``load_checkpoint`` reads
+MAX_CHECKPOINT_BYTES = 8 * 1024**3
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``); errors name the file."""
+    """Read a checkpoint safely: a regular file (never a FIFO or device), read with
+    ``torch.load(weights_only=True)``, holding a dict. Every failure is a one-line
+    DataError naming the file (a checkpoint that needs code to load is refused)."""
+    import re
+
     import torch
 
     from synthmri.core.errors import DataError
+    from synthmri.core.files import check_regular
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise DataError(f"{p}: checkpoint not found")
+    check_regular(p, MAX_CHECKPOINT_BYTES)
+    hint = "give a checkpoint written by a synthmri run (its checkpoints/*.pt)"
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DataError(f"{p}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+        text = str(exc)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:  # torch's weights-only unpickler refused a Python object
+            raise DataError(
+                f"{p}: refused: it holds a Python object ({found.group(1)}) that could run "
+                "code when loaded; synthmri reads only tensors and plain data",
+                hint=hint,
+            ) from None
+        raise DataError(
+            f"{p}: not a readable checkpoint (corrupt or not a torch file: {_reason(text, exc)})",
+            hint=hint,
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise DataError(
+            f"{p}: not a synthmri checkpoint (it holds a {type(ckpt).__name__}, not a dict)",
+            hint=hint,
+        )
+    return ckpt
+
+
+def _reason(text: str, exc: BaseException) -> str:
+    """The informative line of a torch.load error (not its advice to drop weights_only)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    keep = [
+        ln
+        for ln in lines
+        if not ln.startswith(("Weights only load failed", "Please file an issue", "Check the doc"))
+    ]
+    line = (keep or lines or [type(exc).__name__])[0]
+    return line.removeprefix("WeightsUnpickler error:").strip()[:160] or type(exc).__name__
 
 
 def _plain(v: Any) -> Any:
@@ -345,143 +394,6 @@ def _plain(v: Any) -> Any:
     if isinstance(v, Path):
         return str(v)
     return v
-
-
-# ------------------------------------------------------------------ supervised loop
-
-Epochs = Annotated[int, Field(ge=1, description="maximum number of training epochs")]
-BatchSize = Annotated[int, Field(ge=1, description="images per training step")]
-LearningRate = Annotated[float, Field(gt=0, description="peak AdamW learning rate (cosine decay)")]
-Patience = Annotated[
-    int, Field(ge=1, description="stop after this many epochs without a better validation score")
-]
-
-
-class SupervisedParams(StrictParams):
-    """The settings of ``train_supervised`` that every supervised plugin accepts.
-
-    A plugin's params extend this model; one that needs other defaults redeclares the
-    field with the same type alias and a new default (``epochs: Epochs = 30``).
-    """
-
-    epochs: Epochs = 20
-    batch_size: BatchSize = 32
-    lr: LearningRate = 1e-3
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
-    patience: Patience = 5
-    augment: bool = Field(
-        True,
-        description="random flip / rotation / scale / intensity on training batches (masks "
-        "get the same geometry)",
-    )
-
-    def loop_settings(self) -> dict[str, Any]:
-        """The keyword arguments of ``train_supervised`` these params set."""
-        return {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "weight_decay": self.weight_decay,
-            "patience": self.patience,
-        }
-
-
-def train_supervised(
-    model: nn.Module,
-    run: RunContext,
-    *,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    score_fn: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
-    val_x: torch.Tensor | None = None,
-    val_y: torch.Tensor | None = None,
-    epochs: int = 20,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    patience: int = 5,
-    augment: Callable[..., Any] | None = None,
-    augment_target: bool = False,
-    description: str = "train",
-) -> dict[str, Any]:
-    """Train ``model`` with AdamW and a cosine schedule; keep the best validation weights.
-
-    ``score_fn(outputs, targets)`` scores the validation part (higher is better);
-    training stops after ``patience`` epochs without improvement and the best
-    weights are restored. ``augment(x)`` (or ``augment(x, y)`` with
-    ``augment_target``) is applied to each training batch. Returns the history.
-    """
-    import torch
-
-    device = run.device
-    net = run.prepare(model)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        params,
-        lr=lr,
-        weight_decay=weight_decay,
-        foreach=device.type != "cuda",
-        fused=device.type == "cuda" or None,
-    )
-    n = train_x.shape[0]
-    per_rank = max(1, math.ceil(n / run.world_size))
-    steps_per_epoch = max(1, per_rank // max(1, min(batch_size, per_rank)))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-    batches = minibatches(
-        n, batch_size, run.generator(101), drop_last=True, rank=run.rank, world=run.world_size
-    )
-    history: dict[str, Any] = {"train_loss": [], "val_score": [], "best_epoch": 0}
-    best_score, best_state, stale = -math.inf, None, 0
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    with run.progress(epochs, description) as bar:
-        for epoch in range(epochs):
-            net.train()
-            total = torch.zeros((), device=device)
-            for _ in range(steps_per_epoch):
-                idx = next(batches)
-                x, y = train_x[idx], train_y[idx]
-                if augment is not None:
-                    if augment_target:
-                        x, y = augment(x, y)
-                    else:
-                        x = augment(x)
-                x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
-                y = y.to(device, non_blocking=True)
-                with run.autocast():
-                    loss = loss_fn(net(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.detach()
-            epoch_loss = float(total) / steps_per_epoch  # one host sync per epoch
-            check_finite(epoch_loss, f"{description} loss")
-            history["train_loss"].append(epoch_loss)
-            info: dict[str, Any] = {"loss": epoch_loss}
-            if val_x is not None and val_y is not None and len(val_x) and score_fn is not None:
-                out = predict_batched(unwrap(net), val_x, device, batch_size=max(64, batch_size))
-                score = float(score_fn(out, val_y))
-                history["val_score"].append(score)
-                info["val"] = score
-                if score > best_score:
-                    best_score, stale = score, 0
-                    history["best_epoch"] = epoch
-                    best_state = {
-                        k: v.detach().clone() for k, v in unwrap(net).state_dict().items()
-                    }
-                else:
-                    stale += 1
-            run.log(epoch=epoch, **{f"{description}/{k}": v for k, v in info.items()})
-            bar.advance(1, **info)
-            if val_x is not None and stale >= patience:
-                run.log(event="early_stop", epoch=epoch)
-                break
-    if best_state is not None:
-        unwrap(net).load_state_dict(best_state)
-    unwrap(net).eval()
-    history["epochs_run"] = len(history["train_loss"])
-    return history
 
 
 def predict_batched(

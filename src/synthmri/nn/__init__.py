@@ -12,6 +12,8 @@ other. Importing this package loads nothing; the modules import torch, except
 - ``layers``: small modules (input normalisation);
 - ``dcgan``: the DCGAN and reference-Keras generators and discriminators, the
   conditional input and the projection head;
+- ``gan_training``: GAN losses (BCE, hinge), R1, mode seeking, minibatch std,
+  PixelNorm and the adaptive augmentation (ADA) controller;
 - ``wgan``: the WGAN-GP critic and the gradient penalty;
 - ``oneshot``: the One-Shot GAN networks, feature augmentation and losses;
 - ``vae``: the convolutional VAE, its losses, its training loop and a trained-model

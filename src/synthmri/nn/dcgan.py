@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from synthmri.nn.gan_training import MinibatchStd, PixelNorm
 
 __all__ = [
+    "DISCRIMINATOR_NORMS",
     "EMBED_DIM",
+    "GENERATOR_NORMS",
     "SIZES",
     "CondInput",
     "DCGANDiscriminator",
@@ -34,13 +39,18 @@ __all__ = [
     "Projection",
     "ProjectionDiscriminator",
     "build_networks",
+    "dcgan_init",
 ]
 
 SIZES: tuple[int, ...] = (32, 64, 128, 256)
 EMBED_DIM = 50  # label embedding concatenated to z in conditional generators
+DISCRIMINATOR_NORMS: tuple[str, ...] = ("batch", "spectral", "none")
+DiscriminatorNorm = Literal["batch", "spectral", "none"]
+GENERATOR_NORMS: tuple[str, ...] = ("batch", "pixel", "none")
+GeneratorNorm = Literal["batch", "pixel", "none"]
 
 
-def _dcgan_init(module: nn.Module) -> None:
+def dcgan_init(module: nn.Module) -> None:
     """N(0, 0.02) conv/linear weights, N(1, 0.02) BatchNorm scales, zero biases."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(module.weight, 0.0, 0.02)
@@ -108,29 +118,40 @@ class ProjectionDiscriminator(nn.Module):
 
 
 class DCGANGenerator(nn.Module):
-    """z ``[N, latent]`` -> images ``[N, C, S, S]`` in [-1, 1] by transposed convs from 4x4."""
+    """z ``[N, latent]`` -> images ``[N, C, S, S]`` in [-1, 1] by transposed convs from 4x4.
+
+    ``norm`` after every transposed conv but the last: ``batch`` (the paper's BatchNorm),
+    ``pixel`` (``PixelNorm``, per sample and position; Karras et al. 2018) or ``none``.
+    """
 
     def __init__(
-        self, size: int, channels: int, latent_dim: int, ngf: int, n_classes: int = 0
+        self,
+        size: int,
+        channels: int,
+        latent_dim: int,
+        ngf: int,
+        n_classes: int = 0,
+        norm: GeneratorNorm = "batch",
     ) -> None:
         super().__init__()
+        if norm not in GENERATOR_NORMS:
+            raise ValueError(f"unknown norm {norm!r}; use one of {', '.join(GENERATOR_NORMS)}")
         self.cond = CondInput(n_classes)
         steps = int(math.log2(size // 4))  # stride-2 upsamplings after the 4x4 start
         width = [ngf * min(2 ** (steps - 1 - i), 8) for i in range(steps)]
-        layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim + self.cond.extra, width[0], 4, 1, 0, bias=False),
-            nn.BatchNorm2d(width[0]),
-            nn.ReLU(True),
-        ]
-        for i in range(steps - 1):
-            layers += [
-                nn.ConvTranspose2d(width[i], width[i + 1], 4, 2, 1, bias=False),
-                nn.BatchNorm2d(width[i + 1]),
-                nn.ReLU(True),
-            ]
+        cin = [latent_dim + self.cond.extra, *width[:-1]]
+        layers: list[nn.Module] = []
+        for i in range(steps):
+            stride, pad = (1, 0) if i == 0 else (2, 1)
+            layers.append(nn.ConvTranspose2d(cin[i], width[i], 4, stride, pad, bias=False))
+            if norm == "batch":
+                layers.append(nn.BatchNorm2d(width[i]))
+            elif norm == "pixel":
+                layers.append(PixelNorm())
+            layers.append(nn.ReLU(True))
         layers += [nn.ConvTranspose2d(width[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
-        self.apply(_dcgan_init)
+        self.apply(dcgan_init)
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         h = self.cond(z, y)
@@ -141,11 +162,25 @@ class DCGANDiscriminator(ProjectionDiscriminator):
     """Images ``[N, C, S, S]`` -> logits ``[N]``: strided convs down to 4x4, then a 4x4 conv.
 
     Sizes that are not 4 times a power of two end on a 4 to 7 px map, and the last conv
-    covers all of it (one logit per image either way).
+    covers all of it (one logit per image either way). ``norm``: ``batch`` (the paper's
+    BatchNorm after every conv but the first), ``spectral`` (spectral normalisation of
+    every conv, head and projection included, and no BatchNorm; Miyato et al. 2018) or
+    ``none``. ``minibatch_std``: a ``MinibatchStd`` feature map (groups of 4) before the
+    head, so the head sees how much the samples of a batch differ.
     """
 
-    def __init__(self, size: int, channels: int, ndf: int, n_classes: int = 0) -> None:
+    def __init__(
+        self,
+        size: int,
+        channels: int,
+        ndf: int,
+        n_classes: int = 0,
+        norm: DiscriminatorNorm = "batch",
+        minibatch_std: bool = False,
+    ) -> None:
         super().__init__()
+        if norm not in DISCRIMINATOR_NORMS:
+            raise ValueError(f"unknown norm {norm!r}; use one of {', '.join(DISCRIMINATOR_NORMS)}")
         steps = int(math.log2(size // 4))
         width = [ndf * min(2**i, 8) for i in range(steps)]
         layers: list[nn.Module] = [
@@ -153,15 +188,20 @@ class DCGANDiscriminator(ProjectionDiscriminator):
             nn.LeakyReLU(0.2, True),
         ]
         for i in range(1, steps):
-            layers += [
-                nn.Conv2d(width[i - 1], width[i], 4, 2, 1, bias=False),
-                nn.BatchNorm2d(width[i]),
-                nn.LeakyReLU(0.2, True),
-            ]
+            layers.append(nn.Conv2d(width[i - 1], width[i], 4, 2, 1, bias=False))
+            if norm == "batch":
+                layers.append(nn.BatchNorm2d(width[i]))
+            layers.append(nn.LeakyReLU(0.2, True))
         self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(width[-1], 1, size // 2**steps, 1, 0, bias=False)
+        extra = 1 if minibatch_std else 0
+        head = nn.Conv2d(width[-1] + extra, 1, size // 2**steps, 1, 0, bias=False)
+        self.head = nn.Sequential(MinibatchStd(), head) if minibatch_std else head
         self.proj = Projection(n_classes, width[-1]) if n_classes > 0 else None
-        self.apply(_dcgan_init)
+        self.apply(dcgan_init)
+        if norm == "spectral":
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Embedding)):
+                    spectral_norm(m)
 
 
 class KerasGenerator(nn.Module):
@@ -212,7 +252,9 @@ class KerasDiscriminator(ProjectionDiscriminator):
 
 def build_networks(config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
     """(G, D) for a network config: size, channels, latent_dim, ngf, ndf, n_classes
-    (0 = unconditional) and architecture (``dcgan``, the default, or ``reference-keras``)."""
+    (0 = unconditional), architecture (``dcgan``, the default, or ``reference-keras``) and,
+    for ``dcgan``, the generator's ``g_norm`` and the discriminator's ``d_norm`` (default
+    ``batch`` both) and ``minibatch_std`` (default off)."""
     size, ch, k = int(config["size"]), int(config["channels"]), int(config["n_classes"])
     if config.get("architecture", "dcgan") == "reference-keras":
         return (
@@ -220,6 +262,20 @@ def build_networks(config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
             KerasDiscriminator(size, ch, k),
         )
     return (
-        DCGANGenerator(size, ch, int(config["latent_dim"]), int(config["ngf"]), k),
-        DCGANDiscriminator(size, ch, int(config["ndf"]), k),
+        DCGANGenerator(
+            size,
+            ch,
+            int(config["latent_dim"]),
+            int(config["ngf"]),
+            k,
+            norm=config.get("g_norm", "batch"),
+        ),
+        DCGANDiscriminator(
+            size,
+            ch,
+            int(config["ndf"]),
+            k,
+            norm=config.get("d_norm", "batch"),
+            minibatch_std=bool(config.get("minibatch_std", False)),
+        ),
     )

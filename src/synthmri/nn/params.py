@@ -8,11 +8,35 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synthmri.core.interfaces import StrictParams
 
-__all__ = ["VAEParams"]
+__all__ = ["AdaptiveAugmentParams", "VAEParams"]
+
+
+class AdaptiveAugmentParams(StrictParams):
+    """Adaptive augmentation (StyleGAN2-ADA) of a GAN that uses DiffAugment (``diffaugment``,
+    declared by the subclass); ``synthmri.nn.gan_training.AdaptiveAugment`` does the work."""
+
+    ada_target: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="adaptive augmentation (StyleGAN2-ADA; 0.6 in the paper): each "
+        "DiffAugment op on each sample with a probability p that rises while "
+        "E[sign(D(real))] is above this target (D overfits) and falls while it is below "
+        "('auto' then means every op, whatever the data size); null = every op always",
+    )
+    ada_speed: int = Field(
+        5000, ge=1, description="images over which the adaptive p can go from 0 to 1"
+    )
+
+    @model_validator(mode="after")
+    def _ada_needs_ops(self) -> AdaptiveAugmentParams:
+        if self.ada_target is not None and not getattr(self, "diffaugment", "auto"):
+            raise ValueError("ada_target needs DiffAugment ops (diffaugment: auto or a list)")
+        return self
 
 
 class VAEParams(StrictParams):

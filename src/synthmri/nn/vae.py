@@ -310,7 +310,14 @@ def _save_grids(net: nn.Module, data: Tensor, run: RunContext, name: str, reals:
         real = data[:16].to(device)
         mu, _ = net.encode(real)  # type: ignore[operator]
         pairs = torch.stack([real, net.decode(mu)], 1).flatten(0, 1)  # type: ignore[operator]
-        save_sample_grid(run, pairs.float().cpu(), "reconstructions")
+        save_sample_grid(
+            run,
+            pairs.float().cpu(),
+            "reconstructions",
+            caption="Real training slices, each followed by its reconstruction. Look for: "
+            "the anatomy kept (a VAE blurs); a reconstruction that loses the head outline "
+            "means the VAE is under-trained.",
+        )
     net.train(was)
 
 

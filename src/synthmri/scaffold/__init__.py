@@ -155,22 +155,24 @@ def scaffold_plugin(
     already uses is refused (installing both would be a duplicate-name error).
     Errors are ``ConfigError`` (exit code 2 in the CLI).
     """
+    from synthmri.core.files import OutputDir, output_guard
+
     files = plugin_files(kind, name)
     subst = names(kind, name)
     target = Path(out) if out is not None else Path.cwd() / subst["__DIST__"]
-    if target.exists() and not target.is_dir():
-        raise ConfigError(f"{target} exists and is not a folder", hint="choose another --out")
-    if target.is_dir() and any(target.iterdir()):
-        raise ConfigError(
-            f"{target} exists and is not empty; nothing was written",
-            hint="choose another --out, or remove the folder first",
-        )
+    with output_guard(target):
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"{target} exists and is not a folder", hint="choose another --out")
+        if target.is_dir() and any(target.iterdir()):
+            raise ConfigError(
+                f"{target} exists and is not empty; nothing was written",
+                hint="choose another --out, or remove the folder first",
+            )
     if check_installed:
         _refuse_taken_name(subst["__KIND__"], name)
+    package = OutputDir(target)  # every file through the writer bound to the package folder
     for rel, text in files.items():
-        path = target / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        package.write_text(text, *rel.split("/"))
     return target
 
 

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils import parametrize
 
 from synthmri import ImageSet, PluginError, RunContext, TrainingError
 from synthmri.core.errors import DataError
 from synthmri.core.phantoms import make_phantoms
 from synthmri.nn.dcgan import build_networks
+from synthmri.nn.gan_training import MinibatchStd, PixelNorm
 from synthmri.nn.tensors import batch_diversity
 from synthmri.plugins.generators.dcgan import DCGAN
 
@@ -214,6 +217,87 @@ def test_reference_keras_trains(phantoms: ImageSet) -> None:
     model = DCGAN({**TINY, "iterations": 2, "batch_size": 8, "architecture": "reference-keras"})
     model.fit(phantoms.of_class("tumor"), RunContext(seed=0))
     assert tuple(model.sample(2, seed=0).images.shape) == (2, 1, 32, 32)
+
+
+# ------------------------------------------------------------------ collapse remedies
+
+
+def test_discriminator_norms_and_minibatch_std() -> None:
+    config = {"size": 32, "channels": 1, "latent_dim": 8, "ngf": 4, "ndf": 4, "n_classes": 2}
+    _, plain = build_networks(config)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    _, sn = build_networks({**config, "d_norm": "spectral", "minibatch_std": True})
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in sn.modules())
+    convs = [m for m in sn.modules() if isinstance(m, (nn.Conv2d, nn.Embedding))]
+    assert convs and all(parametrize.is_parametrized(m, "weight") for m in convs)
+    assert any(isinstance(m, MinibatchStd) for m in sn.modules())
+    x, y = torch.randn(8, 1, 32, 32), torch.tensor([0, 1] * 4)
+    assert tuple(sn(x, y).shape) == (8,)
+    _, none = build_networks({**config, "d_norm": "none"})
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in none.modules())
+    for g_norm, layer in (("pixel", PixelNorm), ("none", nn.ReLU)):
+        g, _ = build_networks({**config, "g_norm": g_norm})
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in g.modules())
+        assert any(isinstance(m, layer) for m in g.modules())
+        assert tuple(g(torch.randn(2, 8), torch.tensor([0, 1])).shape) == (2, 1, 32, 32)
+    # the default discriminator keeps the paper's layout (and its checkpoint keys)
+    assert set(plain.state_dict()) == set(build_networks(config)[1].state_dict())
+    assert "head.weight" in plain.state_dict()
+
+
+@pytest.mark.parametrize(
+    "remedy",
+    [
+        {"loss": "hinge", "d_norm": "spectral", "minibatch_std": True},
+        {"r1_gamma": 1.0, "d_norm": "none"},
+        {"ada_target": 0.6, "ada_speed": 64},
+        {"mode_seeking": 0.3, "g_norm": "pixel", "lr_d": 1e-3, "beta2": 0.9},
+    ],
+)
+def test_remedies_train_log_and_round_trip(
+    tmp_path: Path, phantoms: ImageSet, remedy: dict[str, object]
+) -> None:
+    params = {**TINY, "iterations": 8, "batch_size": 8, "log_every": 4, **remedy}
+    model = DCGAN(params)
+    model.fit(phantoms.of_class("tumor"), RunContext(out_dir=tmp_path, seed=0, device="cpu"))
+    lines = [json.loads(s) for s in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [d for d in lines if "step" in d]
+    assert [d["step"] for d in steps] == [4, 8]
+    if "r1_gamma" in remedy:
+        assert all(d["r1"] >= 0.0 for d in steps)
+    if "mode_seeking" in remedy:
+        assert all(d["mode_seeking"] > 0.0 for d in steps)
+    if "ada_target" in remedy:
+        assert all(0.0 <= d["aug_p"] <= 1.0 for d in steps)
+        assert steps[-1]["aug_p"] > 0.0  # a tiny set: D is sure of the reals, p rises
+    restored = DCGAN(params)
+    restored.load_state_dict(model.state_dict())
+    assert torch.equal(restored.sample(3, seed=2).images, model.sample(3, seed=2).images)
+
+
+def test_remedy_params_are_checked() -> None:
+    with pytest.raises(PluginError, match="label_smoothing"):
+        DCGAN({"loss": "hinge", "label_smoothing": 0.1})
+    with pytest.raises(PluginError, match="architecture: dcgan"):
+        DCGAN({"architecture": "reference-keras", "d_norm": "spectral"})
+    with pytest.raises(PluginError, match="DiffAugment"):
+        DCGAN({"ada_target": 0.6, "diffaugment": None})
+    with pytest.raises(PluginError, match="ada_target"):
+        DCGAN({"ada_target": 1.5})
+    with pytest.raises(PluginError, match="d_norm"):
+        DCGAN({"d_norm": "layer"})
+    with pytest.raises(PluginError, match="mode_seeking"):
+        DCGAN({"mode_seeking": -1})
+
+
+def test_lr_d_sets_the_discriminator_learning_rate() -> None:
+    model = DCGAN({**TINY, "iterations": 1, "batch_size": 8, "lr": 1e-4, "lr_d": 4e-4})
+    G, D = build_networks(
+        {"size": 32, "channels": 1, "latent_dim": 100, "ngf": 4, "ndf": 4, "n_classes": 0}
+    )
+    opt_g, opt_d = model.optimizers(G, D, cuda=False)
+    assert opt_g.param_groups[0]["lr"] == 1e-4 and opt_d.param_groups[0]["lr"] == 4e-4
+    assert opt_d.param_groups[0]["betas"] == (0.5, 0.999)
 
 
 def test_registered_as_builtin() -> None:

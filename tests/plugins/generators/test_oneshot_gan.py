@@ -219,6 +219,8 @@ def test_sample_before_fit_is_a_clear_error() -> None:
 def test_bad_params_and_sizes_are_clear_errors() -> None:
     with pytest.raises(PluginError, match="dr_lambda"):
         OneShotGAN({"dr_lambda": -1})
+    with pytest.raises(PluginError, match="ada_target"):  # its own loop has no ADA
+        OneShotGAN({"ada_target": 0.6})
     odd = ImageSet(images=torch.rand(2, 1, 44, 44))
     with pytest.raises(ConfigError, match="44 px"):
         OneShotGAN(QUICK).fit(odd, RunContext())

@@ -172,6 +172,8 @@ def test_wgan_bad_input() -> None:
         WGANGP({"n_critic": 0})
     with pytest.raises(PluginError, match="critic_norm"):
         WGANGP({"critic_norm": "batch"})
+    with pytest.raises(PluginError, match="critic"):  # ADA's sign heuristic needs logits
+        WGANGP({"ada_target": 0.6})
     odd = ImageSet(images=torch.rand(4, 1, 48, 48))
     with pytest.raises(DataError, match="48"):
         WGANGP(TINY_WGAN).fit(odd, RunContext())

@@ -25,6 +25,7 @@ from synthmri.core.data.duplicates import find_duplicate_groups, merge_groups
 from synthmri.core.data.options import LoadOptions
 from synthmri.core.data.preprocessing import (
     THUMBNAIL_SIZE,
+    brain_fractions,
     fast_loading,
     minmax,
     preprocess,
@@ -35,7 +36,7 @@ from synthmri.core.data.scan import Item, scan
 from synthmri.core.errors import ConfigError, DataError
 from synthmri.core.interfaces import ImageSet
 
-__all__ = ["MASK_CLASS_NAMES", "LoadResult", "load_images"]
+__all__ = ["MASK_CLASS_NAMES", "LoadResult", "load_images", "plan"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class LoadResult:
     skipped: list[tuple[str, str]]  # (file, reason) for files skipped with on_bad_file="skip"
     duplicate_groups: int  # groups with >= 2 members found by duplicate detection
     layout: str  # the layout detected / used
+    dropped: int = 0  # slices / images left out for too little brain (min_brain_fraction)
 
 
 @dataclass
@@ -97,8 +99,11 @@ def load_images(
       in ``LoadResult.skipped`` and goes on.
     - ``classes``: class folders to use, in this order (matched ignoring case; the names
       given are the class names). With mask-derived labels, a reordering of normal/tumor.
-    - ``min_brain_fraction``: NIfTI slices are kept when the fraction of voxels above
-      ``min + 10 % of (99.5th percentile - min)`` of their volume reaches this.
+    - ``min_brain_fraction``: a slice is kept when the fraction of its pixels above
+      ``min + 10 % of (99.5th percentile - min)`` reaches this: for NIfTI the minimum and
+      percentile are those of the whole volume, for a picture (every 2D layout) those of the
+      picture itself. Near-empty edge slices (a sliver of skull) are dropped so; how many is
+      ``LoadResult.dropped`` (0 turns the filter off).
     - ``near_duplicate_threshold``: thumbnail correlation above which two images are one
       duplicate group (``> 1``: byte-identical files only).
 
@@ -122,12 +127,8 @@ def load_images(
     the duplicate group alone (``"dup:17"``).
     """
     opts = LoadOptions.build(options, **overrides)
-    root = _folder(path)
-    layout, items = scan(root, opts.layout)
-    if not items:
-        raise DataError(f"{root}: no images found for layout {layout!r}")
-    labelling = _labelling(root, layout, items, opts.classes)
-    slices, skipped = _read_all(root, layout, labelling.items, opts, progress)
+    root, layout, labelling = plan(path, opts)
+    slices, skipped, dropped = _read_all(root, layout, labelling.items, opts, progress)
     dup = find_duplicate_groups(
         [s.digest for s in slices], _thumbnail_views(slices), opts.near_duplicate_threshold
     )
@@ -141,19 +142,49 @@ def load_images(
         splits=_splits(slices),
     )
     n_dup = int((np.bincount(np.asarray(dup)) >= 2).sum())
-    return LoadResult(data=data, skipped=skipped, duplicate_groups=n_dup, layout=layout)
+    if dropped:
+        log.info("%s: %d slice(s) with less brain than min_brain_fraction left out", root, dropped)
+    return LoadResult(
+        data=data, skipped=skipped, duplicate_groups=n_dup, layout=layout, dropped=dropped
+    )
+
+
+def plan(path: str | Path, options: LoadOptions | None = None) -> tuple[Path, str, _Labelling]:
+    """What ``load_images`` would read, without reading a pixel: the folder, the layout and
+    where the labels come from (with the items to load). Every error a folder can cause
+    before decoding (no such folder, no images, a class that is missing, an image without
+    its mask when ``on_bad_file`` is ``error``) is raised here; ``synthmri validate`` uses it.
+    """
+    opts = LoadOptions.build(options)
+    root = _folder(path)
+    layout, items = scan(root, opts.layout)
+    if not items:
+        raise DataError(f"{root}: no images found for layout {layout!r}")
+    labelling = _labelling(root, layout, items, opts.classes)
+    if layout == "image_mask" and opts.on_bad_file == "error":
+        for it in labelling.items:
+            if it.mask is None:
+                bad = _no_mask(it)
+                raise DataError(bad.message(), hint=bad.hint)
+    return root, layout, labelling
 
 
 # ------------------------------------------------------------------ the steps
 
 
 def _folder(path: str | Path) -> Path:
-    """``path`` as an existing folder, else a DataError."""
+    """``path`` as an existing, readable folder, else a DataError."""
     root = Path(path).expanduser()
-    if not root.exists():
+    try:
+        exists, is_dir = root.exists(), root.is_dir()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{str(root)[:300]}: cannot read ({exc})") from None
+    if not exists:
         raise DataError(f"{root}: no such file or folder", hint="check the data path")
-    if not root.is_dir():
+    if not is_dir:
         raise DataError(f"{root}: not a folder", hint="point to the folder that holds the images")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"{root}: cannot read the folder (permission denied)")
     return root
 
 
@@ -214,11 +245,13 @@ def _read_all(
     items: list[Item],
     opts: LoadOptions,
     progress: Callable[[int, int], None] | None,
-) -> tuple[list[_Slice], list[tuple[str, str]]]:
-    """Every item read and preprocessed, in order, in a thread pool; the skipped files."""
+) -> tuple[list[_Slice], list[tuple[str, str]], int]:
+    """Every item read and preprocessed, in order, in a thread pool; the skipped files; the
+    number of slices dropped for too little brain."""
     total = len(items)
     skipped: list[tuple[str, str]] = []
     slices: list[_Slice] = []
+    dropped = 0
     work = partial(_read_item, layout=layout, opts=opts)
     workers = min(8, os.cpu_count() or 1, total)
     with fast_loading():
@@ -230,11 +263,13 @@ def _read_all(
                     if opts.on_bad_file == "error":
                         raise DataError(
                             res.message(),
-                            hint="fix or remove the file, or use on_bad_file='skip'",
+                            hint=res.hint or "fix or remove the file, or use on_bad_file='skip'",
                         )
                     skipped.append((str(res.path), res.reason))
                 else:
-                    slices.extend(res)
+                    kept, n_dropped = res
+                    slices.extend(kept)
+                    dropped += n_dropped
                 if progress is not None:
                     progress(done, total)
         finally:
@@ -243,39 +278,52 @@ def _read_all(
     if skipped:
         log.warning("%s: skipped %d unreadable file(s)", root, len(skipped))
     if not slices:
+        reasons = []
+        if skipped:
+            reasons.append(f"{len(skipped)} skipped")
+        if dropped:
+            reasons.append(f"{dropped} with less brain than min_brain_fraction")
         raise DataError(
-            f"{root}: no readable images"
-            + (f" ({len(skipped)} skipped)" if skipped else " (no slice passed the filters)")
+            f"{root}: no readable images ({', '.join(reasons) or 'no slice passed the filters'})"
         )
-    return slices, skipped
+    return slices, skipped, dropped
 
 
-def _read_item(item: Item, layout: str, opts: LoadOptions) -> list[_Slice] | BadFile:
-    """The slices of one item, or the BadFile that stopped it (returned, not raised)."""
+def _no_mask(item: Item) -> BadFile:
+    return BadFile(
+        item.path,
+        "no mask for this image (<stem>_mask.<ext> beside it, or in masks/)",
+        unreadable=False,
+        hint="add the mask, use on_bad_file: skip, or layout: class_folders if the folders "
+        "are classes",
+    )
+
+
+def _read_item(item: Item, layout: str, opts: LoadOptions) -> tuple[list[_Slice], int] | BadFile:
+    """The slices of one item and how many were dropped for too little brain, or the
+    BadFile that stopped it (returned, not raised)."""
     try:
         if layout == "nifti":
             return _read_volume_slices(item, opts)
         if layout == "image_mask" and item.mask is None:
-            return BadFile(
-                item.path,
-                "no mask for this image (<stem>_mask.<ext> beside it, or in masks/)",
-                unreadable=False,
-            )
+            return _no_mask(item)
         return _read_picture(item, opts)
     except BadFile as bad:
         return bad
 
 
-def _read_picture(item: Item, opts: LoadOptions) -> list[_Slice]:
+def _read_picture(item: Item, opts: LoadOptions) -> tuple[list[_Slice], int]:
     # JPEG draft decoding (DCT scaling) for images without masks: decode at >= 2x the target
     # size so that a head filling half of the frame still has `size` pixels after the crop.
     draft = None if item.mask is not None else max(2 * opts.size, THUMBNAIL_SIZE)
     arr, digest, orig, _ = read_image(item.path, opts.channel, draft)
     mask = None if item.mask is None else read_mask(item.mask, item.path, orig)
-    return [_slice(item, arr, mask, opts, digest, str(item.path))]
+    if brain_fractions(arr[..., None])[0] < opts.min_brain_fraction:
+        return [], 1
+    return [_slice(item, arr, mask, opts, digest, str(item.path))], 0
 
 
-def _read_volume_slices(item: Item, opts: LoadOptions) -> list[_Slice]:
+def _read_volume_slices(item: Item, opts: LoadOptions) -> tuple[list[_Slice], int]:
     vol = read_volume(item.path, opts.channel)
     mvol = None
     if item.mask is not None:
@@ -287,17 +335,15 @@ def _read_volume_slices(item: Item, opts: LoadOptions) -> list[_Slice]:
                 unreadable=False,
             )
         mvol = mvol > 0
-    lo = float(vol.min())
-    hi = float(np.percentile(vol, 99.5))
-    fg = vol > lo + 0.1 * (hi - lo) if hi > lo else np.zeros(vol.shape, bool)
-    fractions = fg.reshape(-1, vol.shape[2]).mean(axis=0)
+    fractions = brain_fractions(vol)
     out = []
-    for k in np.flatnonzero(fractions >= opts.min_brain_fraction):
+    kept = np.flatnonzero(fractions >= opts.min_brain_fraction)
+    for k in kept:
         sl = axial_slice(vol, int(k))
         msl = None if mvol is None else axial_slice(mvol, int(k))
         digest = hashlib.sha256(sl.tobytes() + str(sl.shape).encode()).hexdigest()
         out.append(_slice(item, sl, msl, opts, digest, f"{item.path}#z={int(k)}"))
-    return out
+    return out, int(len(fractions) - len(kept))
 
 
 def _slice(

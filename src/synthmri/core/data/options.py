@@ -14,9 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from synthmri.core.errors import ConfigError
 from synthmri.core.interfaces import format_validation_error
 
-__all__ = ["LAYOUTS", "Layout", "LoadOptions"]
+__all__ = ["LAYOUTS", "MAX_SIZE", "Layout", "LoadOptions"]
 
 Layout = Literal["auto", "class_folders", "image_mask", "nifti"]
+#: the largest side length images are preprocessed to
+MAX_SIZE = 1024
 LAYOUTS: tuple[str, ...] = get_args(Layout)
 
 
@@ -26,14 +28,22 @@ class LoadOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     layout: Layout = Field("auto", description="auto, class_folders, image_mask or nifti")
-    size: int = Field(64, ge=4, description="side length in pixels after preprocessing")
+    size: int = Field(
+        64, ge=4, le=MAX_SIZE, description="side length in pixels after preprocessing"
+    )
     channel: int | None = Field(None, ge=0, description="take this channel (else luminance)")
     crop_foreground: bool = Field(True, description="crop to the head's bounding box first")
     classes: list[str] | None = Field(None, description="class folders to use, in label order")
     on_bad_file: Literal["error", "skip"] = Field(
         "error", description="error: stop at an unreadable file; skip: list it and go on"
     )
-    min_brain_fraction: float = Field(0.05, ge=0.0, le=1.0, description="NIfTI slice filter")
+    min_brain_fraction: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="drop slices (NIfTI) and images (every layout) with less brain than this "
+        "share of pixels; 0 keeps all",
+    )
     near_duplicate_threshold: float = Field(
         0.98,
         ge=0.0,

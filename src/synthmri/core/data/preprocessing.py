@@ -14,6 +14,7 @@ import torch.nn.functional as F
 __all__ = [
     "MIN_CROP_FRACTION",
     "THUMBNAIL_SIZE",
+    "brain_fractions",
     "fast_loading",
     "minmax",
     "one_torch_thread",
@@ -31,6 +32,16 @@ def minmax(x: np.ndarray) -> np.ndarray:
     if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo < 1e-12:
         return np.zeros_like(x, dtype=np.float32)
     return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def brain_fractions(volume: np.ndarray) -> np.ndarray:
+    """Per slice of ``volume`` ``[H, W, Z]``, the fraction of its pixels above
+    ``min + 10 % of (99.5th percentile - min)`` of the whole volume (``min_brain_fraction``
+    compares with this); all zeros for a constant volume."""
+    lo = float(volume.min())
+    hi = float(np.percentile(volume, 99.5))
+    fg = volume > lo + 0.1 * (hi - lo) if hi > lo else np.zeros(volume.shape, bool)
+    return fg.reshape(-1, volume.shape[-1]).mean(axis=0)
 
 
 def _otsu(x: np.ndarray, bins: int = 64) -> float:

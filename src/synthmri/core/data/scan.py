@@ -10,8 +10,10 @@ Layouts (``layout="auto"`` picks one):
 - ``image_mask``: ``<stem>_mask.<ext>`` beside every image, one folder per patient (the LGG
   kaggle_3m layout: the folder is the group), or parallel ``images/`` and ``masks/``
   folders; labels are ``tumor`` when the mask has any foreground, else ``normal``.
-  Auto-detection picks it when every image has a mask and every image's name starts with
-  its folder's name (``TCGA_x/TCGA_x_10.png``), or all images lie in the root.
+  Auto-detection picks it when masks lie beside the images and every image's name starts
+  with its folder's name (``TCGA_x/TCGA_x_10.png``), or all images lie in the root. An image
+  whose mask is missing does not change the layout: it is an error naming the image (or
+  skipped with ``on_bad_file: skip``), never a reason to read patient folders as classes.
 - ``nifti``: ``.nii``/``.nii.gz`` volumes cut into axial slices (see
   :func:`~synthmri.core.data.load_images`); the volume is the group. Auto-detection picks
   it as soon as the folder holds a volume.
@@ -192,8 +194,10 @@ def _detect(root: Path, niftis: list[Path], pictures: list[Path]) -> str:
     if _find_subdir(root, "images") and _find_subdir(root, "masks"):
         return "image_mask"
     images, masks = _pair_masks(pictures, ("_mask",))
-    all_masked = bool(images) and all(p in masks for p in images)
-    return "image_mask" if all_masked and _patient_like(root, images) else "class_folders"
+    # any mask beside patient-like images: image+mask pairs (a missing mask is reported by
+    # the loader as that image's error, never turned into patient folders read as classes)
+    masked = bool(images) and any(p in masks for p in images)
+    return "image_mask" if masked and _patient_like(root, images) else "class_folders"
 
 
 def scan(root: Path, layout: str) -> tuple[str, list[Item]]:

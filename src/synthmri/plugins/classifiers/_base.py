@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import Classifier, ImageSet, StrictParams
-from synthmri.core.training import BatchSize, SupervisedParams
+from synthmri.core.supervised import BatchSize, SupervisedParams
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +83,7 @@ class NeuralClassifier(Classifier):
         from torch import nn
 
         from synthmri.core.augment import Augment
-        from synthmri.core.training import train_supervised
+        from synthmri.core.supervised import train_supervised
 
         x, y, names = self._training_data(train)
         k = len(names)

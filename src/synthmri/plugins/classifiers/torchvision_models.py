@@ -10,18 +10,20 @@ state-dict file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from synthmri import hookimpl
 from synthmri.core.errors import ConfigError
-from synthmri.plugins.classifiers._base import ClassifierParams, NeuralClassifier
+from synthmri.plugins.classifiers._pretrained import (
+    PretrainedClassifier,
+    PretrainedParams,
+    weights_path,
+)
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 __all__ = ["MobileNetV2", "ResNet", "TorchvisionClassifier", "TorchvisionParams"]
@@ -30,25 +32,18 @@ GRAY_MEAN = 0.449  # mean of the ImageNet RGB means: a grey image seen by summed
 GRAY_STD = 0.226
 
 
-class TorchvisionParams(ClassifierParams):
+class TorchvisionParams(PretrainedParams):
     """Params of the torchvision classifiers."""
 
     weights: str = Field(
         "none",
         description="initial weights: none (random), imagenet (torchvision's file from the "
-        "local torch hub cache; never downloaded) or the path of a state-dict file",
+        "local torch hub cache; never downloaded) or the path of a state-dict file of the "
+        "same torchvision architecture",
     )
 
-    @field_validator("weights")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("give none, imagenet or the path of a state-dict file")
-        return value
 
-
-class TorchvisionClassifier(NeuralClassifier):
+class TorchvisionClassifier(PretrainedClassifier):
     """A torchvision classification network with a ``channels``-input stem and a new head.
 
     Subclasses name the state-dict prefix of the first convolution (``stem``) and of
@@ -56,8 +51,6 @@ class TorchvisionClassifier(NeuralClassifier):
     """
 
     Params: ClassVar[type[TorchvisionParams]] = TorchvisionParams  # type: ignore[assignment]
-    stem: ClassVar[str] = ""
-    head: ClassVar[str] = ""
 
     def build_network(self, n_classes: int, channels: int, *, pretrained: bool) -> nn.Module:
         """The torchvision model with the stem adapted and the head sized for ``n_classes``;
@@ -69,9 +62,8 @@ class TorchvisionClassifier(NeuralClassifier):
         arch = self.arch()
         net = torchvision.models.get_model(arch, weights=None, num_classes=n_classes)
         _replace_stem(net, self.stem, channels)
-        if pretrained and self.params.weights != "none":
-            path = self.weights_file()
-            self._load_initial(net, _read_state_dict(path), path, channels)
+        if pretrained:
+            self.load_initial(net, channels)
         return Normalized(net, GRAY_MEAN, GRAY_STD)
 
     def weights_file(self) -> Path:
@@ -95,47 +87,7 @@ class TorchvisionClassifier(NeuralClassifier):
                 f"{folder / names[0]} does not exist (nothing is downloaded at run time)",
                 hint=f"put {names[0]} (from {default.url}) into {folder}, or use weights: none",
             )
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise ConfigError(
-                f"{self.name}: weights file {path} not found",
-                hint="weights is none, imagenet, or the path of a state-dict file",
-            )
-        return path
-
-    def _load_initial(
-        self, net: nn.Module, state: dict[str, torch.Tensor], path: Path, channels: int
-    ) -> None:
-        """Load a torchvision-layout state dict: RGB stem summed, a different head skipped."""
-        import torch
-
-        own = net.state_dict()
-        stem_key = f"{self.stem}.weight"
-        w = state.get(stem_key)
-        if isinstance(w, torch.Tensor) and w.ndim == 4 and w.shape[1] == 3 and channels != 3:
-            state[stem_key] = w.sum(1, keepdim=True).repeat(1, channels, 1, 1) / channels
-        head = f"{self.head}."
-        for key in [k for k in state if k.startswith(head)]:
-            if key in own and state[key].shape != own[key].shape:
-                del state[key]  # a new output layer for this data set's classes
-        unexpected = [k for k in state if k not in own]
-        wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
-        missing = [
-            k
-            for k in own
-            if k not in state and not k.startswith(head) and not k.endswith("num_batches_tracked")
-        ]
-        if unexpected or wrong or missing:
-            parts = []
-            for what, keys in (("unexpected", unexpected), ("wrong shape", wrong),
-                               ("missing", missing)):  # fmt: skip
-                if keys:
-                    parts.append(f"{len(keys)} {what} (e.g. {keys[0]})")
-            raise ConfigError(
-                f"{self.name}: {path} does not fit {self.arch()}: {', '.join(parts)}",
-                hint=f"give a state dict of torchvision's {self.arch()}, or weights: none",
-            )
-        net.load_state_dict(state, strict=False)
+        return weights_path(spec, self.name, f"torchvision's {self.arch()}")
 
 
 def _replace_stem(net: nn.Module, path: str, channels: int) -> None:
@@ -158,36 +110,6 @@ def _replace_stem(net: nn.Module, path: str, channels: int) -> None:
         bias=old.bias is not None,
     )
     setattr(parent, attr, new)
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``path`` (``torch.load(weights_only=True)``); errors name the file."""
-    import torch
-
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(
-            f"cannot read weights file {path}: {type(exc).__name__}: {first}",
-            hint="give a state dict saved with torch.save(model.state_dict(), path)",
-        ) from None
-    if isinstance(obj, Mapping):
-        if "weights" in obj and "arch" in obj and isinstance(obj["weights"], Mapping):
-            obj = {  # a synthmri classifier's state_dict: its network under "net."
-                k.removeprefix("net."): v for k, v in obj["weights"].items()
-            }
-        else:
-            for key in ("state_dict", "model"):
-                if isinstance(obj.get(key), Mapping):
-                    obj = obj[key]
-                    break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConfigError(
-            f"weights file {path} does not hold a state dict (a mapping of names to tensors)",
-            hint="give a state dict saved with torch.save(model.state_dict(), path)",
-        )
-    return {str(k).removeprefix("module."): v for k, v in obj.items()}
 
 
 class ResNet(TorchvisionClassifier):

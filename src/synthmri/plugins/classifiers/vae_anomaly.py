@@ -743,7 +743,13 @@ class VAEAnomaly(Classifier):
             f"{self.score_threshold:.4g}; yellow = anomalous pixels, red = largest cluster",
             fontsize=9,
         )
-        run.save_figure(fig, "anomaly-examples")
+        run.save_figure(
+            fig,
+            "anomaly-examples",
+            caption="Validation slices, their reconstruction, the reconstruction error and the "
+            "pixels called anomalous. Look for: error concentrated on the tumour (red) rather "
+            "than on the skull edge or everywhere.",
+        )
 
         fig, ax = plt.subplots(figsize=(5, 3))
         bins = np.linspace(result.scores.min(), result.scores.max() + 1e-12, 40)
@@ -753,7 +759,12 @@ class VAEAnomaly(Classifier):
         ax.axvline(self.score_threshold, color="k", linestyle="--", label="threshold")
         ax.set_xlabel(f"anomaly score ({self.params.method})")
         ax.legend(fontsize=8)
-        run.save_figure(fig, "anomaly-scores")
+        run.save_figure(
+            fig,
+            "anomaly-scores",
+            caption="Anomaly scores of normal and tumour validation slices, with the threshold. "
+            "Look for: two separated humps; overlap is where the detector will err.",
+        )
 
     # ------------------------------------------------------------ state
 

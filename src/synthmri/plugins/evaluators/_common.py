@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from synthmri.core.interfaces import StrictParams
+from synthmri.core.interfaces import Predictions, StrictParams
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +38,7 @@ __all__ = [
     "metric_value",
     "nearest_distance",
     "nearest_ssim",
+    "result_head",
     "result_label",
     "ssim_window",
 ]
@@ -57,6 +58,22 @@ def metric_value(x: Any, digits: int | None = 6) -> float | None:
     if not math.isfinite(v):
         return None
     return v if digits is None else round(v, digits)
+
+
+def result_head(pred: Predictions, model_key: str) -> dict[str, Any]:
+    """The columns that say which training a result row is: the model (under
+    ``model_key``), generator, train_on, real_fraction, the experiment seed when the
+    experiment lists seeds, and n_train."""
+    head: dict[str, Any] = {
+        model_key: pred.model,
+        "generator": pred.generator,
+        "train_on": pred.train_on,
+        "real_fraction": pred.real_fraction,
+    }
+    if pred.seed is not None:
+        head["seed"] = pred.seed
+    head["n_train"] = pred.n_train
+    return head
 
 
 def result_label(row: dict[str, Any], model_key: str) -> str:

@@ -24,6 +24,7 @@ from synthmri.core.interfaces import EvalInputs, Evaluator, Predictions
 from synthmri.plugins.evaluators._common import (
     BootstrapParams,
     metric_value,
+    result_head,
     result_label,
 )
 
@@ -158,14 +159,7 @@ class ClassificationEvaluator(Evaluator):
         names += [str(c) for c in range(len(names), k)]
         positive = positive_class(names, k) if k == 2 else None
         point = classification_metrics(target, proba, np.ones((1, n)), positive)
-        row: dict[str, Any] = {
-            "classifier": pred.model,
-            "generator": pred.generator,
-            "train_on": pred.train_on,
-            "real_fraction": pred.real_fraction,
-            "n_train": pred.n_train,
-            "n_test": n,
-        }
+        row: dict[str, Any] = {**result_head(pred, "classifier"), "n_test": n}
         row.update({m: metric_value(point[m][0], digits=None) for m in METRICS})
         b = self.params.bootstrap
         if b > 0 and n > 0:
@@ -253,7 +247,13 @@ def _confusion_figure(rows: list[dict], curves: list[dict], run: RunContext) -> 
         ax.set_title(label + (f"\nacc {acc:.3f}" if acc is not None else ""), fontsize=7)
     fig.suptitle("confusion matrices on the real test part", fontsize=9)
     fig.tight_layout()
-    run.save_figure(fig, "confusion_matrices")
+    run.save_figure(
+        fig,
+        "confusion_matrices",
+        caption="Counts of true against predicted class on the real test part, one matrix per "
+        "model and training set. Look for: a heavy diagonal; a full column means the model "
+        "calls (nearly) everything that class, whatever its accuracy says.",
+    )
 
 
 def _roc_figure(rows: list[dict], curves: list[dict], run: RunContext) -> None:
@@ -274,7 +274,12 @@ def _roc_figure(rows: list[dict], curves: list[dict], run: RunContext) -> None:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.legend(fontsize=6, loc="lower right")
-    run.save_figure(fig, "roc_curves")
+    run.save_figure(
+        fig,
+        "roc_curves",
+        caption="ROC curves on the real test part. Look for: curves toward the top left (AUC "
+        "near 1); a curve along the diagonal ranks the test images no better than chance.",
+    )
 
 
 @hookimpl

@@ -184,7 +184,13 @@ def closest_pairs_figure(
     axes[0, 0].set_ylabel(label, fontsize=8)
     axes[1, 0].set_ylabel("nearest real train", fontsize=8)
     fig.suptitle(f"privacy: {label} images closest to a real training image", fontsize=9)
-    run.save_figure(fig, f"privacy_closest_pairs_{label}")
+    run.save_figure(
+        fig,
+        f"privacy_closest_pairs_{label}",
+        caption=f"The {label} images most similar to a real training image (top) and that "
+        "training image (bottom), by SSIM. Look for: pairs that are the same slice (marked "
+        "COPY): the generator memorised and would leak that training image.",
+    )
 
 
 @hookimpl

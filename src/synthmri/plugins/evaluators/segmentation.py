@@ -36,6 +36,7 @@ from synthmri.core.interfaces import EvalInputs, Evaluator, Predictions
 from synthmri.plugins.evaluators._common import (
     BootstrapParams,
     metric_value,
+    result_head,
     result_label,
 )
 
@@ -152,11 +153,7 @@ class SegmentationEvaluator(Evaluator):
         n_normal = n - n_tumor
         rng = np.random.default_rng([seed, n])
         row: dict[str, Any] = {
-            "segmenter": pred.model,
-            "generator": pred.generator,
-            "train_on": pred.train_on,
-            "real_fraction": pred.real_fraction,
-            "n_train": pred.n_train,
+            **result_head(pred, "segmenter"),
             "dice": metric_value(dice_t.mean(), DIGITS) if n_tumor else None,
             "dice_ci": bootstrap_ci(dice_t, p.bootstrap, p.confidence, rng),
             "iou": metric_value(iou_t.mean(), DIGITS) if n_tumor else None,
@@ -268,7 +265,13 @@ def _overlay_figures(
             if len(rows) <= OVERLAY_ROWS_PER_FIGURE
             else f"-{start // OVERLAY_ROWS_PER_FIGURE + 1}"
         )
-        run.save_figure(fig, f"overlays{suffix}")
+        run.save_figure(
+            fig,
+            f"overlays{suffix}",
+            caption="Predicted (red) and true (green) tumour outlines on the best, median and "
+            "worst real test slice of each model. Look for: red hugging green on the median "
+            "slice; on the worst slice, whether the miss is a small tumour or a false alarm.",
+        )
 
 
 def _fraction_figure(rows: list[dict[str, Any]], run: RunContext) -> None:
@@ -301,7 +304,12 @@ def _fraction_figure(rows: list[dict[str, Any]], run: RunContext) -> None:
     ax.set_title("augmentation under scarcity (95% bootstrap CIs)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    run.save_figure(fig, "dice-vs-real-fraction")
+    run.save_figure(
+        fig,
+        "dice-vs-real-fraction",
+        caption="Dice on the real test tumour slices against the share of the real training "
+        "set used. Look for: real + synthetic above real alone at small shares.",
+    )
 
 
 @hookimpl

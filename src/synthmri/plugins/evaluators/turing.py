@@ -62,6 +62,8 @@ __all__ = [
 
 ANSWERS = ("real", "synthetic")
 KEY_VERSION = 1
+#: the largest side length of a kit's images
+MAX_KIT_SIZE = 1024
 PAGE_TEMPLATE = "turing_page.html"  # package data beside this module
 
 
@@ -113,10 +115,12 @@ def make_kit(
     """
     import torch
 
+    from synthmri.core.files import OutputDir, output_guard
+
     if n < 2:
         raise ConfigError(f"--n must be at least 2, not {n}")
-    if size < 8:
-        raise ConfigError(f"--size must be at least 8, not {size}")
+    if not 8 <= size <= MAX_KIT_SIZE:
+        raise ConfigError(f"--size must be between 8 and {MAX_KIT_SIZE}, not {size}")
     n_real, n_syn = n // 2, n - n // 2
     for what, data, need in (("real", real, n_real), ("synthetic", synthetic, n_syn)):
         if data.ndim != 4:
@@ -128,10 +132,11 @@ def make_kit(
             )
     out = Path(out)
     rater = out / "rater"
-    if rater.exists() and any(rater.iterdir()):
-        raise ConfigError(
-            f"{rater} already holds a kit; refusing to overwrite it", hint="give a new --out"
-        )
+    with output_guard(rater):
+        if rater.exists() and (not rater.is_dir() or any(rater.iterdir())):
+            raise ConfigError(
+                f"{rater} already holds a kit; refusing to overwrite it", hint="give a new --out"
+            )
     rng = np.random.default_rng(seed)
     pick_real = rng.choice(real.shape[0], n_real, replace=False)
     pick_syn = rng.choice(synthetic.shape[0], n_syn, replace=False)
@@ -146,20 +151,21 @@ def make_kit(
     position.update({("synthetic", int(i)): k for k, i in enumerate(pick_syn)})
     sources = {"real": real_sources, "synthetic": synthetic_sources}
     width = max(3, len(str(n)))
-    rater.mkdir(parents=True, exist_ok=True)
+    kit = OutputDir(out)  # every file of the kit goes through it (atomic, errors as one line)
+    kit.mkdir("rater")
     pages: list[tuple[str, bytes]] = []
     entries = []
     for k, (truth, idx) in enumerate(items, start=1):
         name = f"img_{k:0{width}d}.png"
         png = _png(prepared[truth][position[(truth, idx)]])
-        (rater / name).write_bytes(png)
+        kit.write_bytes(png, "rater", name)
         pages.append((name, png))
         src = sources[truth]
         entries.append(
             {"image": name, "truth": truth, "source": src[idx] if src else f"{truth}:{idx}"}
         )
     kit_id = hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:12]
-    (rater / "index.html").write_text(render_page(pages, title, kit_id), encoding="utf-8")
+    kit.write_text(render_page(pages, title, kit_id), "rater", "index.html")
     key = {
         "version": KEY_VERSION,
         "kit_id": kit_id,
@@ -170,9 +176,7 @@ def make_kit(
         "size": size,
         "images": entries,
     }
-    key_path = out / "key.json"
-    key_path.write_text(json.dumps(key, indent=1), encoding="utf-8")
-    return key_path
+    return kit.write_text(json.dumps(key, indent=1), "key.json")
 
 
 def render_page(images: list[tuple[str, bytes]], title: str, kit_id: str) -> str:
@@ -240,7 +244,7 @@ def load_answers(path: str | Path) -> dict[str, str | None]:
         raise DataError(f"{p}: answers file not found")
     if p.suffix.lower() == ".csv":
         try:
-            reader = csv.DictReader(io.StringIO(p.read_text(encoding="utf-8")))
+            reader = csv.DictReader(io.StringIO(_read_text(p)))
             rows = list(reader)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise DataError(f"{p}: cannot read answers CSV ({exc})") from None
@@ -272,9 +276,16 @@ def _read_json(path: str | Path, what: str) -> Any:
     if not p.is_file():
         raise DataError(f"{p}: {what} file not found")
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(_read_text(p))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{p}: not a valid JSON {what} file ({exc})") from None
+
+
+def _read_text(path: Path) -> str:
+    """A key or answers file as text: a regular file of at most 64 MiB."""
+    from synthmri.core.files import read_limited
+
+    return read_limited(path, 64 * 1024**2).decode("utf-8")
 
 
 def score_answers(answers: str | Path, key: str | Path) -> TuringScore:
@@ -325,24 +336,26 @@ class TuringKitEvaluator(Evaluator):
     )
     requires: ClassVar[tuple[str, ...]] = ("synthetic",)
 
-    #: the kit's two jobs outside a run (``synthmri turing make|score``)
+    #: the kit's two jobs outside a run (``synthmri turing make|score``) and its size limit
     make_kit = staticmethod(make_kit)
     score_answers = staticmethod(score_answers)
+    MAX_KIT_SIZE: ClassVar[int] = MAX_KIT_SIZE
 
     class Params(StrictParams):
         """Params of the Turing kit."""
 
         n: int = Field(50, ge=2, description="images per kit (half real, half synthetic)")
-        size: int = Field(128, ge=8, description="side length of the kit's images")
+        size: int = Field(128, ge=8, le=MAX_KIT_SIZE, description="side length of the kit's images")
         generators: list[str] | None = Field(None, description="kits for these (default: all)")
 
     def evaluate(self, inputs: EvalInputs, run: RunContext) -> dict[str, list[dict[str, Any]]]:
         """Write ``turing/<generator>/{rater/, key.json}``; no metric rows."""
         p = self.params
-        base = run.path("turing", "README.txt")
-        if base is None:
+        files = run.files if run.is_main else None  # the writer bound to the run directory
+        if files is None:
             run.note("turing_kit: no run directory, nothing written")
             return {}
+        base = files.mkdir("turing")
         real = inputs.test if len(inputs.test) else inputs.train
         wanted = p.generators or list(inputs.synthetic)
         for gen in wanted:
@@ -358,7 +371,7 @@ class TuringKitEvaluator(Evaluator):
             key = make_kit(
                 real.images,
                 syn.images,
-                base.parent / _folder(gen),
+                base / _folder(gen),
                 n=n,
                 seed=inputs.seed,
                 size=p.size,
@@ -367,12 +380,13 @@ class TuringKitEvaluator(Evaluator):
                 title=f"Visual Turing test ({n} images)",
             )
             run.log(turing_kit=str(key.parent), generator=gen, n=n)
-        base.write_text(
+        files.write_text(
             "Visual Turing test kits, one folder per generator.\n"
             "Send ONLY the rater/ folder to a rater (open rater/index.html in a browser).\n"
             "key.json beside it is the answer key: keep it.\n"
             "Score with: synthmri turing score answers.json key.json\n",
-            encoding="utf-8",
+            "turing",
+            "README.txt",
         )
         return {}
 

@@ -38,12 +38,14 @@ from pydantic import Field, field_validator
 from synthmri.core.errors import ConfigError, DataError, TrainingError
 from synthmri.core.interfaces import Generator, ImageSet, StrictParams
 from synthmri.nn.diffaugment import AUTO_POLICY, AUTO_THRESHOLD, check_policy, resolve_policy
+from synthmri.nn.params import AdaptiveAugmentParams
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
     from synthmri.core.training import RunContext
+    from synthmri.nn.gan_training import AdaptiveAugment
     from synthmri.nn.tensors import IndexBlocks
 
 __all__ = ["GAN", "GANParams", "GANStep", "GANTraining"]
@@ -52,8 +54,8 @@ __all__ = ["GAN", "GANParams", "GANStep", "GANTraining"]
 # ------------------------------------------------------------------ params
 
 
-class GANParams(StrictParams):
-    """Training params every GAN here shares."""
+class GANParams(AdaptiveAugmentParams):
+    """Training params every GAN here shares (``ada_*``: adaptive augmentation)."""
 
     iterations: int = Field(2000, ge=1, description="generator steps")
     batch_size: int = Field(32, ge=1, description="images per step (per process under DDP)")
@@ -132,6 +134,8 @@ class GANTraining:
     """The minibatch order, moved to the device ``log_every`` steps at a time."""
     buffers: dict[str, Tensor] = field(default_factory=dict)
     """Tensors the GAN made once in ``start_training`` (e.g. loss targets)."""
+    ada: AdaptiveAugment | None = None
+    """The adaptive augmentation controller (``ada_target``), or None (plain DiffAugment)."""
 
     def batch(self) -> tuple[Tensor, Tensor | None]:
         """The next real minibatch in [-1, 1] and its labels (None unless conditional)."""
@@ -139,10 +143,18 @@ class GANTraining:
         return self.data[idx], self.labels[idx] if self.labels is not None else None
 
     def augment(self, x: Tensor) -> Tensor:
-        """DiffAugment of ``x`` with the run's policy (use it on real and fake alike)."""
+        """DiffAugment of ``x`` with the run's policy (use it on real and fake alike); under
+        ``ada_target`` each op on each sample with the adaptive probability."""
         from synthmri.nn.diffaugment import diff_augment
 
+        if self.ada is not None:
+            return self.ada.augment(x, self.policy, self.image_channels)
         return diff_augment(x, self.policy, self.image_channels)
+
+    def observe_real(self, d_real: Tensor) -> None:
+        """D's logits on the augmented real batch, once per D step: they drive ``ada``."""
+        if self.ada is not None:
+            self.ada.observe(d_real)
 
     @staticmethod
     def update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
@@ -293,6 +305,7 @@ class GAN(Generator):
         from synthmri.core.training import minibatches, unwrap
         from synthmri.nn.batchnorm import latent_batches, recalibrate_bn
         from synthmri.nn.ema import EMA
+        from synthmri.nn.gan_training import AdaptiveAugment
         from synthmri.nn.tensors import IndexBlocks, latent_seeded
 
         p = self.params
@@ -343,19 +356,23 @@ class GAN(Generator):
             opt_g=opt_g,
             opt_d=opt_d,
             z=torch.empty(b, latent_dim, device=device),
-            policy=resolve_policy(p.diffaugment, len(train)),
+            policy=resolve_policy(p.diffaugment, 0 if p.ada_target else len(train)),
             image_channels=int(self.config["image_channels"]),
             autocast=run.autocast if cuda else contextlib.nullcontext,
             data=data,
             labels=labels,
             blocks=IndexBlocks(batches, first, p.log_every * self.batches_per_step, device),
         )
+        if p.ada_target is not None:  # p from 0; "auto" = every op, whatever the data size
+            t.ada = AdaptiveAugment(p.ada_target, batch=b, speed=p.ada_speed, device=device)
         t.buffers = self.start_training(t)
 
         with run.progress(p.iterations, run.stage or self.name) as bar:
             log = _BlockLog(self, run, bar)
             for step in range(p.iterations):
                 out = self.train_step(t)
+                if t.ada is not None:
+                    out.losses["aug_p"] = t.ada.p
                 if ema is not None:
                     ema.update(g_raw)
                 log.add(out.losses)

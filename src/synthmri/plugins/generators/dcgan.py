@@ -8,6 +8,13 @@ before D, an EMA of G for sampling (the loop, sampling and checkpoints are the G
 ``_gan``). ``conditional`` learns all classes in one model (label embedding
 concatenated to z in G, projection discriminator); ``emits_masks`` learns (slice, mask)
 pairs as two channels.
+
+Remedies against mode collapse, all off by default (``synthmri.nn.gan_training``):
+``mode_seeking`` (MSGAN's term: different latents must give different images; the one
+that broke the quickstart collapse, docs/results.md "DCGAN collapse"), ``loss: hinge``,
+``d_norm: spectral|none``, ``g_norm: pixel|none``, ``minibatch_std``, ``r1_gamma``,
+``lr_d`` (two time-scale updates) and, from the GAN base, ``ada_target`` (adaptive
+DiffAugment probability).
 """
 
 from __future__ import annotations
@@ -15,13 +22,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synthmri import hookimpl
 from synthmri.plugins.generators._gan import GAN, GANParams, GANStep, GANTraining
 
 if TYPE_CHECKING:
-    from torch import Tensor, nn
+    import torch
+    from torch import nn
 
 
 class DCGAN(GAN):
@@ -52,6 +60,13 @@ class DCGAN(GAN):
             "with DiffAugment and EMA; the paper's 2e-4 needs ~2x the steps)",
         )
         beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
+        beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+        lr_d: float | None = Field(
+            None,
+            gt=0,
+            description="Adam learning rate of D when it differs from G's (two time-scale "
+            "updates, e.g. 4x lr with a spectral-norm D); null = lr",
+        )
         label_smoothing: float = Field(
             0.0, ge=0, lt=0.5, description="one-sided label smoothing: real targets are 1 - s"
         )
@@ -66,6 +81,50 @@ class DCGAN(GAN):
             description="'dcgan' (Radford et al.) or 'reference-keras' (the networks of the "
             "published Keras brain-MRI DCGAN studies, for like-for-like comparison)",
         )
+        loss: Literal["bce", "hinge"] = Field(
+            "bce",
+            description="adversarial loss: 'bce' (non-saturating logistic) or 'hinge'",
+        )
+        g_norm: Literal["batch", "pixel", "none"] = Field(
+            "batch",
+            description="normalisation of the 'dcgan' generator: 'batch' (the paper's), "
+            "'pixel' (PixelNorm: per sample, no batch statistics) or 'none'",
+        )
+        d_norm: Literal["batch", "spectral", "none"] = Field(
+            "batch",
+            description="normalisation of the 'dcgan' discriminator: 'batch' (the paper's), "
+            "'spectral' (spectral norm on every conv, no BatchNorm) or 'none'",
+        )
+        minibatch_std: bool = Field(
+            False,
+            description="a minibatch standard deviation map before the 'dcgan' "
+            "discriminator's head (it sees how much the samples of a batch differ)",
+        )
+        mode_seeking: float = Field(
+            0.0,
+            ge=0,
+            description="weight of MSGAN's mode-seeking term in G's loss (different latents, "
+            "different images); 0 = off",
+        )
+        r1_gamma: float = Field(
+            0.0,
+            ge=0,
+            description="weight gamma of the R1 penalty (gamma/2 E||grad D(real)||^2) on "
+            "the discriminator; 0 = off",
+        )
+
+        @model_validator(mode="after")
+        def _compatible(self) -> DCGAN.Params:
+            if self.loss == "hinge" and self.label_smoothing:
+                raise ValueError("label_smoothing is defined for loss: bce only")
+            if self.architecture == "reference-keras" and (
+                self.g_norm != "batch" or self.d_norm != "batch" or self.minibatch_std
+            ):
+                raise ValueError(
+                    "g_norm, d_norm and minibatch_std apply to architecture: dcgan only (the "
+                    "reference Keras networks are kept as published)"
+                )
+            return self
 
     def network_config(self, size: int, channels: int, n_classes: int) -> dict[str, Any]:
         """The base config plus widths and architecture."""
@@ -75,6 +134,9 @@ class DCGAN(GAN):
             "ngf": p.ngf,
             "ndf": p.ndf,
             "architecture": p.architecture,
+            "g_norm": p.g_norm,
+            "d_norm": p.d_norm,
+            "minibatch_std": p.minibatch_std,
         }
 
     def build_networks(self, config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
@@ -83,37 +145,45 @@ class DCGAN(GAN):
 
         return build_networks(config)
 
-    def start_training(self, t: GANTraining) -> dict[str, Tensor]:
-        """BCE targets, made once: real (1 - label smoothing), fake 0, generator 1."""
-        import torch
-
-        b, device = t.z.shape[0], t.z.device
-        return {
-            "real": torch.full((b,), 1.0 - self.params.label_smoothing, device=device),
-            "fake": torch.zeros(b, device=device),
-            "gen": torch.ones(b, device=device),
-        }
+    def optimizers(
+        self, G: nn.Module, D: nn.Module, cuda: bool
+    ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        """The base's Adam pair; D's learning rate is ``lr_d`` when set."""
+        opt_g, opt_d = super().optimizers(G, D, cuda)
+        if self.params.lr_d is not None:
+            for group in opt_d.param_groups:
+                group["lr"] = self.params.lr_d
+        return opt_g, opt_d
 
     def train_step(self, t: GANTraining) -> GANStep:
-        """D step (real up, fake down, the same DiffAugment on both), then G's
-        non-saturating step through the updated D."""
+        """D step (real up, fake down, the same DiffAugment on both; plus the R1 penalty
+        when ``r1_gamma``), then G's step through the updated D (non-saturating or hinge)."""
         import torch
-        import torch.nn.functional as F
 
+        from synthmri.nn.gan_training import d_loss, g_loss, mode_seeking_loss, r1_penalty
+
+        p = self.params
         real, y = t.batch()
         t.z.normal_()
         with t.autocast():
             fake = t.G(t.z, y)
-            d_real = t.D(t.augment(real), y)
+            real_a = t.augment(real)
+            if p.r1_gamma > 0:
+                real_a = real_a.detach().requires_grad_(True)
+            d_real = t.D(real_a, y)
             d_fake = t.D(t.augment(fake.detach()), y)
-            loss_d = F.binary_cross_entropy_with_logits(
-                d_real.float(), t.buffers["real"]
-            ) + F.binary_cross_entropy_with_logits(d_fake.float(), t.buffers["fake"])
+            loss_d = d_loss(d_real, d_fake, p.loss, p.label_smoothing)
+            if p.r1_gamma > 0:
+                r1 = r1_penalty(d_real, real_a)
+                loss_d = loss_d + 0.5 * p.r1_gamma * r1
         t.update(t.opt_d, loss_d)
+        t.observe_real(d_real)
         with t.frozen_d():
             with t.autocast():
-                d_gen = t.d(t.augment(fake), y)
-                loss_g = F.binary_cross_entropy_with_logits(d_gen.float(), t.buffers["gen"])
+                loss_g = g_loss(t.d(t.augment(fake), y), p.loss)
+                if p.mode_seeking > 0:
+                    ms = mode_seeking_loss(fake, t.z)
+                    loss_g = loss_g + p.mode_seeking * ms
             t.update(t.opt_g, loss_g)
         losses = {
             "loss_d": loss_d,
@@ -121,6 +191,10 @@ class DCGAN(GAN):
             "d_real": torch.sigmoid(d_real.detach().float()).mean(),
             "d_fake": torch.sigmoid(d_fake.detach().float()).mean(),
         }
+        if p.r1_gamma > 0:
+            losses["r1"] = r1.detach()
+        if p.mode_seeking > 0:
+            losses["mode_seeking"] = ms.detach()
         return GANStep(losses, real, fake)
 
 

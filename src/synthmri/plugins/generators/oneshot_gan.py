@@ -73,7 +73,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synthmri import hookimpl
 from synthmri.core.errors import DataError, PluginError
@@ -151,6 +151,12 @@ class OneShotGAN(Generator):
         max_models: int = Field(
             8, ge=1, description="at most this many models (the rest are skipped with a note)"
         )
+
+        @model_validator(mode="after")
+        def _no_ada(self) -> OneShotGAN.Params:
+            if self.ada_target is not None:
+                raise ValueError("ada_target is not supported by oneshot_gan (own training loop)")
+            return self
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synthmri import hookimpl
 from synthmri.plugins.generators._gan import GAN, GANParams, GANStep, GANTraining
@@ -68,6 +68,15 @@ class WGANGP(GAN):
         emits_masks: bool = Field(
             False, description="learn (slice, tumour mask) pairs; sample() returns masks too"
         )
+
+        @model_validator(mode="after")
+        def _no_ada(self) -> WGANGP.Params:
+            if self.ada_target is not None:
+                raise ValueError(
+                    "ada_target is not supported: its overfitting signal E[sign(D(real))] "
+                    "needs logits centred between real and fake, which a critic's are not"
+                )
+            return self
 
     batch_seed: ClassVar[int] = 23
     collapse_ratio: ClassVar[float] = 0.0  # no collapse note: watch the Wasserstein estimate

@@ -30,7 +30,13 @@ from pydantic import Field, field_validator, model_validator
 from synthmri import hookimpl
 from synthmri.core.errors import ConfigError, DataError, PluginError
 from synthmri.core.interfaces import ImageSet, Segmenter
-from synthmri.core.training import BatchSize, Epochs, LearningRate, Patience, SupervisedParams
+from synthmri.core.supervised import (
+    BatchSize,
+    Epochs,
+    LearningRate,
+    Patience,
+    SupervisedParams,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -192,7 +198,7 @@ class MonaiSegmenter(Segmenter):
         from monai.losses import DiceCELoss
 
         from synthmri.core.augment import Augment
-        from synthmri.core.training import train_supervised
+        from synthmri.core.supervised import train_supervised
 
         p = self.params
         if train.masks is None:

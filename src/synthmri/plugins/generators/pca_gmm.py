@@ -12,6 +12,10 @@ a linear model of the training set.
 With ``emits_masks`` the tumour mask is appended to each image vector (scaled by
 ``mask_weight``), so image and mask are modelled jointly and a sampled mask is the
 mask part thresholded at 0.5.
+
+A built-in since it became one of the baselines every generator is compared with (the
+``baselines`` recipe); it started in the example package ``examples/synthmri-pca``, which
+now keeps only its ``pca_coverage`` evaluator. Same name, params and numbers.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
-import torch
 from pydantic import Field
-from synthmri import DataError, Generator, ImageSet, StrictParams
+
+from synthmri import hookimpl
+from synthmri.core.errors import ConfigError, DataError
+from synthmri.core.interfaces import Generator, ImageSet, StrictParams
 
 if TYPE_CHECKING:
-    from synthmri import RunContext
+    import numpy as np
+
+    from synthmri.core.training import RunContext
 
 __all__ = ["PCAGMMGenerator"]
 
@@ -93,6 +100,8 @@ class PCAGMMGenerator(Generator):
 
     def fit(self, train: ImageSet, run: RunContext) -> None:
         """Fit PCA on the flattened slices, then a Gaussian mixture on the PCA coordinates."""
+        import numpy as np
+        import torch
         from sklearn.decomposition import PCA
         from sklearn.mixture import GaussianMixture
 
@@ -152,9 +161,10 @@ class PCAGMMGenerator(Generator):
 
     # ------------------------------------------------------------------ sampling
 
-    @torch.no_grad()
     def sample(self, n: int, label: int | None = None, seed: int | None = None) -> ImageSet:
         """``n`` slices drawn from the mixture and mapped back to pixels (masks if asked)."""
+        import torch
+
         st = self._require_state()
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
@@ -195,18 +205,20 @@ class PCAGMMGenerator(Generator):
 
     def _require_state(self) -> dict[str, Any]:
         if self._state is None:
-            raise RuntimeError("pca_gmm: call fit() or load_state_dict() before sample()")
+            raise ConfigError(
+                "pca_gmm: not fitted", hint="call fit() or load a checkpoint before sample()"
+            )
         return self._state
 
     def _save_eigenbrains(self, run: RunContext) -> None:
         """The mean slice and the leading eigenbrains as a figure (only with a run directory)."""
         if run.out_dir is None:
             return
-        import matplotlib
+        import numpy as np
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from synthmri.core.artifacts import pyplot
 
+        plt = pyplot()
         st = self._require_state()
         c, h, w = st["shape"]
         d = c * h * w
@@ -222,6 +234,8 @@ class PCAGMMGenerator(Generator):
 
 def _scale_tril(gmm: Any, k: int) -> np.ndarray:
     """Lower Cholesky factors ``[n_mixture, k, k]`` of every mixture component's covariance."""
+    import numpy as np
+
     cov = gmm.covariances_
     m = gmm.weights_.shape[0]
     if gmm.covariance_type == "full":
@@ -233,3 +247,9 @@ def _scale_tril(gmm: Any, k: int) -> np.ndarray:
     else:  # spherical
         full = np.stack([np.eye(k) * c for c in cov])
     return np.linalg.cholesky(np.asarray(full, dtype=np.float64))
+
+
+@hookimpl
+def synthmri_register_generators(register: Any) -> None:
+    """Register the ``pca_gmm`` generator."""
+    register(PCAGMMGenerator)

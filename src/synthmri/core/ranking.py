@@ -1,0 +1,98 @@
+"""Generators ranked by what their synthetic data is worth, beside how it looks.
+
+:func:`rank_generators` gives one row per generator of a run: the headline metric of the model
+that does best on real data when trained on that generator's synthetic data alone (TSTR), its
+distance to the same model trained on all the real data, and the gain from adding the
+synthetic data to the smallest real share the run tried (mixed against real at that share);
+then the mean FID and recall over classes (``image_quality``) and the largest memorised
+fraction (``privacy`` or ``image_quality``). Rows are sorted by TSTR, then by the mixed gain.
+With several seeds the means over seeds are used (``<section>_summary``).
+"""
+
+from __future__ import annotations
+
+from statistics import mean
+from typing import Any
+
+from synthmri.core.answer import TASKS, Task, result_rows
+
+__all__ = ["rank_generators"]
+
+
+def rank_generators(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ranking rows of a run's ``metrics.json`` (empty without synthetic results)."""
+    for task in TASKS:
+        rows = [
+            r
+            for r in result_rows(metrics, task.section)
+            if r.get(task.metric) is not None and not r.get("unsupervised")
+        ]
+        if any(r.get("generator") for r in rows):
+            return _ranked(task, rows, metrics)
+    return []
+
+
+def _ranked(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) -> list[dict]:
+    m, key = task.metric, task.model_key
+    real = [r for r in rows if r["train_on"] == "real"]
+    if real:  # the model a reader would use: the best on the most real data
+        model = max(real, key=lambda r: (float(r["real_fraction"]), r[m]))[key]
+    else:
+        model = rows[0][key]
+    mine = [r for r in rows if r[key] == model]
+
+    def find(train_on: str, gen: str | None, share: float | None) -> dict[str, Any] | None:
+        return next(
+            (
+                r
+                for r in mine
+                if r["train_on"] == train_on
+                and r.get("generator") == gen
+                and (share is None or abs(float(r["real_fraction"]) - share) < 1e-9)
+            ),
+            None,
+        )
+
+    shares = sorted({float(r["real_fraction"]) for r in mine if r["train_on"] == "mixed"})
+    smallest = shares[0] if shares else None
+    full = find("real", None, 1.0)
+    out = []
+    for gen in dict.fromkeys(r["generator"] for r in mine if r.get("generator")):
+        row: dict[str, Any] = {"generator": gen, key: model}
+        tstr = find("synthetic", gen, None)
+        row[f"tstr_{m}"] = None if tstr is None else tstr[m]
+        row[f"tstr_{m}_ci"] = None if tstr is None else tstr.get(f"{m}_ci")
+        row["tstr_minus_real"] = None if tstr is None or full is None else tstr[m] - full[m]
+        mixed, alone = find("mixed", gen, smallest), find("real", None, smallest)
+        row["smallest_real_fraction"] = smallest
+        row["mixed_gain"] = None if mixed is None or alone is None else mixed[m] - alone[m]
+        row.update(_quality(metrics, gen))
+        out.append(row)
+    return sorted(
+        out,
+        key=lambda r: (
+            -(r[f"tstr_{m}"] if r[f"tstr_{m}"] is not None else -1e9),
+            -(r["mixed_gain"] if r["mixed_gain"] is not None else -1e9),
+        ),
+    )
+
+
+def _quality(metrics: dict[str, Any], gen: str) -> dict[str, Any]:
+    """Mean FID and recall over classes, and the largest memorised fraction, of ``gen``."""
+    quality = [r for r in metrics.get("image_quality") or [] if r.get("generator") == gen]
+    copies = [
+        r.get("memorized_fraction")
+        for section in ("privacy", "image_quality")
+        for r in metrics.get(section) or []
+        if r.get("generator") == gen and r.get("memorized_fraction") is not None
+    ]
+
+    def avg(name: str) -> float | None:
+        values = [r[name] for r in quality if r.get(name) is not None]
+        return mean(values) if values else None
+
+    return {
+        "fid": avg("fid"),
+        "recall": avg("recall"),
+        "memorized_fraction": max(copies, default=None),
+    }
