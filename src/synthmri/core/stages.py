@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthmri.core.errors import ConfigError, DataError
-from synthmri.core.files import OutputDir, read_limited, resolve_inside, safe_name
+from synthmri.core.files import OutputDir, read_limited, resolve_inside
 
 if TYPE_CHECKING:
     from synthmri.core.interfaces import ImageSet
@@ -36,7 +36,6 @@ __all__ = [
     "fingerprint",
     "mark_failed",
     "new_run_dir",
-    "safe_name",
     "stage_seed",
 ]
 

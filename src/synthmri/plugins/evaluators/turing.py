@@ -393,7 +393,7 @@ class TuringKitEvaluator(Evaluator):
 
 def _folder(generator: str) -> str:
     """The kit folder of a generator: its name as one file-name component."""
-    from synthmri.core.stages import safe_name
+    from synthmri.core.files import safe_name
 
     # "/" becomes "_" here (safe_name would make it "-"), as kit folders always had it
     return safe_name(generator.replace("/", "_")) or "generator"
