@@ -1,22 +1,39 @@
-"""Decision speed of ``vae_anomaly``'s four methods on 1000 slices of 128 px.
+"""``vae_anomaly``'s four methods: decision speed, and a study of its anomaly maps.
 
-The study found DBSCAN promising but "unfeasible" (too slow). Here a VAE is trained
-briefly on healthy phantoms (speed does not depend on how good it is), the test slices
-are reconstructed once, and each method then scores all of them from the same error
-maps. Printed, in seconds (wall clock; process CPU time beside it):
+**Speed** (default): the decision speed of the four methods on 1000 slices of 128 px. The
+study found DBSCAN promising but "unfeasible" (too slow). Here a VAE is trained briefly on
+healthy phantoms (speed does not depend on how good it is), the test slices are
+reconstructed once, and each method then scores all of them from the same error maps.
+Printed, in seconds (wall clock; process CPU time beside it):
 
 - ``reconstruction``: the VAE's forward pass over the test slices (``VAE.reconstruct``);
-- ``error maps``: ``|x - x_hat|``, smoothing and the head mask (shared by all methods);
+- ``error maps``: the error map, smoothing, the head mask and the z-map (shared by all
+  methods);
 - per method: ``calibrate`` (on the validation slices; done once in ``fit``), ``score``
   (the tumour score of every test slice: what ``predict_proba`` adds to the two above),
   ``masks`` (the largest anomalous cluster per slice: what ``predict_masks`` adds) and
   ``decision`` = score + masks; accuracy and ROC AUC on the phantoms are printed for
   information only (the VAE is trained for seconds).
 
+**Study** (``--study``): the data and split of the ``vae-anomaly`` recipe (``--set`` as for
+``synthmri run``; same seed, so the same split), ONE VAE trained with the recipe's
+``vae_anomaly`` params on the healthy training slices, then for each map variant and
+method the post-training part of ``fit`` (``recalibrate``: error map choice and thresholds
+on the validation part only) and the scores on the test part: accuracy, recall,
+specificity and ROC AUC with 95 % bootstrap intervals, unsupervised Dice on the tumour
+slices, and the operating point chosen on the validation part. Variants: ``published``
+(absolute error, no normalisation, intensity head mask, no clean-up: the study's maps)
+and ``default`` (the plugin's defaults: loader head mask, ``auto`` error map and z-map,
+morphological clean-up). With ``--out``, each method's best/worst test cases are drawn
+(``VAEAnomaly.case_figure``: the figure the pipeline cannot draw, since ``predict``
+never sees labels). Nothing is tuned on the test part.
+
 Usage::
 
-    python benchmarks/anomaly_methods.py                    # 1000 x 128 px, 2 threads
+    python benchmarks/anomaly_methods.py                    # speed: 1000 x 128 px
     python benchmarks/anomaly_methods.py --n 1000 --size 128 --threads 2 --iterations 60
+    python benchmarks/anomaly_methods.py --study --out /tmp/study       # 64 px phantoms
+    python benchmarks/anomaly_methods.py --study --set data.path=/data/navoneel --out /tmp/nav
 """
 
 from __future__ import annotations
@@ -34,6 +51,24 @@ from synthmri.core.phantoms import make_phantoms
 from synthmri.core.training import RunContext
 from synthmri.plugins.classifiers.vae_anomaly import METHODS, VAEAnomaly
 
+PUBLISHED: dict[str, Any] = {
+    "error_measure": "absolute",
+    "normalise": "none",
+    "head_mask": "intensity",
+    "clean_radius": 0,
+    "clean_min_area": 0.0,
+    "match_intensity": False,
+}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "published": PUBLISHED,
+    "default": {},
+    # one deviation at a time switched back to the study's choice
+    "match": {"match_intensity": True},
+    "no-clean": {"clean_radius": 0, "clean_min_area": 0.0},
+    "intensity-head": {"head_mask": "intensity"},
+    "absolute": {"error_measure": "absolute"},
+}
+
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     """``(result, wall seconds, process CPU seconds)`` of ``fn()``."""
@@ -42,20 +77,8 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=1000, help="test slices to score")
-    ap.add_argument("--size", type=int, default=128, help="image side in pixels")
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    ap.add_argument("--iterations", type=int, default=40, help="VAE training steps")
-    ap.add_argument("--n-train", type=int, default=200, help="training phantoms (half healthy)")
-    ap.add_argument("--n-val", type=int, default=200, help="validation phantoms")
-    ap.add_argument("--max-points", type=int, default=1000, help="dbscan: max_points")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
+def speed(args: argparse.Namespace) -> None:
+    """The decision-speed table (see the module docstring)."""
     train = make_phantoms(args.n_train, args.size, seed=0)
     val = make_phantoms(args.n_val, args.size, seed=1)
     test = make_phantoms(args.n, args.size, seed=2)
@@ -72,7 +95,7 @@ def main() -> None:
     print(
         f"{args.n} slices of {args.size} px, {args.threads} threads; VAE trained "
         f"{args.iterations} steps on {int((train.labels == 0).sum())} healthy slices "
-        f"in {fit_s:.1f} s"
+        f"in {fit_s:.1f} s; error map {model.measure}/{model.normalisation}"
     )
     healthy = train.of_class("normal").images
     recon, rec_s, rec_cpu = timed(lambda: model.reconstruct(test.images))
@@ -102,6 +125,116 @@ def main() -> None:
             f"{method:<16}{cal_s:10.2f}{score_s:8.2f}{mask_s:8.2f}{decision:10.2f}"
             f"{score_cpu + mask_cpu:8.2f}{rec_s + map_s + decision:8.2f}{acc:7.3f}{auc:7.3f}"
         )
+
+
+def bootstrap(
+    stat: Callable[[np.ndarray], float], n: int, rng: np.random.Generator, reps: int = 2000
+) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of ``stat(index)`` over ``n`` items."""
+    values = [stat(rng.integers(0, n, n)) for _ in range(reps)]
+    finite = np.array([v for v in values if np.isfinite(v)])
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    return float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))
+
+
+def study(args: argparse.Namespace) -> None:
+    """The map-variant x method table on the recipe's split (see the module docstring)."""
+    from sklearn.metrics import roc_auc_score
+
+    from synthmri.core.pipeline import load_data
+    from synthmri.core.recipe import load_recipe
+
+    recipe = load_recipe("vae-anomaly", args.set)
+    entry = next(m for e in recipe.experiments for m in e.models if m.plugin == VAEAnomaly.name)
+    run = RunContext(args.out, device=args.device, seed=recipe.seed, stage="study")
+    summary, train, val, test = load_data(recipe, RunContext(seed=recipe.seed))
+    print(
+        f"data: {summary.n_train} train / {summary.n_val} val / {summary.n_test} test; "
+        f"classes {train.class_names}; VAE params of {entry.label!r}"
+    )
+    model = VAEAnomaly({**entry.params, "method": "giaem", "figures": False})
+    torch.manual_seed(recipe.seed)
+    _, fit_s, fit_cpu = timed(lambda: model.fit(train, val, run))
+    size = model.history.get("vae_size", {})
+    print(f"VAE {size} trained in {fit_s:.1f} s (cpu {fit_cpu:.1f} s)")
+    healthy = train.subset(train.labels == model.normal_index)
+    y = (test.labels != model.normal_index).numpy()
+    truth = test.masks[:, 0].numpy() > 0.5 if test.masks is not None else None
+    print(
+        f"{'variant':<10}{'method':<14}{'map':<15}{'val sens/spec/AUC':>18}"
+        f"{'accuracy [95% CI]':>24}{'recall':>8}{'spec':>7}{'AUC [95% CI]':>22}{'Dice':>7}"
+    )
+    for variant in args.variants:
+        changes = VARIANTS[variant]
+        for method in args.methods:
+            m = copy.deepcopy(model)
+            base = {**entry.params, "method": method, "figures": False}
+            m.params = m.parse_params({**base, **changes})
+            m.measure = "absolute" if m.params.error_measure == "auto" else m.params.error_measure
+            m.recalibrate(healthy, val, RunContext(seed=recipe.seed))
+            scores = m.anomaly_scores(test.images)
+            pred = scores > m.score_threshold
+            rng = np.random.default_rng(0)
+            acc = float((pred == y).mean())
+            acc_ci = bootstrap(lambda i, p=pred: float((p[i] == y[i]).mean()), len(y), rng)
+
+            def auc_of(i: np.ndarray, s: np.ndarray = scores) -> float:
+                return float(roc_auc_score(y[i], s[i])) if len(set(y[i])) == 2 else float("nan")
+
+            auc, auc_ci = auc_of(np.arange(len(y))), bootstrap(auc_of, len(y), rng)
+            dice = float("nan")
+            if truth is not None and truth[y].any():
+                masks = m.predict_masks(test.images)[:, 0].numpy() > 0.5
+                t, pm = truth[y], masks[y]
+                inter = (t & pm).reshape(len(t), -1).sum(1)
+                denom = t.reshape(len(t), -1).sum(1) + pm.reshape(len(t), -1).sum(1)
+                dice = float(np.mean(np.where(denom > 0, 2 * inter / np.maximum(denom, 1), 1.0)))
+            op = m.operating_point
+            print(
+                f"{variant:<10}{method:<14}{op['error_map']:<15}"
+                f"{op['val_sensitivity'] or 0:>8.2f}/{op['val_specificity']:.2f}"
+                f"/{op['val_auc'] or float('nan'):.2f}"
+                f"{acc:>9.3f} [{acc_ci[0]:.3f}, {acc_ci[1]:.3f}]"
+                f"{pred[y].mean():>8.3f}{(~pred[~y]).mean():>7.3f}"
+                f"{auc:>7.3f} [{auc_ci[0]:.3f}, {auc_ci[1]:.3f}]{dice:>7.3f}"
+            )
+            if args.out is not None:
+                m.case_figure(test, run, name=f"cases-{variant}-{method}")
+    if args.out is not None:
+        print(f"figures in {args.out}/figures")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000, help="speed: test slices to score")
+    ap.add_argument("--size", type=int, default=128, help="speed: image side in pixels")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--iterations", type=int, default=40, help="speed: VAE training steps")
+    ap.add_argument("--n-train", type=int, default=200, help="speed: training phantoms")
+    ap.add_argument("--n-val", type=int, default=200, help="speed: validation phantoms")
+    ap.add_argument("--max-points", type=int, default=1000, help="speed: dbscan max_points")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--study", action="store_true", help="the map study instead of speed")
+    ap.add_argument(
+        "--set", action="append", default=[], help="study: recipe override key.path=value"
+    )
+    ap.add_argument("--out", default=None, help="study: folder for the case figures")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["published", "default"],
+        choices=list(VARIANTS),
+        help="study: map variants (default: the study's maps and the plugin's defaults)",
+    )
+    ap.add_argument("--device", default="cpu", help="study: cpu, cuda or auto")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.study:
+        study(args)
+    else:
+        speed(args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -159,6 +160,25 @@ def test_run_prints_table_and_report(cli, tmp_path: Path, toy_plugins: str) -> N
     assert "classification" in out and "report.html" in out
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "report.html").is_file()
+
+
+def test_run_piped_prints_plain_progress_and_whole_table(
+    cli, tmp_path: Path, toy_plugins: str
+) -> None:
+    """Captured stdout is not a terminal: progress comes as plain start/done lines with the
+    elapsed time (no hidden bars), and no cell of the results table is cut to 80 columns."""
+    path = tmp_path / "r.yaml"
+    long = "a-generator-label-far-too-long-for-eighty-columns"  # widens the table past 80
+    path.write_text(RECIPE.replace("[{plugin: toy_mean}]", f"[{{plugin: toy_mean, name: {long}}}]"))
+    code, out, err = cli("run", str(path), "--out", str(tmp_path / "runs"))
+    assert code == 0, err
+    assert re.search(rf"^\d\d:\d\d:\d\d start sample {long}$", out, re.M), out
+    assert re.search(rf"^\d\d:\d\d:\d\d done sample {long} in \d+\.\d s$", out, re.M), out
+    assert "\x1b[" not in out and "…" not in out
+    assert max(len(line) for line in out.splitlines()) > 80
+    assert re.search(rf"│ +{long} │ +synthetic │", out), out  # the long cell whole, one line
+    report = next(Path(tmp_path / "runs").iterdir()) / "report.html"
+    assert f"report: {report}\n" in out  # the path on one line, whatever its length
 
 
 def test_run_on_missing_folder_exits_2(cli, tmp_path: Path, toy_plugins: str) -> None:

@@ -34,6 +34,7 @@ CORE_ORDER = [
     "classification",
     "segmentation",
     "generators",
+    "memorisation",
 ]
 
 
@@ -61,6 +62,7 @@ def test_metrics_written_by_a_run_round_trip(tmp_path: Path, toy_plugins: str) -
     assert [s for s, _ in Metrics.model_validate(written).row_sections()] == [
         "classification",
         "generators",
+        "memorisation",
         "toy_counts",
     ]
 

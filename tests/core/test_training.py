@@ -90,3 +90,33 @@ def test_a_step_budget_gives_every_training_set_the_same_updates() -> None:
     # validation after every 7 steps and at the end: 7, 14, 21, 28, 30
     assert len(small["val_score"]) == len(large["val_score"]) == 5
     assert _fit(8, steps=40)["epochs_run"] == 20  # default: 20 checks
+
+
+def test_progress_on_a_console_that_is_not_a_terminal_prints_plain_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Piped output: a start line, count lines at most every ``every`` seconds, a done line
+    with the elapsed time; a stage that raises ends with "stopped"."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from synthmri.core import training
+
+    buffer = io.StringIO()
+    run = RunContext(quiet=False, console=Console(file=buffer), stage="generate/x")
+    monkeypatch.setattr(training._PlainProgress, "every", 0.0)
+    with run.progress(2, "fit") as bar:
+        bar.advance(loss=0.25)
+        bar.advance()
+    with pytest.raises(RuntimeError), run.progress(1) as bar:
+        raise RuntimeError("boom")
+    lines = [line[9:] for line in buffer.getvalue().splitlines()]  # without the HH:MM:SS
+    assert lines[:3] == [
+        "start generate/x: fit",
+        "  generate/x: fit 1/2 loss=0.25",
+        "  generate/x: fit 2/2",
+    ]
+    assert re.fullmatch(r"done generate/x: fit in \d+\.\d s", lines[3])
+    assert lines[4] == "start generate/x" and lines[5].startswith("stopped generate/x in ")

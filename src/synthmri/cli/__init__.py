@@ -15,7 +15,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from synthmri._version import __version__
-from synthmri.cli import compare, data, export, generate, plugins, recipes, run, turing
+from synthmri.cli import compare, data, export, generate, plugins, recipes, run, sweep, turing
 from synthmri.cli._common import State, err_console, state_of
 from synthmri.core.errors import SynthMRIError
 
@@ -97,6 +97,7 @@ def _main(
 
 
 run.register(app)
+sweep.register(app)
 generate.register(app)
 data.register(app)
 app.add_typer(recipes.app, name="recipes")

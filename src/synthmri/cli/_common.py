@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 console = Console()
+#: the widest a table is printed when stdout is not a terminal
+PIPED_WIDTH = 200
 err_console = Console(stderr=True)
 
 
@@ -27,6 +29,19 @@ def state_of(ctx: typer.Context) -> State:
     """The global flags, stored on the root context (``ctx.obj``) by the app callback."""
     obj = ctx.find_root().obj
     return obj if isinstance(obj, State) else State()
+
+
+def print_table(table: Table) -> None:
+    """Print a table on stdout whole. On a terminal rich fits it to the window; piped or
+    redirected to a log file it is printed at its natural width up to ``PIPED_WIDTH``
+    columns (longer prose wraps inside its cell), so no cell is cut to fit 80 columns."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    Console(file=console.file, width=max(min(need, PIPED_WIDTH), console.width)).print(table)
 
 
 def rich_table(title: str, rows: list[dict[str, Any]]) -> Table:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 import typer
 from rich.markup import escape
 
-from synthmri.cli._common import console, state_of
+from synthmri.cli._common import console, print_table, state_of
 
 if TYPE_CHECKING:
     from synthmri.core.interfaces import ImageSet
@@ -95,7 +95,7 @@ def compare(
         table.add_column(escape(str(row["class"])), justify="right")
     for key in keys:
         table.add_row(key, *[_fmt(row[key]) for row in result["rows"]])
-    console.print(table)
+    print_table(table)
     for note in result["notes"]:
         console.print(f"[yellow]note[/] {escape(note)}")
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from synthmri.cli._common import console
+from synthmri.cli._common import console, print_table
 from synthmri.core.hookspecs import PluginKind
 from synthmri.scaffold import Template
 
@@ -63,7 +63,7 @@ def list_(
             f"[red]{escape(b.error)}[/]",
             escape(f"{b.package} {b.version}"),
         )
-    console.print(table)
+    print_table(table)
 
 
 @app.command("show")
@@ -104,7 +104,7 @@ def show(
             table.add_row(
                 field, ann.replace("typing.", ""), repr(spec.default), spec.description or ""
             )
-        console.print(table)
+        print_table(table)
 
 
 @app.command("new")

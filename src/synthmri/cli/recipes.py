@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import typer
 
-from synthmri.cli._common import console
+from synthmri.cli._common import print_table
 
 app = typer.Typer(help="The shipped recipes.", no_args_is_help=True)
 
 
 @app.command("list")
 def list_() -> None:
-    """List the shipped recipes with their descriptions."""
+    """List the shipped recipes, each with the first sentence of its description."""
     import yaml
     from rich.table import Table
 
@@ -25,8 +26,8 @@ def list_() -> None:
             desc = (yaml.safe_load(path.read_text()) or {}).get("description", "")
         except yaml.YAMLError:
             desc = "(invalid YAML)"
-        table.add_row(name, str(desc).strip().splitlines()[0] if desc else "")
-    console.print(table)
+        table.add_row(name, _first_sentence(str(desc or "")))
+    print_table(table)
 
 
 @app.command("show")
@@ -35,3 +36,10 @@ def show(name: Annotated[str, typer.Argument(help="Recipe name.")]) -> None:
     from synthmri.core.recipe import resolve_recipe_path
 
     typer.echo(resolve_recipe_path(name).read_text())
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of a description (not cut at "et al." or "e.g.")."""
+    one_line = " ".join(text.split())
+    end = r"(?<=\.)(?<!\bal\.)(?<!e\.g\.)(?<!i\.e\.)\s+(?=[A-Z])"  # a full stop, then a capital
+    return re.split(end, one_line, maxsplit=1)[0]

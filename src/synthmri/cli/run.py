@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from synthmri.cli._common import console, rich_table, state_of
+from synthmri.cli._common import console, print_table, rich_table, state_of
 
 Recipe = Annotated[str, typer.Argument(help="A recipe file or the name of a shipped recipe.")]
 Overrides = Annotated[
@@ -41,6 +41,21 @@ def run(
             "section sets the URI and experiment.",
         ),
     ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="How independent stages run: serial, local (a process pool) or ray (extra "
+            "synthmri[ray]; RAY_ADDRESS joins a cluster). Default: the recipe's executor: "
+            "section (serial).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="local: processes (default: cores, capped by memory)."
+        ),
+    ] = None,
 ) -> None:
     """Run a study: data, generators, experiments, evaluation, report."""
     from synthmri.core.metrics import brief_rows
@@ -62,12 +77,20 @@ def run(
         rec.device = device
     if not quiet:
         console.print(f"[bold]synthmri[/] running [cyan]{escape(rec.name)}[/] (seed {rec.seed})")
-    result = run_recipe(rec, out=out, resume=resume, quiet=quiet, console=console)
+    result = run_recipe(
+        rec,
+        out=out,
+        resume=resume,
+        quiet=quiet,
+        console=console,
+        executor=executor,
+        workers=workers,
+    )
     for section in ("classification", "segmentation"):
         rows = result.metrics.get(section)
         if rows:
-            console.print(rich_table(section, brief_rows(rows)))
-    console.print(f"report: [bold]{escape(str(result.report))}[/]")
+            print_table(rich_table(section, brief_rows(rows)))
+    console.print(f"report: [bold]{escape(str(result.report))}[/]", soft_wrap=True)
 
 
 def validate(

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from synthmri.cli._common import console
+from synthmri.cli._common import console, print_table
 
 app = typer.Typer(
     help="Visual Turing test: blinded real/synthetic kits and their scores.", no_args_is_help=True
@@ -97,7 +97,7 @@ def score(
     lo, hi = s.accuracy_ci
     table.add_row("accuracy", f"{s.accuracy:.1%} (95 % CI {lo:.1%}-{hi:.1%})")
     table.add_row("p (two-sided binomial vs 50 %)", _format_p(s.p_value))
-    console.print(table)
+    print_table(table)
     verdict = (
         "raters told real from synthetic better than chance"
         if s.p_value < 0.05

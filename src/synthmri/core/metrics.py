@@ -102,6 +102,9 @@ class Metrics(BaseModel):
     classification: Rows = Field(default_factory=list)
     segmentation: Rows = Field(default_factory=list)
     generators: list[GeneratorSummary] = Field(default_factory=list)
+    #: the memorisation guard (``core.memorisation``): per generator and class, how close
+    #: samples sit to the training images against the real validation images
+    memorisation: Rows = Field(default_factory=list)
     timings: Timings | None = None  # set when the run ends
     notes: list[str] = Field(default_factory=list)
 

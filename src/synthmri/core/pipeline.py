@@ -14,39 +14,43 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from synthmri._version import __version__
-from synthmri.core.artifacts import real_vs_synthetic_grid, write_image_set
 from synthmri.core.data.load import load_images
-from synthmri.core.data.split import random_subset, real_fraction, split_dataset
+from synthmri.core.data.split import random_subset, split_dataset
 from synthmri.core.errors import DataError, PluginError
-from synthmri.core.interfaces import (
-    Classifier,
-    EvalInputs,
-    Generator,
-    ImageSet,
-    Predictions,
-    Segmenter,
+from synthmri.core.executors import (
+    Executor,
+    SerialExecutor,
+    StageJob,
+    StageResult,
+    check_executor,
+    executor_for,
 )
+from synthmri.core.interfaces import EvalInputs, Generator, ImageSet, Predictions
 from synthmri.core.metrics import DataSummary, GeneratorSummary, Metrics, Timings
 from synthmri.core.plugins import get_plugin
 from synthmri.core.preflight import check_run
-from synthmri.core.recipe import Experiment, GeneratorEntry, Recipe, load_recipe
+from synthmri.core.recipe import GeneratorEntry, Recipe, load_recipe
+from synthmri.core.sampling import make_synthetic_sets, sample_generator
 from synthmri.core.stages import (
     StageCache,
+    class_part,
     content_hash,
     fingerprint,
+    fit_generator_stage,
+    fit_model_stage,
     mark_failed,
     new_run_dir,
     stage_seed,
+    training_set,
 )
 from synthmri.core.tracking import open_tracker
-from synthmri.core.training import RunContext, load_checkpoint, seed_everything
+from synthmri.core.training import RunContext, load_checkpoint
 
 __all__ = [
     "RunResult",
@@ -83,8 +87,15 @@ def run_recipe(
     quiet: bool = True,
     console: Any = None,
     device: str | None = None,
+    executor: str | Executor | None = None,
+    workers: int | None = None,
+    share: Sequence[Path] = (),
 ) -> RunResult:
-    """Run a whole study and write its run directory (``out=None``: write nothing)."""
+    """Run a whole study and write its run directory (``out=None``: write nothing).
+
+    ``executor`` (``serial``, ``local``, ``ray`` or an :class:`Executor`) and ``workers``
+    override the recipe's ``executor:`` section; ``share`` names earlier runs whose stages
+    are reused like ``resume``'s (a sweep's finished runs)."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     t0 = time.perf_counter()
@@ -92,6 +103,7 @@ def run_recipe(
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
     # every check `synthmri validate` makes, before a run directory exists
     check_run(recipe, out=out if main_rank else None, resume=resume_dir, device=device)
+    check_executor(executor, recipe.executor)
     run_dir = new_run_dir(out, recipe.name) if out is not None and main_rank else None
     tracker = open_tracker(recipe.tracking, run_dir, recipe)  # None unless tracking is on
     run = RunContext(
@@ -104,18 +116,24 @@ def run_recipe(
     )
     if run.files is not None:
         run.files.write_text(recipe.to_yaml(), "recipe.yaml")
-    cache = StageCache(run_dir, resume_dir, warn=run.child("resume").note)
+    cache = StageCache(run_dir, resume_dir, warn=run.child("resume").note, share=share)
     timings: dict[str, float] = {}  # stage -> seconds, in the order the stages ran
 
     try:
-        start = time.perf_counter()
-        data, train, val, test = load_data(recipe, run.child("data"))
-        timings["data"] = _seconds_since(start)
-        trained = train_generators(recipe, train, run, cache, timings)
-        start = time.perf_counter()
-        synthetic = make_synthetic_sets(recipe, trained, train, run)
-        timings["synthesize"] = _seconds_since(start)
-        predictions = run_experiments(recipe, train, val, test, synthetic, run, cache, timings)
+        # the pool starts before this process runs torch code (its workers are forked)
+        with executor_for(recipe.executor, executor, workers, str(run.device)) as pool:
+            run.log(executor=pool.describe())
+            start = time.perf_counter()
+            data, train, val, test = load_data(recipe, run.child("data"))
+            timings["data"] = _seconds_since(start)
+            trained = train_generators(recipe, train, run, cache, timings, pool)
+            start = time.perf_counter()
+            guard_rows: list[dict[str, Any]] = []  # the memorisation guard's rows
+            synthetic = make_synthetic_sets(recipe, trained, train, run, val, guard_rows)
+            timings["synthesize"] = _seconds_since(start)
+            predictions = run_experiments(
+                recipe, train, val, test, synthetic, run, cache, timings, pool
+            )
         metrics = Metrics(
             recipe=recipe.name,
             synthmri_version=__version__,
@@ -123,6 +141,7 @@ def run_recipe(
             device=str(run.device),
             data=data,
             generators=[tg.summary() for tg in trained.values()],
+            memorisation=guard_rows,
         )
         inputs = EvalInputs(
             train=train,
@@ -247,19 +266,29 @@ class TrainedGenerator:
 
 
 def train_generators(
-    recipe: Recipe, train: ImageSet, run: RunContext, cache: StageCache, timings: dict[str, float]
+    recipe: Recipe,
+    train: ImageSet,
+    run: RunContext,
+    cache: StageCache,
+    timings: dict[str, float],
+    executor: Executor | None = None,
 ) -> dict[str, TrainedGenerator]:
-    """Fit every generator entry (per class or conditional), reusing cached stages."""
+    """Fit every generator entry (per class or conditional), reusing cached stages; the
+    stages to train are independent and run on ``executor`` (default: serial)."""
     trained: dict[str, TrainedGenerator] = {}
     train_fp = fingerprint(train)
+    jobs: list[StageJob] = []
+    todo: dict[str, tuple[TrainedGenerator, str | None, str]] = {}
+    seconds: dict[str, float] = {}
+    owner: dict[str, TrainedGenerator] = {}
     for entry in recipe.generators:
         cls = get_plugin("generator", entry.plugin)
         classes = entry.resolve_classes(train.class_names)
         targets: list[str | None] = list(classes) if entry.per_class else [None]
-        tg = TrainedGenerator(entry, {}, list(train.class_names))
+        tg = trained[entry.label] = TrainedGenerator(entry, {}, list(train.class_names))
         for cname in targets:
             key = f"generate/{entry.label}" + (f"/{cname}" if cname else "")
-            part = train.of_class(cname) if cname is not None else _of_classes(train, classes)
+            part = class_part(train, cname, classes)
             seed = stage_seed(recipe.seed, key)
             part = random_subset(part, entry.max_train_images, seed)
             if len(part) == 0:
@@ -275,49 +304,44 @@ def train_generators(
                 entry.max_train_images,
                 *filter(None, [model.cache_key()]),  # e.g. a hash of files read (none: as before)
             )
+            tg.models[cname] = model  # keeps the class order; replaced once trained
+            tg.n_train += len(part)
+            seconds[key], owner[key] = 0.0, tg
             cached = cache.lookup(key, digest)
-            start = time.perf_counter()
             if cached is not None:
                 model.load_state_dict(cached["state"])
                 run.log(stage_reused=key)
-                elapsed = float(cached.get("train_seconds", 0.0))
-            else:
-                seed_everything(seed)
-                stage_run = run.child(key)
-                stage_run.seed = seed
-                model.fit(part, stage_run)
-                elapsed = time.perf_counter() - start
-                cache.store(
-                    key,
-                    digest,
-                    run,
-                    key.replace("/", "-"),
-                    {
-                        "kind": "generator",
-                        "plugin": entry.plugin,
-                        "name": entry.label,
-                        "params": entry.params,
-                        "class_name": cname,
-                        "class_names": list(train.class_names),
-                        "state": model.state_dict(),
-                        "train_seconds": elapsed,
-                        "n_train": len(part),
-                    },
-                )
-            timings[key] = round(elapsed, 3)
-            tg.train_seconds += elapsed
-            tg.n_train += len(part)
-            tg.models[cname] = model
-        trained[entry.label] = tg
+                seconds[key] = float(cached.get("train_seconds", 0.0))
+                continue
+            meta = {
+                "kind": "generator",
+                "plugin": entry.plugin,
+                "name": entry.label,
+                "params": entry.params,
+                "class_name": cname,
+                "class_names": list(train.class_names),
+                "n_train": len(part),
+            }
+            args = (entry.plugin, entry.params, part, seed, meta)
+            jobs.append(StageJob(key, fit_generator_stage, lambda a=args: a, len(part)))
+            todo[key] = (tg, cname, digest)
+
+    def done(job: StageJob, result: StageResult) -> None:
+        tg, cname, digest = todo[job.key]
+        cache.store(job.key, digest, run, job.key.replace("/", "-"), result.payload)
+        model = result.live
+        if model is None:  # trained in a worker: rebuilt from its state
+            model = get_plugin("generator", tg.entry.plugin)(tg.entry.params)
+            model.load_state_dict(result.payload["state"])
+        tg.models[cname] = model
+        seconds[job.key] = float(result.payload["train_seconds"])
+
+    (executor or SerialExecutor()).run(jobs, run, done, "generators")
+    for key, elapsed in seconds.items():  # in recipe order, whatever order they ended in
+        timings[key] = round(elapsed, 3)
+    for key, tg in owner.items():
+        tg.train_seconds += seconds[key]
     return trained
-
-
-def _of_classes(data: ImageSet, classes: list[str]) -> ImageSet:
-    """The items of ``data`` in any of ``classes`` (all of an unlabelled set)."""
-    if data.labels is None:
-        return data.subset(torch.ones(len(data), dtype=torch.bool))
-    wanted = torch.tensor([data.label_index(c) for c in classes])
-    return data.subset(torch.isin(data.labels, wanted))
 
 
 def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
@@ -362,63 +386,8 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ synthetic sets
-
-
-def make_synthetic_sets(
-    recipe: Recipe, trained: dict[str, TrainedGenerator], train: ImageSet, run: RunContext
-) -> dict[str, ImageSet]:
-    """Sample each generator as many images per class as any experiment needs; write PNGs."""
-    need = recipe.synthetic_per_class()
-    synthetic: dict[str, ImageSet] = {}
-    for label, tg in trained.items():
-        n = need.get(label, 64)  # evaluators still get a sample of unused generators
-        with run.progress(1, f"sample {label}") as bar:
-            syn = sample_generator(tg, n, recipe.seed)
-            bar.advance()
-        synthetic[label] = syn
-        folder = run.path("synthetic", label)
-        if folder is not None:
-            write_image_set(syn, folder, prefix=label)
-        real_vs_synthetic_grid(
-            {"real": train, label: syn}, run.child(f"generate/{label}"), "samples"
-        )
-    if len(synthetic) > 1:
-        real_vs_synthetic_grid({"real": train, **synthetic}, run.child("generate"), "side-by-side")
-    return synthetic
-
-
-def sample_generator(
-    tg: TrainedGenerator, per_class: int, seed: int, classes: list[str] | None = None
-) -> ImageSet:
-    """``per_class`` synthetic images for each class the generator knows, labelled."""
-    sets = []
-    names = tg.class_names
-    wanted = classes or [c for c in names if c in tg.models or None in tg.models]
-    for cname in wanted:
-        label = names.index(cname)
-        model = tg.models.get(cname) or tg.models.get(None)
-        if model is None:
-            continue
-        s = model.sample(
-            per_class,
-            label=label if None in tg.models else None,
-            seed=stage_seed(seed, f"sample/{tg.entry.label}/{cname}"),
-        )
-        imgs = s.images.clamp(0, 1)
-        masks = s.masks
-        if masks is None and any(m.emits_masks for m in tg.models.values()):
-            masks = torch.zeros(imgs.shape[0], 1, *imgs.shape[2:])
-        sets.append(
-            ImageSet(
-                images=imgs,
-                labels=torch.full((imgs.shape[0],), label, dtype=torch.long),
-                class_names=list(names),
-                masks=masks,
-                sources=[f"{tg.entry.label}:{cname}:seed={seed}:{i}" for i in range(imgs.shape[0])],
-                groups=[f"synthetic:{tg.entry.label}"] * imgs.shape[0],
-            )
-        )
-    return ImageSet.concat(sets)
+# make_synthetic_sets and sample_generator (with the memorisation guard) live in
+# synthmri.core.sampling and are re-exported here.
 
 
 # ------------------------------------------------------------------ experiments
@@ -433,18 +402,29 @@ def run_experiments(
     run: RunContext,
     cache: StageCache,
     timings: dict[str, float],
+    executor: Executor | None = None,
 ) -> list[Predictions]:
-    """Train every model of every experiment and predict on the real test part."""
-    predictions: list[Predictions] = []
+    """Train every model of every experiment and predict on the real test part; the stages
+    to train are independent and run on ``executor`` (default: serial)."""
     test_fp = fingerprint(test)
+    rows: list[tuple[str, dict[str, Any]]] = []  # stage key, its row but the output
+    payloads: dict[str, dict[str, Any]] = {}
+    jobs: list[StageJob] = []
+    digests: dict[str, str] = {}
     for e_idx, exp in enumerate(recipe.experiments):
         kind = "classifier" if exp.task == "classify" else "segmenter"
         name = exp.name or f"exp{e_idx}"
         target = test.labels if exp.task == "classify" else test.masks
+        if target is None:
+            raise DataError(
+                f"the test part has no {'labels' if kind == 'classifier' else 'masks'}"
+                f" for experiment {name!r}"
+            )
         runs = exp.runs(exp.generators or list(synthetic))
         for rep, (train_on, gen, fraction) in itertools.product(exp.seeds or [None], runs):
             tag = "" if rep is None else f"/seed{rep}"  # one training per seed when seeds given
-            data = _training_set(exp, train, synthetic, train_on, gen, fraction, recipe.seed, tag)
+            setting = (exp, train, synthetic, train_on, gen, fraction, recipe.seed, tag)
+            data = training_set(*setting)
             for model_entry in exp.models:
                 key = (
                     f"{exp.task}/{name}/{model_entry.label}/{train_on}/{gen or 'real'}/{fraction:g}"
@@ -457,96 +437,63 @@ def run_experiments(
                     test_fp,
                     recipe.seed,
                 )
+                row = {
+                    "task": exp.task,
+                    "model": model_entry.label,
+                    "plugin": model_entry.plugin,
+                    "generator": gen,
+                    "train_on": train_on,
+                    "real_fraction": fraction,
+                    "n_train": len(data),
+                    "target": target,
+                    "class_names": list(test.class_names),
+                    "seed": rep,
+                }
+                rows.append((key, row))
                 cached = cache.lookup(key, digest)
-                start = time.perf_counter()
                 if cached is not None:
-                    payload = cached
+                    payloads[key] = cached
                     run.log(stage_reused=key)
-                else:
-                    seed = stage_seed(recipe.seed, key)
-                    seed_everything(seed)
-                    model = get_plugin(kind, model_entry.plugin)(model_entry.params)
-                    stage_run = run.child(key)
-                    stage_run.seed = seed
-                    model.fit(data, val, stage_run)
-                    payload = _predict(model, test)
-                    payload["seconds"] = time.perf_counter() - start
-                    cache.store(key, digest, run, "pred-" + key.replace("/", "-"), payload)
-                timings[key] = round(float(payload.get("seconds", 0.0)), 3)
-                if target is None:
-                    raise DataError(
-                        f"the test part has no {'labels' if kind == 'classifier' else 'masks'}"
-                        f" for experiment {name!r}"
+                    continue
+                seed = stage_seed(recipe.seed, key)
+                entry = (kind, model_entry.plugin, model_entry.params)
+                jobs.append(
+                    StageJob(
+                        key,
+                        fit_model_stage,
+                        # the training set is built again when the stage starts (cheap),
+                        # so only running stages hold theirs
+                        lambda e=entry, st=setting, s=seed: (
+                            *e, training_set(*st), val, test, s
+                        ),
+                        cost=len(data),
                     )
-                row = Predictions(
-                    task=exp.task,
-                    model=model_entry.label,
-                    plugin=model_entry.plugin,
-                    generator=gen,
-                    train_on=train_on,
-                    real_fraction=fraction,
-                    n_train=len(data),
-                    target=target,
-                    output=payload["output"],
-                    class_names=list(test.class_names),
-                    seed=rep,
                 )
-                predictions.append(row)
-                if payload.get("masks") is not None:
-                    # a localising classifier: its masks are an unsupervised segmentation
-                    predictions.append(
-                        replace(
-                            row,
-                            task="segment",
-                            target=test.masks,
-                            output=payload["masks"],
-                            extra={"unsupervised": True},
-                        )
-                    )
+                digests[key] = digest
+
+    def done(job: StageJob, result: StageResult) -> None:
+        payloads[job.key] = result.payload
+        name = "pred-" + job.key.replace("/", "-")
+        cache.store(job.key, digests[job.key], run, name, result.payload)
+
+    (executor or SerialExecutor()).run(jobs, run, done, "experiments")
+    predictions: list[Predictions] = []
+    for key, spec in rows:  # in recipe order, whatever order the stages ended in
+        payload = payloads[key]
+        timings[key] = round(float(payload.get("seconds", 0.0)), 3)
+        predictions.append(row := Predictions(**spec, output=payload["output"]))
+        if payload.get("masks") is not None:
+            # a localising classifier: its masks are an unsupervised segmentation
+            predictions.append(
+                replace(
+                    row,
+                    task="segment",
+                    target=test.masks,
+                    output=payload["masks"],
+                    extra={"unsupervised": True},
+                )
+            )
     return predictions
-
-
-def _training_set(
-    exp: Experiment,
-    train: ImageSet,
-    synthetic: dict[str, ImageSet],
-    train_on: str,
-    gen: str | None,
-    fraction: float,
-    seed: int,
-    tag: str = "",
-) -> ImageSet:
-    """The training data of one run: a share of the real train part (drawn anew per
-    experiment seed ``tag``) and/or the first ``synthetic_per_class`` images per class of
-    generator ``gen``."""
-    parts = []
-    if train_on != "synthetic":
-        share_seed = stage_seed(seed, f"fraction/{fraction}{tag}")
-        parts.append(real_fraction(train, fraction, share_seed))
-    if gen is not None:
-        syn = synthetic[gen]
-        per = [
-            (syn.labels == c).nonzero().reshape(-1)[: exp.synthetic_per_class]
-            for c in range(len(syn.class_names))
-        ]
-        parts.append(syn.subset(torch.cat(per)))
-    if exp.task == "segment" and any(p.masks is None for p in parts):
-        raise DataError(
-            "segmentation needs masks, but the training data has none",
-            hint="use an image+mask layout or a generator with emits_masks: true",
-        )
-    return ImageSet.concat(parts)
-
-
-def _predict(model: Classifier | Segmenter, test: ImageSet) -> dict[str, Any]:
-    """The trained model's outputs on the real test part (plus masks when it localises)."""
-    with torch.no_grad():
-        if isinstance(model, Segmenter):
-            return {"output": model.predict(test.images).detach().float().cpu()}
-        out: dict[str, Any] = {"output": model.predict_proba(test.images).detach().float().cpu()}
-        if model.localises and test.masks is not None:
-            out["masks"] = model.predict_masks(test.images).detach().float().cpu()
-    return out
 
 
 # ------------------------------------------------------------------ evaluators

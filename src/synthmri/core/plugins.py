@@ -34,6 +34,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "synthmri.plugins.generators.oneshot_gan",
     "synthmri.plugins.generators.fastgan",
     "synthmri.plugins.generators.vae",
+    "synthmri.plugins.generators.diffusion",
     "synthmri.plugins.generators.augment",
     "synthmri.plugins.generators.lesion_paste",
     "synthmri.plugins.generators.folder",

@@ -30,6 +30,7 @@ from pydantic import (
 from synthmri.core.data.options import LoadOptions
 from synthmri.core.errors import ConfigError, PluginError, RecipeError
 from synthmri.core.interfaces import TRAIN_ON, format_validation_error
+from synthmri.core.memorisation import MemorisationGuard
 
 #: the largest recipe file read
 MAX_RECIPE_BYTES = 4 * 1024 * 1024
@@ -150,6 +151,10 @@ class GeneratorEntry(PluginEntry):
     max_train_images: int | None = Field(
         None, ge=1, description="train on a random subset of this many images per model"
     )
+    # core.memorisation; a default guard is left out of dumps (generator stage keys hash them)
+    memorisation: MemorisationGuard = Field(
+        default_factory=MemorisationGuard, exclude_if=lambda g: g == MemorisationGuard()
+    )
 
     def resolve_classes(self, available: list[str]) -> list[str]:
         """The data's class names this entry trains for (``classes`` matched ignoring case;
@@ -235,6 +240,26 @@ class TrackingConfig(_Strict):
         return value.strip() if value is not None else None
 
 
+class ExecutorConfig(_Strict):
+    """How a run's independent stages are run (``synthmri run --executor/--workers`` override
+    it). The results do not depend on it."""
+
+    kind: Literal["serial", "local", "ray"] = Field(
+        "serial",
+        description="serial (one stage after another), local (a process pool) or ray "
+        "(Ray tasks; extra synthmri[ray], RAY_ADDRESS joins a cluster)",
+    )
+    workers: int | None = Field(
+        None, ge=1, description="local: processes (default: cores, capped by memory); "
+        "ray: CPUs of a Ray started here"
+    )
+    cpus_per_stage: float = Field(1.0, gt=0, description="ray: CPUs each stage asks for")
+    gpus_per_stage: float = Field(
+        1.0, ge=0, description="ray on CUDA: GPUs each stage asks for (fractions share one)"
+    )
+    max_retries: int = Field(2, ge=0, description="ray: retries of a stage whose worker died")
+
+
 class Recipe(_Strict):
     """A whole study."""
 
@@ -247,6 +272,7 @@ class Recipe(_Strict):
     experiments: list[Experiment] = Field(default_factory=list)
     evaluate: list[PluginEntry] = Field(default_factory=list)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
     @field_validator("device")
     @classmethod

@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,17 +26,23 @@ from synthmri.core.errors import ConfigError, DataError
 from synthmri.core.files import OutputDir, read_limited, resolve_inside
 
 if TYPE_CHECKING:
-    from synthmri.core.interfaces import ImageSet
+    from synthmri.core.executors import StageResult
+    from synthmri.core.interfaces import Classifier, ImageSet, Segmenter
+    from synthmri.core.recipe import Experiment
     from synthmri.core.training import RunContext
 
 __all__ = [
     "StageCache",
     "check_resume_dir",
+    "class_part",
     "content_hash",
     "fingerprint",
+    "fit_generator_stage",
+    "fit_model_stage",
     "mark_failed",
     "new_run_dir",
     "stage_seed",
+    "training_set",
 ]
 
 
@@ -66,6 +72,120 @@ def fingerprint(data: ImageSet) -> str:
 def stage_seed(seed: int, key: str) -> int:
     """The seed of stage ``key`` in a run seeded with ``seed``."""
     return (seed * 1_000_003 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)) % 2**31
+
+
+def fit_generator_stage(
+    plugin: str,
+    params: dict[str, Any],
+    part: ImageSet,
+    seed: int,
+    meta: dict[str, Any],
+    run: RunContext,
+) -> StageResult:
+    """The work of a generator stage (in this process or a worker): fit ``plugin`` on
+    ``part`` seeded with the stage's ``seed``; the checkpoint payload (``meta`` plus the
+    state and the seconds) and the fitted model."""
+    import time
+
+    from synthmri.core.executors import StageResult
+    from synthmri.core.plugins import get_plugin
+    from synthmri.core.training import seed_everything
+
+    start = time.perf_counter()
+    model = get_plugin("generator", plugin)(params)
+    seed_everything(seed)
+    run.seed = seed
+    model.fit(part, run)
+    elapsed = time.perf_counter() - start
+    payload = {**meta, "state": model.state_dict(), "train_seconds": elapsed}
+    return StageResult(payload, live=model)
+
+
+def fit_model_stage(
+    kind: str,
+    plugin: str,
+    params: dict[str, Any],
+    data: ImageSet,
+    val: ImageSet,
+    test: ImageSet,
+    seed: int,
+    run: RunContext,
+) -> StageResult:
+    """The work of an experiment stage: fit a classifier or segmenter seeded with ``seed``
+    and predict the real test part; the payload holds its outputs and the seconds."""
+    import time
+
+    import torch
+
+    from synthmri.core.executors import StageResult
+    from synthmri.core.interfaces import Segmenter
+    from synthmri.core.plugins import get_plugin
+    from synthmri.core.training import seed_everything
+
+    start = time.perf_counter()
+    seed_everything(seed)
+    model: Classifier | Segmenter = get_plugin(kind, plugin)(params)
+    run.seed = seed
+    model.fit(data, val, run)
+    with torch.no_grad():
+        if isinstance(model, Segmenter):
+            payload: dict[str, Any] = {"output": model.predict(test.images).detach().float().cpu()}
+        else:
+            payload = {"output": model.predict_proba(test.images).detach().float().cpu()}
+            if model.localises and test.masks is not None:
+                payload["masks"] = model.predict_masks(test.images).detach().float().cpu()
+    payload["seconds"] = time.perf_counter() - start
+    return StageResult(payload)
+
+
+def class_part(data: ImageSet, cname: str | None, classes: list[str]) -> ImageSet:
+    """The training images of a generator stage: class ``cname``, or (a conditional
+    generator, ``cname=None``) the items of any of ``classes`` (all of an unlabelled set)."""
+    import torch
+
+    if cname is not None:
+        return data.of_class(cname)
+    if data.labels is None:
+        return data.subset(torch.ones(len(data), dtype=torch.bool))
+    wanted = torch.tensor([data.label_index(c) for c in classes])
+    return data.subset(torch.isin(data.labels, wanted))
+
+
+def training_set(
+    exp: Experiment,
+    train: ImageSet,
+    synthetic: dict[str, ImageSet],
+    train_on: str,
+    gen: str | None,
+    fraction: float,
+    seed: int,
+    tag: str = "",
+) -> ImageSet:
+    """The training data of one run: a share of the real train part (drawn anew per
+    experiment seed ``tag``) and/or the first ``synthetic_per_class`` images per class of
+    generator ``gen``."""
+    import torch
+
+    from synthmri.core.data.split import real_fraction
+    from synthmri.core.interfaces import ImageSet
+
+    parts = []
+    if train_on != "synthetic":
+        share_seed = stage_seed(seed, f"fraction/{fraction}{tag}")
+        parts.append(real_fraction(train, fraction, share_seed))
+    if gen is not None:
+        syn = synthetic[gen]
+        per = [
+            (syn.labels == c).nonzero().reshape(-1)[: exp.synthetic_per_class]
+            for c in range(len(syn.class_names))
+        ]
+        parts.append(syn.subset(torch.cat(per)))
+    if exp.task == "segment" and any(p.masks is None for p in parts):
+        raise DataError(
+            "segmentation needs masks, but the training data has none",
+            hint="use an image+mask layout or a generator with emits_masks: true",
+        )
+    return ImageSet.concat(parts)
 
 
 def new_run_dir(out: str | Path, name: str) -> Path:
@@ -113,9 +233,11 @@ class StageCache:
 
     ``lookup`` finds a stage of the run given as ``resume`` whose hash matches, loads its
     file and copies it into this run; ``store`` saves a new result as a checkpoint. With
-    ``run_dir=None`` nothing is written; with ``resume=None`` nothing is reused. What
-    cannot be reused (a malformed index, an entry pointing outside the earlier run, a
-    corrupt checkpoint) is passed to ``warn`` and the stage is redone.
+    ``run_dir=None`` nothing is written; with ``resume=None`` nothing is reused. ``share``
+    names more earlier runs searched after ``resume`` (a sweep passes its finished runs,
+    so stages with the same hash run once). What cannot be reused (a malformed index, an
+    entry pointing outside the earlier run, a corrupt checkpoint) is passed to ``warn``
+    and the stage is redone.
     """
 
     def __init__(
@@ -123,6 +245,7 @@ class StageCache:
         run_dir: Path | None,
         resume: Path | None,
         warn: Callable[[str], None] | None = None,
+        share: Sequence[Path] = (),
     ) -> None:
         self.run_dir, self.resume = run_dir, resume
         self.out = OutputDir(run_dir) if run_dir is not None else None
@@ -131,6 +254,12 @@ class StageCache:
         self.previous: dict[str, dict[str, str]] = {}
         if resume is not None:
             self.previous = self._read_index(resume)
+        self.sources: list[tuple[Path, dict[str, dict[str, str]]]] = []
+        if resume is not None:
+            self.sources.append((resume, self.previous))
+        for other in share:
+            if (Path(other) / "stages.json").is_file():
+                self.sources.append((Path(other), self._read_index(Path(other))))
 
     def _read_index(self, resume: Path) -> dict[str, dict[str, str]]:
         index = check_resume_dir(resume)
@@ -159,29 +288,41 @@ class StageCache:
     def lookup(self, key: str, digest: str) -> dict[str, Any] | None:
         """The earlier result of this stage if its hash matches (loaded, then copied into
         this run); None when there is none or it cannot be used."""
+        for source, index in self.sources:
+            old = index.get(key)
+            if old is None or old["hash"] != digest:
+                continue
+            checkpoint = self._load(source, key, old["file"])
+            if checkpoint is not None:
+                break
+        else:
+            return None
+        if self.out is not None:
+            src = resolve_inside(source, old["file"])
+            assert src is not None  # checked by _load
+            dst = self.out.copy_to(src, old["file"])
+            self._record(key, digest, dst.relative_to(self.out.root).as_posix())
+        return checkpoint
+
+    def _load(self, source: Path, key: str, file: str) -> dict[str, Any] | None:
+        """The checkpoint ``file`` of the earlier run ``source`` (None, maybe with a
+        warning, when it cannot be used)."""
         from synthmri.core.training import load_checkpoint
 
-        old = self.previous.get(key)
-        if self.resume is None or old is None or old["hash"] != digest:
-            return None
-        src = resolve_inside(self.resume, old["file"])
+        src = resolve_inside(source, file)
         if src is None:
             self.warn(
-                f"{self.resume / 'stages.json'}: stage {key!r} points outside the run "
-                f"({old['file']!r}); redoing it"
+                f"{source / 'stages.json'}: stage {key!r} points outside the run "
+                f"({file!r}); redoing it"
             )
             return None
         if not src.exists():
             return None
         try:
-            checkpoint = load_checkpoint(src)
+            return load_checkpoint(src)
         except DataError as exc:
             self.warn(f"{exc.message}; redoing stage {key!r}")
             return None
-        if self.out is not None:
-            dst = self.out.copy_to(src, old["file"])
-            self._record(key, digest, dst.relative_to(self.out.root).as_posix())
-        return checkpoint
 
     def store(
         self, key: str, digest: str, run: RunContext, name: str, payload: dict[str, Any]

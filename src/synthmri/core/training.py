@@ -141,12 +141,37 @@ class _Progress:
 
     def advance(self, n: int = 1, **info: Any) -> None:
         """Move the bar by ``n``; ``info`` (short values) is shown beside it."""
-        if self._bar is None:
-            return
-        text = " ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()
-        )
-        self._bar.update(self._task, advance=n, info=text)
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n, info=_info_text(info))
+
+
+class _PlainProgress:
+    """Progress as plain lines, for a console that is not a terminal (a pipe, a log file):
+    a line when the task starts and ends, with its elapsed time, and at most one line a
+    ``every`` seconds between (no hidden bars, no cursor codes)."""
+
+    every = 60.0
+
+    def __init__(self, console: Any, name: str, total: int) -> None:
+        self._console, self.name, self._total = console, name, total
+        self._done = 0
+        self.start = self._last = time.perf_counter()
+
+    def say(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self._console.print(f"{stamp} {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def advance(self, n: int = 1, **info: Any) -> None:
+        """Count ``n`` steps; every ``every`` seconds, a line with the count and ``info``."""
+        self._done += n
+        now = time.perf_counter()
+        if now - self._last >= self.every:
+            self._last = now
+            self.say(f"  {self.name} {self._done}/{self._total} {_info_text(info)}".rstrip())
+
+
+def _info_text(info: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
 
 
 class RunContext:
@@ -221,10 +246,27 @@ class RunContext:
             self.console.print(f"[yellow]note[/] {escape(self.stage)}: {escape(message)}")
 
     @contextlib.contextmanager
-    def progress(self, total: int, description: str = "") -> Iterator[_Progress]:
-        """A progress bar for ``total`` steps (silent when quiet or not rank 0)."""
+    def progress(self, total: int, description: str = "") -> Iterator[_Progress | _PlainProgress]:
+        """A progress bar for ``total`` steps (silent when quiet or not rank 0); plain lines
+        when the console is not a terminal."""
         if self.quiet or not self.is_main:
             yield _Progress(None, None)
+            return
+        from rich import get_console
+
+        console = self.console or get_console()
+        if not console.is_terminal:
+            name = description or self.stage
+            if self.stage and not name.startswith(self.stage):  # "classify/...: train"
+                name = f"{self.stage}: {name}"
+            plain = _PlainProgress(console, name, total)
+            plain.say(f"start {plain.name}")
+            ended = "stopped"
+            try:
+                yield plain
+                ended = "done"
+            finally:
+                plain.say(f"{ended} {plain.name} in {time.perf_counter() - plain.start:.1f} s")
             return
         from rich.progress import (
             BarColumn,

@@ -1,16 +1,24 @@
-"""Small tensor helpers: value ranges, seeded latents, image/mask split, diversity, batches."""
+"""Small tensor helpers: value ranges, seeded latents, image/mask join and split, the checks
+of a generator's training set, diversity, batches."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from synthmri.core.errors import DataError
+
+if TYPE_CHECKING:
+    from synthmri.core.interfaces import ImageSet
+
 __all__ = [
     "IndexBlocks",
     "batch_diversity",
+    "check_training_set",
     "from_unit",
+    "join_image_mask",
     "latent_seeded",
     "remove_specks",
     "split_image_mask",
@@ -34,6 +42,33 @@ def latent_seeded(n: int, dim: int, seed: int | None, device: torch.device | str
         return torch.randn(n, dim, device=device)
     g = torch.Generator().manual_seed(int(seed))
     return torch.randn(n, dim, generator=g).to(device)
+
+
+def join_image_mask(images: Tensor, masks: Tensor | None, with_masks: bool) -> Tensor:
+    """What a generator trains on, in [-1, 1]: ``images`` ``[N, 1, H, W]`` in [0, 1] and,
+    ``with_masks``, their binary masks as a second channel (zeros where there are none)."""
+    x = images
+    if with_masks:
+        m = masks if masks is not None else torch.zeros_like(images[:, :1])
+        x = torch.cat([x, (m > 0.5).float()], dim=1)
+    return from_unit(x)
+
+
+def check_training_set(train: ImageSet, who: str, conditional: bool) -> int:
+    """A DataError naming ``who`` for an empty set, NaN or inf, or a conditional model
+    without labels; else the number of classes (0 when not ``conditional``)."""
+    if len(train) == 0:
+        raise DataError(f"{who}: the training set is empty")
+    if not torch.isfinite(train.images).all():
+        raise DataError(f"{who}: the training images contain NaN or inf")
+    if not conditional:
+        return 0
+    if train.labels is None:
+        raise DataError(
+            f"{who}: conditional training needs labelled images",
+            hint="set conditional: false, or load labelled data",
+        )
+    return max(len(train.class_names), int(train.labels.max()) + 1)
 
 
 def split_image_mask(x: Tensor, min_pixels: int = 4) -> tuple[Tensor, Tensor]:

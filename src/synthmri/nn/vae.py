@@ -40,6 +40,7 @@ __all__ = [
     "MIN_SIZE",
     "TrainedVAE",
     "VAENet",
+    "auto_vae_size",
     "check_size",
     "decoder_steps",
     "encoder_strides",
@@ -161,6 +162,20 @@ class VAENet(nn.Module):
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         return self.decode_logits(z), mu, logvar
+
+
+def auto_vae_size(n_train: int, device: torch.device | str = "cpu") -> tuple[int, int]:
+    """``(base_channels, latent_dim)`` for ``n_train`` training slices on ``device``.
+
+    On a GPU: the published study's network (width 32, latent 512), whatever the data
+    size. On a CPU (where a run must stay short): width 8 and latent 64 below 1000
+    training slices (the ``vae-anomaly`` recipe's sizes), width 16 and latent 128 from 1000
+    (a larger set carries more variation to reconstruct and pays for the cost).
+    """
+    kind = torch.device(device).type if isinstance(device, str) else device.type
+    if kind == "cuda":
+        return 32, 512
+    return (8, 64) if n_train < 1000 else (16, 128)
 
 
 # ------------------------------------------------------------------ losses and training

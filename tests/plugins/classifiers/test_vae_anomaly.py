@@ -324,3 +324,127 @@ def test_pipeline_scores_the_unsupervised_masks(tmp_path: Path) -> None:
     assert len(first.metrics["classification"]) == 1
     again = run_recipe(recipe, out=tmp_path, resume=first.run_dir)
     assert again.metrics["segmentation"][0]["dice_all"] == row["dice_all"]
+
+
+def test_sensitivity_calibration_keeps_the_target_share_of_val_tumours() -> None:
+    scores = np.array([0.0, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.25])
+    normal = np.array([True, True, True, True, False, False, False, False])
+    m = VAEAnomaly({"calibration": "sensitivity", "target_sensitivity": 0.75})
+    # 3 of the 4 tumour scores (0.7, 0.6, 0.5) above: the highest such threshold is the
+    # next lower validation score, 0.3 (so every normal stays normal)
+    assert m._pick_threshold(scores, normal, None) == pytest.approx(0.3)
+    m = VAEAnomaly({"calibration": "sensitivity", "target_sensitivity": 1.0})
+    t = m._pick_threshold(scores, normal, None)
+    assert t == pytest.approx(0.2) and (scores[~normal] > t).all()
+    m = VAEAnomaly({"calibration": "sensitivity", "target_specificity": 0.75})
+    assert m._pick_threshold(scores[:4], normal[:4], None) == pytest.approx(0.2)  # fallback
+
+
+def test_operating_point_and_error_map_choice_are_logged_and_kept(
+    data: tuple[ImageSet, ...], tmp_path: Path
+) -> None:
+    from synthmri.testing import read_log, round_trip
+
+    train, val, test = data
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VAEAnomaly, "reconstruct", ideal_healthy)
+        torch.manual_seed(0)
+        m = VAEAnomaly({**TINY, "target_sensitivity": 0.8})
+        m.fit(train, val, RunContext(tmp_path, seed=0, stage="op"))
+        op = m.operating_point
+        assert op["calibration"] == "sensitivity" and op["calibrated_on"] == "validation"
+        assert op["val_sensitivity"] >= 0.8 and 0 <= op["val_specificity"] <= 1
+        # auto: every candidate map was scored on val; the kept one has the best val AUC
+        assert set(m.selection) == {"absolute/zmap", "absolute/none", "ssim/zmap", "ssim/none"}
+        assert op["error_map"] == f"{m.measure}/{m.normalisation}"
+        assert m.selection[op["error_map"]] == max(m.selection.values())
+        lines = read_log(tmp_path)
+        logged = [ln for ln in lines if ln.get("stage") == "op" and "val_sensitivity" in ln]
+        assert logged and logged[-1]["score_threshold"] == m.score_threshold
+        assert any("error_map_selection" in ln for ln in lines)
+        size = next(ln for ln in lines if "vae_base_channels" in ln)
+        assert (size["vae_base_channels"], size["vae_latent_dim"]) == (8, 8)  # TINY sets them
+        restored = VAEAnomaly()
+        restored.load_state_dict(round_trip(m.state_dict()))
+        assert restored.operating_point == op
+        assert restored.measure == m.measure and restored.normalisation == m.normalisation
+        x = test.images
+        assert torch.allclose(restored.predict_proba(x), m.predict_proba(x), atol=1e-6)
+
+
+def test_auto_vae_size_on_the_cpu(data: tuple[ImageSet, ...]) -> None:
+    train, val, _ = data
+    m = VAEAnomaly({**TINY, "base_channels": "auto", "latent_dim": "auto", "iterations": 2})
+    m.fit(train, val, RunContext(seed=0, device="cpu"))
+    assert m.history["vae_size"] == {"base_channels": 8, "latent_dim": 64}
+    assert m.state_dict()["vae"]["config"]["latent_dim"] == 64
+    with pytest.raises(PluginError, match="latent_dim"):
+        VAEAnomaly({"latent_dim": "big"})
+
+
+def rim_healthy(self: VAEAnomaly, images: torch.Tensor) -> torch.Tensor:
+    """The ideal healthy model of ``blobs`` that also errs, by a random amount per slice, in
+    a fixed band at the top of the head (where a real VAE errs along the skull)."""
+    out = ideal_healthy(self, images)
+    g = torch.Generator().manual_seed(int(images.sum().item() * 1000) % 2**31)
+    amount = 0.6 * torch.rand(out.shape[0], generator=g)
+    out[:, :, 5:12, 8:24] += amount.view(-1, 1, 1, 1)
+    return out.clamp(0, 1)
+
+
+def test_z_map_ignores_a_place_where_healthy_slices_always_err(
+    data: tuple[ImageSet, ...],
+) -> None:
+    """With a systematic healthy error of random size, the study's raw absolute error
+    ranks slices by that error; the z-map (fitted on the healthy val slices) does not."""
+    from sklearn.metrics import roc_auc_score
+
+    train, val, test = data
+    aucs = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VAEAnomaly, "reconstruct", rim_healthy)
+        for norm in ("none", "zmap"):
+            torch.manual_seed(0)
+            m = VAEAnomaly({**TINY, "normalise": norm, "error_measure": "absolute"})
+            m.fit(train, val, RunContext(seed=0))
+            assert m.normalisation == norm
+            aucs[norm] = roc_auc_score(test.labels.numpy(), m.anomaly_scores(test.images))
+    assert aucs["zmap"] >= 0.95 and aucs["zmap"] > aucs["none"] + 0.1, aucs
+
+
+def test_published_maps_are_still_available(data: tuple[ImageSet, ...]) -> None:
+    """The study's maps (absolute error, no z-map, intensity head mask, no clean-up) are a
+    choice of params; they give the raw |x - x_hat| inside the thresholded head."""
+    train, val, test = data
+    published = {
+        "error_measure": "absolute",
+        "normalise": "none",
+        "head_mask": "intensity",
+        "clean_radius": 0,
+        "clean_min_area": 0.0,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VAEAnomaly, "reconstruct", ideal_healthy)
+        m = VAEAnomaly({**TINY, **published, "smooth_sigma": 0.0})
+        m.fit(train, val, RunContext(seed=0))
+        assert m.selection == {} and m.normalisation == "none" and m.measure == "absolute"
+        x = test.images[:4]
+        err, fg = m.error_maps(x)
+        head = gaussian_smooth(x, 1.0) > 0.05
+        assert torch.equal(fg, head)
+        assert torch.allclose(err, (x - ideal_healthy(m, x)).abs() * head, atol=1e-6)
+
+
+def test_case_figure_of_best_and_worst_test_cases(
+    fitted: tuple[dict[str, VAEAnomaly], Path], data: tuple[ImageSet, ...], tmp_path: Path
+) -> None:
+    model = fitted[0]["kmeans"]
+    test = data[2]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VAEAnomaly, "reconstruct", ideal_healthy)
+        path = model.case_figure(test, RunContext(tmp_path, seed=0, stage="s"))
+        assert path is not None and path.name == "s-cases-kmeans.png" and path.stat().st_size
+        assert (tmp_path / "figures" / "s-cases-kmeans.txt").read_text().startswith("Best")
+        assert model.case_figure(test, RunContext(seed=0)) is None  # no run directory
+        with pytest.raises(DataError, match="labelled"):
+            model.case_figure(ImageSet(images=test.images[:2]), RunContext(seed=0))

@@ -16,6 +16,7 @@ __all__ = [
     "THUMBNAIL_SIZE",
     "brain_fractions",
     "fast_loading",
+    "head_mask",
     "minmax",
     "one_torch_thread",
     "preprocess",
@@ -57,11 +58,10 @@ def _otsu(x: np.ndarray, bins: int = 64) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
-def _foreground_box(image: np.ndarray, mask: np.ndarray | None) -> tuple[int, int, int, int]:
-    """(y0, y1, x0, x1) of the head: threshold a smoothed, downsampled copy (half Otsu), drop
-    thin structures (scanner text, frame lines) by morphological opening, keep the large
-    components, add a 2 % margin and the mask's box; at least ``MIN_CROP_FRACTION`` of the
-    frame. No foreground found: the whole image."""
+def _head_components(image: np.ndarray) -> np.ndarray:
+    """The head at reduced resolution (at most ~128 px a side): a smoothed copy above half
+    its Otsu threshold, thin structures (scanner text, frame lines) removed by opening, the
+    components of at least a quarter of the largest one kept."""
     from scipy import ndimage
 
     h, w = image.shape
@@ -76,21 +76,47 @@ def _foreground_box(image: np.ndarray, mask: np.ndarray | None) -> tuple[int, in
     fg = smooth > 0.5 * _otsu(smooth)
     if min(sh, sw) >= 16:
         fg = ndimage.binary_opening(fg, structure=np.ones((5, 5), bool))
-    box = (0, h, 0, w)
     lab, n = ndimage.label(fg)
-    if n:
-        sizes = np.bincount(lab.ravel())[1:]
-        keep = np.flatnonzero(sizes >= 0.25 * sizes.max()) + 1
-        ys, xs = np.nonzero(np.isin(lab, keep))
-        if ys.size >= 0.01 * sh * sw:
-            sy, sx = h / sh, w / sw
-            margin = 0.02 * max(h, w)
-            box = (
-                max(0, int(ys.min() * sy - margin)),
-                min(h, int(np.ceil((ys.max() + 1) * sy + margin))),
-                max(0, int(xs.min() * sx - margin)),
-                min(w, int(np.ceil((xs.max() + 1) * sx + margin))),
-            )
+    if not n:
+        return np.zeros((sh, sw), bool)
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = np.flatnonzero(sizes >= 0.25 * sizes.max()) + 1
+    return np.isin(lab, keep)
+
+
+def head_mask(image: np.ndarray) -> np.ndarray:
+    """The head (bool ``[H, W]``) of one slice in [0, 1], as the loader finds it to crop
+    (``_foreground_box``), with holes filled (dark ventricles or a dark lesion inside the
+    head belong to it) and brought back to the slice's resolution. All False when the
+    slice has no foreground."""
+    from scipy import ndimage
+
+    fg = ndimage.binary_fill_holes(_head_components(np.asarray(image, dtype=np.float32)))
+    h, w = image.shape
+    if fg.shape != (h, w):
+        t = torch.from_numpy(fg.astype(np.float32))[None, None]
+        fg = F.interpolate(t, size=(h, w), mode="nearest")[0, 0].numpy() > 0.5
+    return np.asarray(fg, dtype=bool)
+
+
+def _foreground_box(image: np.ndarray, mask: np.ndarray | None) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the head: the box of ``_head_components`` (when it covers at
+    least 1 % of the reduced frame), a 2 % margin and the mask's box added; at least
+    ``MIN_CROP_FRACTION`` of the frame. No foreground found: the whole image."""
+    h, w = image.shape
+    fg = _head_components(image)
+    sh, sw = fg.shape
+    box = (0, h, 0, w)
+    ys, xs = np.nonzero(fg)
+    if ys.size and ys.size >= 0.01 * sh * sw:
+        sy, sx = h / sh, w / sw
+        margin = 0.02 * max(h, w)
+        box = (
+            max(0, int(ys.min() * sy - margin)),
+            min(h, int(np.ceil((ys.max() + 1) * sy + margin))),
+            max(0, int(xs.min() * sx - margin)),
+            min(w, int(np.ceil((xs.max() + 1) * sx + margin))),
+        )
     if mask is not None and mask.any():
         ys, xs = np.nonzero(mask)
         box = (

@@ -9,10 +9,11 @@ turns each error map into a tumour score with one of the study's four decision m
 - ``giaem`` (global image absolute error magnitude): a pixel is anomalous when its error
   exceeds the ``anomaly_threshold`` percentile of the healthy validation errors; the
   score is the anomalous fraction of the image area;
-- ``dbscan``: scikit-learn DBSCAN on the coordinates (and, weighted, the error) of the
-  anomalous pixels only, subsampled with a fixed seed to at most ``max_points`` per image
-  (``eps`` grows by sqrt(n / max_points) so the density it asks for stays the same); the
-  score is the largest cluster's share of the image area;
+- ``dbscan``: scikit-learn DBSCAN on the coordinates (and, weighted, log2 of the error
+  in pixel-threshold units) of the anomalous pixels only, subsampled with a fixed seed
+  to at most ``max_points`` per image (``eps`` grows by sqrt(n / max_points) so the
+  density it asks for stays the same); the score is the largest cluster's share of the
+  image area;
 - ``kmeans``: per image, 2-means (batched in torch, deterministic initialisation: the
   mean pixel and the highest-error pixel) on error and position features of the head's
   pixels; the score is the anomalous share of the image area in the high-error cluster
@@ -29,16 +30,44 @@ turns each error map into a tumour score with one of the study's four decision m
   anomalous pixels fall outside every normal pattern is a tumour. The clustering is fitted
   once in ``fit`` (inductive), so a prediction never depends on the other test images.
 
+What the four methods score (deviations from the study, each an option; nothing is ever
+chosen on a test part):
+
+- ``head_mask: loader``: the error counts inside the head only, the head being the mask
+  the data loader crops by (``core.data.preprocessing.head_mask``: half-Otsu, opening,
+  large components, holes filled); ``intensity`` is the earlier fixed threshold;
+- ``error_measure``: ``absolute`` ``|x - x_hat|`` (the study's) or ``ssim``, the structural
+  error ``(1 - SSIM) / 2`` of a local Gaussian-window SSIM (MONAI); ``normalise: zmap``
+  turns each pixel's error into ``(err - mean) / std`` of the healthy validation slices'
+  errors at that pixel (smoothed, std floored: ``synthmri.nn.anomaly_maps``), so the skull
+  rim where every healthy slice errs stops looking like a tumour. With ``auto`` (the
+  default for both) ``fit`` scores the validation part with each candidate map and keeps
+  the one with the highest validation ROC AUC (``selection``; logged);
+- ``clean_radius`` / ``clean_min_area``: the anomalous pixels are cleaned by a
+  morphological opening and small components are dropped before any clustering;
+- ``match_intensity`` (off by default): the reconstruction's intensities are fitted to
+  the slice before the error.
+
+The study's maps are ``error_measure: absolute, normalise: none, head_mask: intensity,
+clean_radius: 0, clean_min_area: 0`` (``benchmarks/anomaly_methods.py`` compares both).
+
 Calibration uses the validation part only (never the test part): the pixel threshold is
 the ``anomaly_threshold`` percentile of the errors of the validation part's normal slices
 (inside the head when ``foreground_only``); the score threshold (``tumor_index``) is set,
-by default, so that ``target_specificity`` of those normal slices score at or below it
-(``calibration: specificity``); with tumour slices in the validation part too,
-``calibration: youden`` or ``f1`` picks the threshold that maximises Youden's J
-(sensitivity + specificity - 1) or F1 on it (ties go to the higher threshold), and falls
-back to ``specificity`` with a note when a class is missing. ``calibration: none`` uses
-``tumor_index`` as given. Without a validation part both thresholds come from the
-training normals (with a note: they are optimistic there).
+by default, for recall: the highest threshold that still calls ``target_sensitivity`` of
+the validation tumour slices tumour (``calibration: sensitivity``);
+``calibration: specificity`` keeps ``target_specificity`` of the normal slices at or below
+it; ``youden`` or ``f1`` picks the threshold that maximises Youden's J (sensitivity +
+specificity - 1) or F1 (ties go to the higher threshold). Modes that need tumour slices
+fall back to ``specificity`` with a note when the validation part has none.
+``calibration: none`` uses ``tumor_index`` as given. Without a validation part both
+thresholds come from the training normals (with a note: they are optimistic there). The
+operating point reached (mode, thresholds, validation sensitivity, specificity and AUC,
+the error map) is kept in ``operating_point``, saved with the state and logged.
+
+The VAE's size (``base_channels`` / ``latent_dim``: ``auto``) follows the device and the
+number of healthy training slices (``synthmri.nn.vae.auto_vae_size``: the study's 32 / 512
+on a GPU; 8 / 64 on a CPU below 1000 slices, 16 / 128 above); the size used is logged.
 
 ``predict_proba`` maps the score monotonically to probabilities: the non-normal
 column(s) share ``sigmoid((score - threshold) / scale)``, with ``scale`` the spread of the
@@ -46,7 +75,9 @@ validation scores, so 0.5 sits at the calibrated threshold and ROC AUC is meanin
 Each score carries a tie-breaker below one pixel's worth (1e-6 x the mean error in units
 of the pixel threshold, capped at 1) so that images with no anomalous pixel still rank.
 ``predict_masks`` returns each image's largest anomalous cluster (empty when the image is
-judged normal), for scoring unsupervised localisation against real masks.
+judged normal), for scoring unsupervised localisation against real masks. ``case_figure``
+draws the best and worst cases of a labelled set (slice, error map, detected region, true
+mask); the pipeline cannot call it (``predict`` sees no labels), the benchmark does.
 """
 
 from __future__ import annotations
@@ -54,7 +85,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -66,9 +97,12 @@ from synthmri.nn.params import VAEParams
 from synthmri.plugins.classifiers._base import check_val_matches
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import Tensor
 
     from synthmri.core.training import RunContext
+    from synthmri.nn.anomaly_maps import PixelStats
     from synthmri.nn.vae import TrainedVAE
 
 __all__ = [
@@ -96,9 +130,15 @@ class VAEAnomalyParams(VAEParams):
     iterations: int = Field(
         800, ge=1, description="VAE training steps (minibatches of healthy slices)"
     )
-    latent_dim: int = Field(128, ge=2, description="size of the VAE's latent code")
-    base_channels: int = Field(
-        16, ge=4, le=32, description="VAE width: channels of the first encoder block"
+    latent_dim: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
+        "auto",
+        description="size of the VAE's latent code; auto: 512 on a GPU (the study's), on a "
+        "CPU 64 below 1000 healthy training slices, else 128",
+    )
+    base_channels: Annotated[int, Field(ge=4, le=32)] | Literal["auto"] = Field(
+        "auto",
+        description="VAE width (channels of the first encoder block); auto: 32 on a GPU "
+        "(the study's), on a CPU 8 below 1000 healthy training slices, else 16",
     )
     recon_loss: Literal["bce", "l1", "mse"] = Field(
         "l1", description="reconstruction term of the VAE loss: bce, l1 or mse"
@@ -126,13 +166,65 @@ class VAEAnomalyParams(VAEParams):
         description="score threshold (for giaem/dbscan/kmeans: a share of the image area); "
         "used as given with calibration none, else replaced by the calibrated value",
     )
-    calibration: Literal["specificity", "youden", "f1", "none"] = Field(
-        "specificity",
+    calibration: Literal["sensitivity", "specificity", "youden", "f1", "none"] = Field(
+        "sensitivity",
         description="how the score threshold is set on the validation part: a target "
-        "specificity on its normal slices, max Youden J or F1 (needs tumour slices), or none",
+        "sensitivity on its tumour slices (falls back to specificity without them), a "
+        "target specificity on its normal slices, max Youden J or F1, or none",
+    )
+    target_sensitivity: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="calibration sensitivity: share of val tumour slices called tumour",
     )
     target_specificity: float = Field(
         0.9, gt=0, le=1, description="calibration specificity: share of val normals kept normal"
+    )
+    error_measure: Literal["auto", "absolute", "ssim"] = Field(
+        "auto",
+        description="the error map: absolute |x - x_hat| (the study's), ssim = structural "
+        "(1 - local SSIM) / 2, or auto: the one with the higher validation AUC",
+    )
+    normalise: Literal["auto", "zmap", "none"] = Field(
+        "auto",
+        description="zmap: each pixel's error in units of the healthy validation slices' "
+        "errors at that pixel ((err - mean) / std, std floored); none: raw error (the "
+        "study's); auto: the one with the higher validation AUC",
+    )
+    head_mask: Literal["loader", "intensity"] = Field(
+        "loader",
+        description="with foreground_only, the head: the loader's mask (half-Otsu, opening, "
+        "holes filled) or a fixed intensity threshold (foreground_threshold)",
+    )
+    match_intensity: bool = Field(
+        False,
+        description="fit each reconstruction's intensities to its slice (a * x_hat + b, "
+        "least squares over the head) before the error, so a global brightness or contrast "
+        "miss is not an anomaly (off by default: on the phantoms' validation part it did "
+        "not help)",
+    )
+    ssim_window: int = Field(7, ge=3, description="ssim: Gaussian window size in pixels")
+    zmap_sigma: float = Field(
+        2.0, ge=0, description="zmap: smoothing (pixels) of the healthy mean and spread maps"
+    )
+    zmap_floor: float = Field(
+        0.5,
+        gt=0,
+        description="zmap: the spread is at least this share of its median over the head",
+    )
+    clean_radius: int = Field(
+        1,
+        ge=0,
+        description="morphological opening of the anomalous pixels before clustering: disk "
+        "radius in pixels (0 = off, the study's)",
+    )
+    clean_min_area: float = Field(
+        0.001,
+        ge=0,
+        lt=1,
+        description="anomalous components smaller than this share of the image area are "
+        "dropped before clustering (0 = off, the study's)",
     )
     smooth_sigma: float = Field(
         1.0, ge=0, description="Gaussian smoothing of the error map, in pixels (0 = off)"
@@ -160,8 +252,8 @@ class VAEAnomalyParams(VAEParams):
     dbscan_error_weight: float = Field(
         0.5,
         ge=0,
-        description="dbscan: weight of the error (in pixel-threshold units) beside the "
-        "pixel coordinates (0 = coordinates only)",
+        description="dbscan: weight of the error (log2 of error / pixel threshold) beside "
+        "the pixel coordinates (0 = coordinates only)",
     )
     kmeans_position_weight: float = Field(
         1.0,
@@ -279,15 +371,34 @@ class VAEAnomaly(Classifier):
         self.global_centroids: Tensor | None = None  # [K, cells] normal centroids only
         self.calibrated_on = ""
         self.history: dict[str, Any] = {}
+        #: the error map in use (``error_measure`` / ``normalise`` resolved in ``fit``)
+        measure = self.params.error_measure
+        self.measure = "absolute" if measure == "auto" else measure
+        self.pixel_stats: PixelStats | None = None  # healthy per-pixel error stats (zmap)
+        #: the calibrated operating point on the validation part (threshold, sensitivity, ...)
+        self.operating_point: dict[str, Any] = {}
+        #: validation AUC of each error map tried when error_measure / normalise is auto
+        self.selection: dict[str, float] = {}
 
     # ------------------------------------------------------------ training
 
-    def vae_params(self) -> VAEParams:
-        """The params of the underlying ``vae`` network and its training."""
-        return VAEParams(**{k: getattr(self.params, k) for k in VAEParams.model_fields})
+    def vae_params(self, n_healthy: int = 0, device: Any = "cpu") -> VAEParams:
+        """The params of the underlying ``vae`` network and its training, with ``auto``
+        sizes resolved for ``n_healthy`` training slices on ``device``
+        (``synthmri.nn.vae.auto_vae_size``)."""
+        from synthmri.nn.vae import auto_vae_size
+
+        values = {k: getattr(self.params, k) for k in VAEParams.model_fields}
+        width, latent = auto_vae_size(n_healthy, device)
+        if values["base_channels"] == "auto":
+            values["base_channels"] = width
+        if values["latent_dim"] == "auto":
+            values["latent_dim"] = latent
+        return VAEParams(**values)
 
     def fit(self, train: ImageSet, val: ImageSet | None, run: RunContext) -> None:
-        """Train the VAE on the normal training slices; calibrate thresholds on ``val``."""
+        """Train the VAE on the normal training slices; choose the error map and calibrate
+        the thresholds on ``val``."""
         from synthmri.nn.vae import TrainedVAE, VAENet, train_vae
 
         if train.labels is None:
@@ -309,35 +420,102 @@ class VAEAnomaly(Classifier):
             check_val_matches(self.name, train, val, names)
         self.class_names, self.normal_index = names, normal
         self.size, self.channels = train.size, train.channels
-        vp = self.vae_params()
+        vp = self.vae_params(len(healthy), run.device)
+        run.log(
+            vae_base_channels=vp.base_channels,
+            vae_latent_dim=vp.latent_dim,
+            vae_iterations=vp.iterations,
+            vae_sized_by="auto" if "auto" in (self.params.base_channels, self.params.latent_dim)
+            else "params",
+            vae_healthy_slices=len(healthy),
+            vae_device=run.device.type,
+        )  # fmt: skip
         net = VAENet(self.size, self.channels, vp.latent_dim, vp.base_channels)
         self.history = train_vae(net, healthy.images, vp, run, description="vae_anomaly")
+        self.history["vae_size"] = {"base_channels": vp.base_channels, "latent_dim": vp.latent_dim}
         self.vae = TrainedVAE(net, run.device)
+        self.recalibrate(healthy, val, run)
 
-        val_normal = (
-            val.subset(val.labels == normal)
-            if val is not None and len(val) and val.labels is not None
-            else None
-        )
-        has_val = val_normal is not None and len(val_normal) > 0
-        train_err = train_fg = None
+    def recalibrate(self, healthy: ImageSet, val: ImageSet | None, run: RunContext) -> None:
+        """Everything ``fit`` does after training the VAE, with the current params: choose
+        the error map (``auto``) and set the thresholds on ``val`` (its healthy slices, and
+        its tumour slices when it has them); ``healthy`` are the normal training slices.
+        Public so that a benchmark can compare methods and options on one trained VAE."""
+        self._vae()
+        normal = self.normal_index
+        has_val = (
+            val is not None and len(val) > 0 and val.labels is not None
+            and bool((val.labels == normal).any())
+        )  # fmt: skip
+        train_rec = None
         if self.params.method == "global_kmeans" or not has_val:
-            train_err, train_fg = self.error_maps(healthy.images)
+            train_rec = self.reconstruct(healthy.images)
         if has_val:
-            val_err, val_fg = self.error_maps(val.images)  # type: ignore[union-attr]
-            is_normal = (val.labels == normal).numpy()  # type: ignore[union-attr]
+            assert val is not None and val.labels is not None
+            cal_x, cal_rec = val.images, self.reconstruct(val.images)
+            is_normal = (val.labels == normal).numpy()
             self.calibrated_on = "validation"
         else:
-            assert train_err is not None and train_fg is not None
+            assert train_rec is not None
             run.note(
                 "vae_anomaly: no healthy validation slices; thresholds come from the "
                 "training slices (optimistic: expect more false positives on the test part)"
             )
-            val_err, val_fg, is_normal = train_err, train_fg, np.ones(len(healthy), bool)
+            cal_x, cal_rec, is_normal = healthy.images, train_rec, np.ones(len(healthy), bool)
             self.calibrated_on = "train"
+        both = bool(is_normal.any() and (~is_normal).any())
+        p = self.params
+        self.global_centroids = None
+        measures = ["absolute", "ssim"] if p.error_measure == "auto" else [p.error_measure]
+        norms = ["zmap", "none"] if p.normalise == "auto" else [p.normalise]
+        if not both:  # nothing to choose by: the default deviations
+            measures, norms = measures[:1], norms[:1]
+        candidates = [(m, z) for m in measures for z in norms]
+        self.selection = {}
+        for measure, norm in candidates:
+            self._prepare_maps(measure, norm, cal_x, cal_rec, is_normal)
+            if len(candidates) == 1:
+                break
+            err, fg = self.error_maps(cal_x, cal_rec)
+            tr_err = tr_fg = None
+            if train_rec is not None:
+                tr_err, tr_fg = self.error_maps(healthy.images, train_rec)
+            self.calibrate(err, fg, is_normal, train_err=tr_err, train_fg=tr_fg)
+            self.selection[f"{measure}/{norm}"] = float(self.operating_point["val_auc"])
+        if len(candidates) > 1:
+            best = max(self.selection, key=self.selection.get)  # type: ignore[arg-type]
+            measure, norm = best.split("/")
+            self._prepare_maps(measure, norm, cal_x, cal_rec, is_normal)
+            run.log(error_map_selection=self.selection, error_map=best)
+        val_err, val_fg = self.error_maps(cal_x, cal_rec)
+        train_err = train_fg = None
+        if train_rec is not None:
+            train_err, train_fg = self.error_maps(healthy.images, train_rec)
         self.calibrate(val_err, val_fg, is_normal, train_err=train_err, train_fg=train_fg, run=run)
         if run.out_dir is not None and self.params.figures and self.calibrated_on == "validation":
             self._figures(val, val_err, val_fg, run)  # type: ignore[arg-type]
+
+    def _prepare_maps(
+        self, measure: str, norm: str, x: Tensor, recon: Tensor, is_normal: np.ndarray
+    ) -> None:
+        """Use error map ``measure``; with ``norm == "zmap"`` fit the healthy per-pixel
+        statistics on the ``is_normal`` slices of ``x`` (the calibration part)."""
+        import torch
+
+        from synthmri.nn.anomaly_maps import pixel_stats
+
+        self.measure, self.pixel_stats = measure, None
+        if norm == "zmap":
+            keep = torch.as_tensor(is_normal)
+            raw, fg = self.error_maps(x[keep], recon[keep])
+            self.pixel_stats = pixel_stats(
+                raw, fg, sigma=self.params.zmap_sigma, floor=self.params.zmap_floor
+            )
+
+    @property
+    def normalisation(self) -> str:
+        """``zmap`` when errors are normalised by healthy per-pixel statistics, else ``none``."""
+        return "zmap" if self.pixel_stats is not None else "none"
 
     def calibrate(
         self,
@@ -353,7 +531,8 @@ class VAEAnomaly(Classifier):
 
         ``is_normal`` marks the healthy slices; ``train_err`` / ``train_fg`` (healthy
         training maps) are what ``global_kmeans`` clusters. Public so that benchmarks can
-        switch methods without retraining the VAE.
+        switch methods without retraining the VAE. The operating point reached on these
+        maps is kept in ``operating_point`` (and logged with ``run``).
         """
         import torch
 
@@ -370,40 +549,56 @@ class VAEAnomaly(Classifier):
             ref_fg = train_fg if train_fg is not None else foreground[torch.as_tensor(is_normal)]
             self._fit_global(ref_err, ref_fg)
         scores = self.score_errors(errors, foreground).scores
-        self.score_threshold = self._pick_threshold(scores, is_normal, run)
+        mode, self.score_threshold = self._calibrated(scores, is_normal, run)
         spread = float(np.std(scores))
         self.score_scale = spread / 2 if spread > 0 else max(abs(self.score_threshold), 1.0) * 1e-3
         spec = float((scores[is_normal] <= self.score_threshold).mean())
-        sens = (
-            float((scores[~is_normal] > self.score_threshold).mean())
-            if (~is_normal).any()
-            else None
-        )
-        if run is not None:
-            run.log(
-                calibration=p.calibration,
-                calibrated_on=self.calibrated_on or "given",
-                pixel_threshold=self.pixel_threshold,
-                score_threshold=self.score_threshold,
-                score_scale=self.score_scale,
-                val_specificity=spec,
-                val_sensitivity=sens,
-            )
+        tumour = ~is_normal
+        sens = float((scores[tumour] > self.score_threshold).mean()) if tumour.any() else None
+        auc = None
+        if tumour.any() and is_normal.any():
+            from sklearn.metrics import roc_auc_score
 
-    def _pick_threshold(
+            auc = float(roc_auc_score(tumour, scores))
+        self.operating_point = {
+            "calibration": mode,
+            "calibrated_on": self.calibrated_on or "given",
+            "error_map": f"{self.measure}/{self.normalisation}",
+            "pixel_threshold": self.pixel_threshold,
+            "score_threshold": self.score_threshold,
+            "val_sensitivity": sens,
+            "val_specificity": spec,
+            "val_auc": auc,
+            "n_val_normal": int(is_normal.sum()),
+            "n_val_tumour": int(tumour.sum()),
+        }
+        if run is not None:
+            run.log(score_scale=self.score_scale, **self.operating_point)
+
+    def _calibrated(
         self, scores: np.ndarray, is_normal: np.ndarray, run: RunContext | None
-    ) -> float:
+    ) -> tuple[str, float]:
+        """``(mode used, score threshold)``: the calibration mode after any fallback."""
         p = self.params
         mode = p.calibration
-        if mode == "none":
-            return float(p.tumor_index)
-        if mode in ("youden", "f1") and (is_normal.all() or not is_normal.any()):
+        if mode in ("youden", "f1", "sensitivity") and (is_normal.all() or not is_normal.any()):
             if run is not None:
                 run.note(
                     f"vae_anomaly: calibration {mode} needs normal and tumour validation "
                     "slices; using target_specificity instead"
                 )
             mode = "specificity"
+        return mode, self._threshold_for(mode, scores, is_normal)
+
+    def _pick_threshold(
+        self, scores: np.ndarray, is_normal: np.ndarray, run: RunContext | None
+    ) -> float:
+        return self._calibrated(scores, is_normal, run)[1]
+
+    def _threshold_for(self, mode: str, scores: np.ndarray, is_normal: np.ndarray) -> float:
+        p = self.params
+        if mode == "none":
+            return float(p.tumor_index)
         if mode == "specificity":
             normal_scores = scores[is_normal]
             if normal_scores.size == 0:
@@ -411,6 +606,14 @@ class VAEAnomaly(Classifier):
             # the lowest threshold that keeps target_specificity of the normals at or below it
             k = max(0, math.ceil(p.target_specificity * normal_scores.size - 1e-9) - 1)
             return float(np.sort(normal_scores)[k])
+        if mode == "sensitivity":
+            # the highest threshold with at least target_sensitivity of the tumour slices
+            # above it: just below the k-th highest tumour score (the next lower val score)
+            tumour = np.sort(scores[~is_normal])[::-1]
+            need = max(1, math.ceil(p.target_sensitivity * tumour.size - 1e-9))
+            kth = float(tumour[need - 1])
+            below = scores[scores < kth]
+            return float(below.max()) if below.size else kth - max(abs(kth), 1.0) * 1e-9
         candidates = np.unique(scores)
         pred = scores[None, :] > candidates[:, None]  # [T, N]: tumour above each threshold
         pos = ~is_normal
@@ -470,28 +673,55 @@ class VAEAnomaly(Classifier):
         return self._vae().reconstruct(x)
 
     def error_maps(self, images: Tensor, recon: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(errors, foreground)``: ``|x - x_hat|`` (channel mean, smoothed, zero outside
-        the head when ``foreground_only``) ``[N, 1, H, W]`` and the head mask (bool)."""
+        """``(errors, foreground)`` ``[N, 1, H, W]``: the error map in use (absolute
+        ``|x - x_hat|`` or structural ``(1 - SSIM) / 2``, channel mean, smoothed), zero
+        outside the head when ``foreground_only``, and with ``zmap`` normalisation in units
+        of the healthy validation errors at each pixel; and the head mask (bool)."""
         import torch
         import torch.nn.functional as F
+
+        from synthmri.nn.anomaly_maps import (
+            absolute_error,
+            head_masks,
+            match_intensity,
+            ssim_error,
+            z_map,
+        )
 
         x = self._images(images)
         if recon is None:
             recon = self.reconstruct(x)
         p = self.params
-        err = gaussian_smooth((x - recon.float()).abs().mean(1, keepdim=True), p.smooth_sigma)
         if p.foreground_only:
-            fg = gaussian_smooth(x.mean(1, keepdim=True), 1.0) > p.foreground_threshold
+            if p.head_mask == "loader":
+                fg = head_masks(x)
+            else:
+                fg = gaussian_smooth(x.mean(1, keepdim=True), 1.0) > p.foreground_threshold
             r = round(p.foreground_erode * self.size)
             if r > 0:  # erosion: a pixel stays head when its whole neighbourhood is head
                 fg = ~(F.max_pool2d((~fg).float(), 2 * r + 1, stride=1, padding=r) > 0)
-            err = err * fg
         else:
-            fg = torch.ones_like(err, dtype=torch.bool)
+            fg = torch.ones(x.shape[0], 1, *x.shape[-2:], dtype=torch.bool)
+        recon = recon.float()
+        if p.match_intensity:
+            recon = match_intensity(x, recon, fg)
+        if self.measure == "ssim":
+            raw = ssim_error(x, recon, kernel_size=p.ssim_window)
+        else:
+            raw = absolute_error(x, recon)
+        err = gaussian_smooth(raw, p.smooth_sigma) * fg
+        if self.pixel_stats is not None:
+            err = z_map(err, self.pixel_stats) * fg
         return err, fg
 
     def _anomalous(self, errors: Tensor, foreground: Tensor) -> Tensor:
-        return (errors > self.pixel_threshold) & foreground
+        """Pixels above the pixel threshold inside the head, morphologically cleaned."""
+        from synthmri.nn.anomaly_maps import clean_binary
+
+        p = self.params
+        binary = (errors > self.pixel_threshold) & foreground
+        min_pixels = round(p.clean_min_area * errors.shape[-1] * errors.shape[-2])
+        return clean_binary(binary, p.clean_radius, min_pixels)
 
     def _pooled(self, anomalous: Tensor) -> Tensor:
         import torch.nn.functional as F
@@ -529,7 +759,9 @@ class VAEAnomaly(Classifier):
         n = errors.shape[0]
         sizes = np.zeros(n)
         clusters = torch.zeros_like(anomalous)
-        err_np = (errors[:, 0] / self.pixel_threshold).numpy()
+        # the error in octaves above the pixel threshold: scale-free, so that a z-map's
+        # large values do not pull one blob apart along the error axis
+        err_np = np.log2((errors[:, 0] / self.pixel_threshold).clamp(min=1.0).numpy())
         anom_np = anomalous[:, 0].numpy()
         for i in range(n):
             rows, cols = np.nonzero(anom_np[i])
@@ -766,6 +998,87 @@ class VAEAnomaly(Classifier):
             "Look for: two separated humps; overlap is where the detector will err.",
         )
 
+    def case_figure(self, test: ImageSet, run: RunContext, name: str = "") -> Path | None:
+        """Save, for a labelled (test) set, the best and worst cases by anomaly score against
+        the label: the tumour slice with the highest and the lowest score, the normal slice
+        with the lowest and the highest; per case the slice, the error map (a z-map with
+        ``zmap``), the detected region and the true mask. Returns the figure's path (None
+        without a run directory).
+
+        Evaluator-free: ``predict_proba`` never sees labels or masks and has no run
+        context, so the pipeline cannot draw this; ``benchmarks/anomaly_methods.py`` calls
+        it on the test part after ``fit`` (which saw only train and val)."""
+        from synthmri.core.artifacts import pyplot
+
+        if test.labels is None or len(test) == 0:
+            raise DataError("vae_anomaly: case_figure needs a non-empty labelled image set")
+        plt = pyplot()
+        x = self._images(test.images)
+        errors, fg = self.error_maps(x)
+        result = self.score_errors(errors, fg)
+        detected = self._masks(result)
+        scores = result.scores
+        tumour = (test.labels != self.normal_index).numpy()
+        rows: list[tuple[str, int]] = []
+        for label, pool, order in (
+            ("best tumour", tumour, -1),
+            ("worst tumour", tumour, 1),
+            ("best normal", ~tumour, 1),
+            ("worst normal", ~tumour, -1),
+        ):
+            idx = np.flatnonzero(pool)
+            if idx.size:
+                rows.append((label, int(idx[np.argmin(order * scores[idx])])))
+        vmax = max(float(errors.max()), 1e-6)
+        unit = "z" if self.pixel_stats is not None else "error"
+        fig, axes = plt.subplots(len(rows), 4, figsize=(8.4, 2.2 * len(rows)), squeeze=False)
+        for r, (label, i) in enumerate(rows):
+            img = x[i].mean(0).numpy()
+            truth = (
+                test.masks[i, 0].numpy() > 0.5
+                if test.masks is not None
+                else np.zeros(img.shape, bool)
+            )
+            pred = detected[i, 0].numpy() > 0.5
+            call = "tumour" if scores[i] > self.score_threshold else "normal"
+            panels = (
+                (f"slice (score {scores[i]:.3g}: {call})", None),
+                (f"error map ({unit})", errors[i, 0].numpy()),
+                ("detected region", pred),
+                ("true mask", truth),
+            )
+            for c, (title, overlay) in enumerate(panels):
+                ax = axes[r, c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(title, fontsize=7)
+                if c == 1:
+                    im = ax.imshow(overlay, cmap="magma", vmin=0, vmax=vmax)
+                    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+                    continue
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+                if c >= 2 and overlay is not None and overlay.any():
+                    rgba = np.zeros((*img.shape, 4))
+                    rgba[overlay] = (1.0, 0.0, 0.0, 0.55) if c == 2 else (0.0, 1.0, 0.0, 0.55)
+                    ax.imshow(rgba)
+            axes[r, 0].set_ylabel(label, fontsize=8)
+            if truth.any() and (pred.any() or truth.any()):
+                dice = 2 * float((pred & truth).sum()) / float(pred.sum() + truth.sum())
+                axes[r, 2].set_xlabel(f"Dice {dice:.2f}", fontsize=7)
+        fig.suptitle(
+            f"vae_anomaly ({self.params.method}, {self.measure}/{self.normalisation}): best and "
+            f"worst test cases; score threshold {self.score_threshold:.3g}",
+            fontsize=9,
+        )
+        return run.save_figure(
+            fig,
+            name or f"cases-{self.params.method}",
+            caption="Best and worst test slices by anomaly score against the label: per slice "
+            "the image, the error map, the detected region (red) and the true mask (green). "
+            "Look for: a detected region on the tumour, not on the skull rim; a missed tumour "
+            "whose error map is flat means the VAE reconstructs it (too wide a network).",
+        )
+
     # ------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
@@ -785,15 +1098,20 @@ class VAEAnomaly(Classifier):
             "score_threshold": self.score_threshold,
             "score_scale": self.score_scale,
             "calibrated_on": self.calibrated_on,
+            "measure": self.measure,
+            "operating_point": dict(self.operating_point),
         }
         if self.global_centroids is not None:
             state["global_centroids"] = self.global_centroids.clone()
+        if self.pixel_stats is not None:
+            state["pixel_stats"] = self.pixel_stats.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Rebuild the VAE and restore the calibrated decision (on the CPU)."""
         import torch
 
+        from synthmri.nn.anomaly_maps import PixelStats
         from synthmri.nn.vae import TrainedVAE
 
         need = ("vae", "class_names", "size", "channels", "pixel_threshold", "score_threshold")
@@ -816,6 +1134,12 @@ class VAEAnomaly(Classifier):
         self.calibrated_on = str(state.get("calibrated_on", ""))
         cent = state.get("global_centroids")
         self.global_centroids = None if cent is None else torch.as_tensor(cent).float()
+        self.measure = str(state.get("measure", "absolute"))
+        if self.measure not in ("absolute", "ssim"):
+            raise DataError(f"vae_anomaly: unknown error map {self.measure!r} in the state")
+        stats = state.get("pixel_stats")
+        self.pixel_stats = None if stats is None else PixelStats.from_state(dict(stats))
+        self.operating_point = dict(state.get("operating_point", {}))
 
 
 @hookimpl

@@ -262,10 +262,9 @@ class GAN(Generator):
 
     def check_data(self, train: ImageSet) -> int:
         """Validate ``train``; the number of classes (0 when unconditional)."""
-        import torch
+        from synthmri.nn.tensors import check_training_set
 
-        if len(train) == 0:
-            raise DataError(f"{self.name}: the training set is empty")
+        n_classes = check_training_set(train, self.name, self.conditional)
         sizes = self.image_sizes()
         if train.size not in sizes or train.images.shape[-2] != train.size:
             raise DataError(
@@ -273,28 +272,13 @@ class GAN(Generator):
                 f"needs square images of {', '.join(map(str, sizes))} px",
                 hint="set data.size in the recipe to one of these sizes",
             )
-        if not torch.isfinite(train.images).all():
-            raise DataError(f"{self.name}: the training images contain NaN or inf")
-        if not self.conditional:
-            return 0
-        if train.labels is None:
-            raise DataError(
-                f"{self.name}: conditional training needs labelled images",
-                hint="set conditional: false, or load labelled data",
-            )
-        return max(len(train.class_names), int(train.labels.max()) + 1)
+        return n_classes
 
     def training_tensor(self, train: ImageSet) -> Tensor:
         """Images (plus the binary mask channel when ``emits_masks``) in [-1, 1]."""
-        import torch
+        from synthmri.nn.tensors import join_image_mask
 
-        from synthmri.nn.tensors import from_unit
-
-        x = train.images
-        if self.emits_masks:
-            masks = train.masks if train.masks is not None else torch.zeros_like(x[:, :1])
-            x = torch.cat([x, (masks > 0.5).float()], dim=1)
-        return from_unit(x)
+        return join_image_mask(train.images, train.masks, self.emits_masks)
 
     # ------------------------------------------------------------ training
 

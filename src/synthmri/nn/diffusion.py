@@ -1,0 +1,294 @@
+"""Diffusion models on MONAI: the networks, the noise schedules, and the steps that use them.
+
+Everything here is MONAI's (``DiffusionModelUNet``, ``AutoencoderKL``, ``DDPMScheduler``,
+``DDIMScheduler``, ``RFlowScheduler``); this module only builds them from a plain config
+dict (what checkpoints keep) and writes the few lines around them:
+
+- ``build_unet`` / ``build_autoencoder``: the denoiser (a class embedding with one extra
+  "no label" class for classifier-free guidance when ``n_classes`` > 0) and the small
+  KL autoencoder of latent mode;
+- ``NoiseSchedule``: training targets (DDPM with epsilon or v prediction, or rectified
+  flow), ``sample`` (DDIM, deterministic for a noise tensor, or RFlow Euler steps) with
+  classifier-free guidance, and ``noise_to`` / ``denoise_from``: noise clean data to step
+  ``t`` and denoise it back, which is what anomaly detection with a healthy-only model does
+  (``noise_and_denoise``);
+- ``train_autoencoder``: L1 reconstruction plus a small KL term (no perceptual or
+  adversarial loss: they need downloaded weights or a discriminator), and
+  ``latent_scale``: the LDM scale factor (1 / std of the training latents).
+
+Images live in [-1, 1] here (``synthmri.nn.tensors.from_unit``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "NoiseSchedule",
+    "build_autoencoder",
+    "build_unet",
+    "encode_mean",
+    "guided_output",
+    "latent_scale",
+    "noise_and_denoise",
+    "train_autoencoder",
+]
+
+
+def build_unet(config: Mapping[str, Any]) -> nn.Module:
+    """MONAI ``DiffusionModelUNet`` (2D) from ``config``: ``in_channels``, ``channels``,
+    ``attention_levels``, ``num_res_blocks``, ``norm_groups``, ``head_channels`` and
+    ``n_classes`` (0: unconditional; else ``n_classes + 1`` embeddings, the last one the
+    "no label" of classifier-free guidance)."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    n_classes = int(config.get("n_classes", 0))
+    return DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=int(config["in_channels"]),
+        out_channels=int(config["in_channels"]),
+        channels=tuple(int(c) for c in config["channels"]),
+        attention_levels=tuple(bool(a) for a in config["attention_levels"]),
+        num_res_blocks=int(config["num_res_blocks"]),
+        norm_num_groups=int(config["norm_groups"]),
+        num_head_channels=int(config["head_channels"]),
+        num_class_embeds=n_classes + 1 if n_classes else None,
+    )
+
+
+def build_autoencoder(config: Mapping[str, Any]) -> nn.Module:
+    """MONAI ``AutoencoderKL`` (2D, no attention) from ``config``: ``in_channels``,
+    ``ae_channels`` (one level per entry; each level after the first halves the size),
+    ``latent_channels``, ``norm_groups``."""
+    from monai.networks.nets import AutoencoderKL
+
+    channels = tuple(int(c) for c in config["ae_channels"])
+    return AutoencoderKL(
+        spatial_dims=2,
+        in_channels=int(config["in_channels"]),
+        out_channels=int(config["in_channels"]),
+        channels=channels,
+        attention_levels=(False,) * len(channels),
+        latent_channels=int(config["latent_channels"]),
+        num_res_blocks=1,
+        norm_num_groups=int(config["norm_groups"]),
+        with_encoder_nonlocal_attn=False,
+        with_decoder_nonlocal_attn=False,
+    )
+
+
+def guided_output(
+    model: nn.Module, x: Tensor, t: Tensor, y: Tensor | None, guidance: float, null: int
+) -> Tensor:
+    """The denoiser's output at ``(x, t)``: unconditional when ``y`` is None; with
+    classifier-free guidance ``u + guidance * (c - u)`` (``u``: the "no label" output,
+    label ``null``) when ``guidance != 1``; plainly conditional otherwise."""
+    if y is None:
+        return model(x, t)
+    if guidance == 1.0:
+        return model(x, t, class_labels=y)
+    both = model(
+        torch.cat([x, x]), torch.cat([t, t]), class_labels=torch.cat([y, torch.full_like(y, null)])
+    )
+    cond, uncond = both.chunk(2)
+    return uncond + guidance * (cond - uncond)
+
+
+class NoiseSchedule:
+    """The noise schedule of one model: training targets, sampling, noising and denoising.
+
+    ``kind``: ``"ddpm"`` (DDPM training, DDIM sampling; ``prediction`` ``"epsilon"`` or
+    ``"v"``) or ``"rflow"`` (rectified flow: velocity ``x0 - noise``, Euler sampling).
+    ``clip``: clip the predicted clean sample to [-1, 1] while sampling (pixel space; off in
+    latent space).
+    """
+
+    def __init__(
+        self,
+        kind: str = "ddpm",
+        prediction: str = "epsilon",
+        timesteps: int = 1000,
+        schedule: str = "linear_beta",
+        clip: bool = True,
+    ) -> None:
+        from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
+
+        if kind not in ("ddpm", "rflow"):
+            raise ValueError(f"unknown scheduler {kind!r} (ddpm or rflow)")
+        if prediction not in ("epsilon", "v"):
+            raise ValueError(f"unknown prediction {prediction!r} (epsilon or v)")
+        self.kind, self.prediction, self.timesteps = kind, prediction, int(timesteps)
+        monai_prediction = "epsilon" if prediction == "epsilon" else "v_prediction"
+        self.rflow: Any = None
+        self.train: Any = None
+        self.ddim: Any = None
+        if kind == "rflow":
+            self.rflow = RFlowScheduler(
+                num_train_timesteps=self.timesteps, use_discrete_timesteps=True, spatial_dim=2
+            )
+        else:
+            self.train = DDPMScheduler(
+                num_train_timesteps=self.timesteps,
+                schedule=schedule,
+                prediction_type=monai_prediction,
+                clip_sample=clip,
+            )
+            self.ddim = DDIMScheduler(
+                num_train_timesteps=self.timesteps,
+                schedule=schedule,
+                prediction_type=monai_prediction,
+                clip_sample=clip,
+            )
+
+    # -- training
+    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None = None) -> Tensor:
+        """The MSE between the model's output at a random step and its target, for a batch
+        ``x0`` (the global RNG draws steps and noise)."""
+        noise = torch.randn_like(x0)
+        if self.rflow is not None:
+            t = self.rflow.sample_timesteps(x0)
+            xt = self.rflow.add_noise(x0, noise, t)
+            target = x0 - noise
+        else:
+            t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
+            xt = self.train.add_noise(x0, noise, t)
+            target = noise
+            if self.prediction == "v":
+                target = self.train.get_velocity(x0, noise, t)
+        out = model(xt, t) if y is None else model(xt, t, class_labels=y)
+        return F.mse_loss(out.float(), target.float())
+
+    # -- sampling
+    def _plan(self, steps: int, start: int | None, device: torch.device) -> list[int]:
+        """The steps a sampler visits, from ``start`` (the first step <= it; default: the
+        noisiest) down."""
+        sched = self.rflow if self.rflow is not None else self.ddim
+        sched.set_timesteps(steps, device=device)
+        plan = [int(t) for t in sched.timesteps.tolist()]
+        if start is not None:
+            plan = [t for t in plan if t <= start]
+        return plan
+
+    @torch.no_grad()
+    def denoise_from(
+        self,
+        model: nn.Module,
+        xt: Tensor,
+        plan: list[int],
+        y: Tensor | None = None,
+        guidance: float = 1.0,
+        null: int = 0,
+    ) -> Tensor:
+        """Run the sampler over ``plan`` (from ``_plan``) from ``xt`` at ``plan[0]``;
+        deterministic (DDIM with eta 0, or RFlow Euler steps)."""
+        x = xt
+        for i, step in enumerate(plan):
+            t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
+            out = guided_output(model, x, t, y, guidance, null).float()
+            if self.rflow is not None:
+                nxt = plan[i + 1] if i + 1 < len(plan) else 0
+                x, _ = self.rflow.step(out, step, x, nxt)
+            else:
+                x, _ = self.ddim.step(out, step, x)
+        return x
+
+    def sample(
+        self,
+        model: nn.Module,
+        noise: Tensor,
+        steps: int,
+        y: Tensor | None = None,
+        guidance: float = 1.0,
+        null: int = 0,
+    ) -> Tensor:
+        """Clean samples from pure ``noise`` in ``steps`` sampler steps (with classifier-free
+        guidance when ``y`` is given and ``guidance != 1``)."""
+        plan = self._plan(steps, None, noise.device)
+        return self.denoise_from(model, noise, plan, y, guidance, null)
+
+    def noise_to(self, x0: Tensor, step: int, noise: Tensor) -> Tensor:
+        """``x0`` noised to ``step`` (0 .. timesteps - 1) with ``noise``."""
+        t = torch.full((x0.shape[0],), int(step), device=x0.device, dtype=torch.long)
+        sched = self.rflow if self.rflow is not None else self.train
+        return sched.add_noise(x0, noise, t)
+
+
+def noise_and_denoise(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: Tensor,
+    step: int,
+    steps: int = 50,
+    y: Tensor | None = None,
+    seed: int | None = 0,
+) -> Tensor:
+    """Noise ``x0`` to about ``step`` and denoise it back (a healthy-only model "repairs"
+    what it never saw: the residual ``x0 - result`` marks anomalies).
+
+    The sampler's grid of ``steps`` over the whole schedule is cut to the steps at or below
+    ``step``; ``x0`` is noised to the first of them (seeded noise) and denoised from there.
+    """
+    plan = schedule._plan(steps, int(step), x0.device)
+    if not plan:
+        return x0.clone()
+    g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    noise = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
+    return schedule.denoise_from(model, schedule.noise_to(x0, plan[0], noise), plan, y)
+
+
+# ----------------------------------------------------------------------- latent mode
+
+
+def _kl(mu: Tensor, sigma: Tensor) -> Tensor:
+    """KL(N(mu, sigma) || N(0, 1)), summed over the latent, averaged over the batch."""
+    kl = 0.5 * (mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2) + 1e-8) - 1)
+    return kl.flatten(1).sum(1).mean()
+
+
+def train_autoencoder(
+    ae: nn.Module,
+    batches: Iterator[Tensor],
+    iterations: int,
+    lr: float,
+    kl_weight: float,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    on_step: Callable[[int, Tensor], None] | None = None,
+    grad_clip: float | None = 1.0,
+) -> None:
+    """Train ``ae`` (``AutoencoderKL``) for ``iterations`` steps on batches in [-1, 1]:
+    L1 reconstruction plus ``kl_weight`` times the KL term; Adam. ``on_step(step, loss)``
+    sees each step's loss (a tensor: reading it is the caller's host sync)."""
+    opt = torch.optim.Adam(ae.parameters(), lr=lr)
+    ae.train()
+    for step in range(iterations):
+        x = next(batches)
+        with autocast():
+            recon, mu, sigma = ae(x)
+            loss = F.l1_loss(recon.float(), x.float()) + kl_weight * _kl(mu.float(), sigma.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(ae.parameters(), grad_clip)
+        opt.step()
+        if on_step is not None:
+            on_step(step, loss.detach())
+    ae.eval()
+
+
+@torch.no_grad()
+def encode_mean(ae: nn.Module, x: Tensor, batch: int = 128) -> Tensor:
+    """The latent means ``z_mu`` of ``x`` in [-1, 1], in batches (eval mode)."""
+    unwrapped = getattr(ae, "module", ae)
+    return torch.cat([unwrapped.encode(x[i : i + batch])[0] for i in range(0, x.shape[0], batch)])
+
+
+def latent_scale(latents: Tensor) -> float:
+    """The LDM scale factor: 1 / std of the training latents (so they have unit variance)."""
+    std = float(latents.float().std())
+    return 1.0 / std if std > 0 else 1.0
