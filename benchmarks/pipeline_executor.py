@@ -145,13 +145,15 @@ def main() -> None:
         metrics = json.loads(runs[-1].read_text()) if row["rc"] == 0 and runs else {}
         if name == "serial" and metrics:
             reference = _results(metrics)
-        same = reference is not None and metrics and _results(metrics) == reference
-        row["same"] = "-" if reference is None or not metrics else str(same)
+        row["results"] = _results(metrics) if metrics else None
         row["name"] = name if name == "serial" else f"{name} ({args.workers})"
         row["stages"] = _stage_times(metrics) if metrics else f"failed (rc {row['rc']})"
         rows.append(row)
         print(f"{row['name']}: {row['wall_s']:.1f} s wall; {row['stages']}", flush=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for row in rows:  # against serial, whichever order they ran in
+        found = reference is not None and row["results"] is not None
+        row["same"] = str(row["results"] == reference) if found else "-"
     print(f"\nrecipe {args.recipe} {' '.join('--set ' + s for s in args.set)}".rstrip())
     print("| executor | wall s | CPU s | peak PSS sum MB | peak RSS one process MB | same |")
     print("|---|---:|---:|---:|---:|---|")

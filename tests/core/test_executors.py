@@ -164,6 +164,9 @@ def test_a_killed_worker_is_a_clear_error_and_resume_finishes(tmp_path: Path, fl
 def test_executor_choice(tmp_path: Path, flaky: str) -> None:
     assert default_workers() >= 1
     assert make_executor(kind="serial").describe() == "serial"
+    # forked workers cannot use CUDA after the parent: a local pool on CUDA runs serially
+    assert make_executor(kind="local", device="cuda").describe() == "serial"
+    assert make_executor(kind="local", device="cuda:1").describe() == "serial"
     with pytest.raises(ConfigError, match="unknown"):
         make_executor(kind="threads")
     recipe = _recipe(tmp_path / "m")

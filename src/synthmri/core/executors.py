@@ -560,7 +560,10 @@ def make_executor(
     if kind == "serial" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return SerialExecutor()
     if kind == "local":
-        return LocalExecutor(workers)
+        # forked workers cannot use CUDA once the parent has touched it, and stages on one
+        # GPU gain little from sharing it: on CUDA the stages run one after another (Ray
+        # spreads them over several GPUs)
+        return SerialExecutor() if device.startswith("cuda") else LocalExecutor(workers)
     cpus = config.cpus_per_stage if config is not None else 1.0
     gpus = 0.0
     if device.startswith("cuda"):

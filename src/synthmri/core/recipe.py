@@ -246,8 +246,8 @@ class ExecutorConfig(_Strict):
 
     kind: Literal["serial", "local", "ray"] = Field(
         "serial",
-        description="serial (one stage after another), local (a process pool) or ray "
-        "(Ray tasks; extra synthmri[ray], RAY_ADDRESS joins a cluster)",
+        description="serial (one stage after another), local (a process pool; serial on "
+        "CUDA) or ray (Ray tasks; extra synthmri[ray], RAY_ADDRESS joins a cluster)",
     )
     workers: int | None = Field(
         None, ge=1, description="local: processes (default: cores, capped by memory); "
