@@ -355,13 +355,8 @@ class LocalExecutor(Executor):
                             outcome = fut.result()
                         except BrokenProcessPool:
                             self._died(run, [job, *running.values()])
-                        figures[job.key] = _replay(outcome, run, job.key)
-                        if outcome.error is not None:
-                            first_error = first_error or _unpack_error(outcome.error)
-                            continue
-                        assert outcome.result is not None
-                        done(job, pickle.loads(outcome.result))
-                        bar.advance(finished=job.key)
+                        error = _finish(outcome, job, run, figures, done, bar)
+                        first_error = first_error or error
         except BaseException:
             if running:  # an interrupt, or the callback failed: stop the workers now
                 self._broken()
@@ -498,13 +493,8 @@ class RayExecutor(Executor):
                             hint=f"rerun with --resume {_run_dir(run)} to reuse them",
                         )
                         continue
-                    figures[job.key] = _replay(outcome, run, job.key)
-                    if outcome.error is not None:
-                        first_error = first_error or _unpack_error(outcome.error)
-                        continue
-                    assert outcome.result is not None
-                    done(job, pickle.loads(outcome.result))
-                    bar.advance(finished=job.key)
+                    error = _finish(outcome, job, run, figures, done, bar)
+                    first_error = first_error or error
         except BaseException:
             for ref in refs:
                 with contextlib.suppress(Exception):
@@ -521,6 +511,25 @@ class RayExecutor(Executor):
         if self._owns:
             self._ray.shutdown()
             self._owns = False
+
+
+def _finish(
+    outcome: _Outcome,
+    job: StageJob,
+    run: RunContext,
+    figures: dict[str, list[Path]],
+    done: Done,
+    bar: Any,
+) -> BaseException | None:
+    """A stage a worker finished: its log lines and figures replayed here, its result handed
+    to ``done``; or the error it raised, returned."""
+    figures[job.key] = _replay(outcome, run, job.key)
+    if outcome.error is not None:
+        return _unpack_error(outcome.error)
+    assert outcome.result is not None
+    done(job, pickle.loads(outcome.result))
+    bar.advance(finished=job.key)
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
