@@ -28,12 +28,22 @@ morphological clean-up). With ``--out``, each method's best/worst test cases are
 (``VAEAnomaly.case_figure``: the figure the pipeline cannot draw, since ``predict``
 never sees labels). Nothing is tuned on the test part.
 
+``--model diffusion_anomaly`` runs the same study with the AnoDDPM-style diffusion model
+instead of the VAE: the recipe's decision params (threshold percentile, head erosion,
+calibration) with the diffusion plugin's own defaults for its model, changed by
+``--param key=value``; ``--noise-levels`` scores one trained model at several noise levels
+and names, per variant and method, the level with the highest *validation* AUC (the test
+numbers of every level are printed, but only the validation part chooses);
+``--anomaly-thresholds`` adds the pixel percentile to what is compared and chosen that way.
+
 Usage::
 
     python benchmarks/anomaly_methods.py                    # speed: 1000 x 128 px
     python benchmarks/anomaly_methods.py --n 1000 --size 128 --threads 2 --iterations 60
     python benchmarks/anomaly_methods.py --study --out /tmp/study       # 64 px phantoms
     python benchmarks/anomaly_methods.py --study --set data.path=/data/navoneel --out /tmp/nav
+    python benchmarks/anomaly_methods.py --study --model diffusion_anomaly \
+        --param iterations=800 --noise-levels 0.2 0.3 0.5
 """
 
 from __future__ import annotations
@@ -48,7 +58,9 @@ import numpy as np
 import torch
 
 from synthmri.core.phantoms import make_phantoms
+from synthmri.core.plugins import get_plugin
 from synthmri.core.training import RunContext
+from synthmri.nn.params import VAEParams
 from synthmri.plugins.classifiers.vae_anomaly import METHODS, VAEAnomaly
 
 PUBLISHED: dict[str, Any] = {
@@ -140,6 +152,7 @@ def bootstrap(
 
 def study(args: argparse.Namespace) -> None:
     """The map-variant x method table on the recipe's split (see the module docstring)."""
+    import yaml
     from sklearn.metrics import roc_auc_score
 
     from synthmri.core.pipeline import load_data
@@ -147,60 +160,109 @@ def study(args: argparse.Namespace) -> None:
 
     recipe = load_recipe("vae-anomaly", args.set)
     entry = next(m for e in recipe.experiments for m in e.models if m.plugin == VAEAnomaly.name)
+    cls = get_plugin("classifier", args.model)
+    params = dict(entry.params)
+    if args.model != VAEAnomaly.name:  # the recipe's decision params, the model's defaults
+        decision = set(VAEAnomaly.Params.model_fields) - set(VAEParams.model_fields)
+        params = {k: v for k, v in params.items() if k in decision}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        params[key] = yaml.safe_load(value)
     run = RunContext(args.out, device=args.device, seed=recipe.seed, stage="study")
     summary, train, val, test = load_data(recipe, RunContext(seed=recipe.seed))
     print(
         f"data: {summary.n_train} train / {summary.n_val} val / {summary.n_test} test; "
-        f"classes {train.class_names}; VAE params of {entry.label!r}"
+        f"classes {train.class_names}; {args.model} params {params} (decision of "
+        f"{entry.label!r})"
     )
-    model = VAEAnomaly({**entry.params, "method": "giaem", "figures": False})
+    model = cls({**params, "method": "giaem", "figures": False})
     torch.manual_seed(recipe.seed)
     _, fit_s, fit_cpu = timed(lambda: model.fit(train, val, run))
     size = model.history.get("vae_size", {})
-    print(f"VAE {size} trained in {fit_s:.1f} s (cpu {fit_cpu:.1f} s)")
+    print(f"{args.model} {size} trained in {fit_s:.1f} s (cpu {fit_cpu:.1f} s)", flush=True)
     healthy = train.subset(train.labels == model.normal_index)
     y = (test.labels != model.normal_index).numpy()
     truth = test.masks[:, 0].numpy() > 0.5 if test.masks is not None else None
     print(
-        f"{'variant':<10}{'method':<14}{'map':<15}{'val sens/spec/AUC':>18}"
+        f"{'level':<6}{'pct':<5}{'variant':<10}{'method':<14}{'map':<15}{'val sens/spec/AUC':>18}"
         f"{'accuracy [95% CI]':>24}{'recall':>8}{'spec':>7}{'AUC [95% CI]':>22}{'Dice':>7}"
     )
-    for variant in args.variants:
+    levels = args.noise_levels or [None]
+    recons: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def cache(m: Any, level: Any) -> None:
+        """Reconstruct each image set once per noise level (the map variants and methods
+        only change what follows the reconstruction)."""
+        plain = m.reconstruct
+
+        def reconstruct(images: torch.Tensor) -> torch.Tensor:
+            key = (level, images.data_ptr(), tuple(images.shape))
+            if key not in recons:
+                recons[key] = plain(images)
+            return recons[key]
+
+        m.reconstruct = reconstruct
+
+    chosen: dict[tuple[str, str], tuple[float, Any]] = {}
+    pcts = args.anomaly_thresholds or [None]
+    for level, pct, variant, method in (
+        (lv, pc, v, me)
+        for lv in levels
+        for pc in pcts
+        for v in args.variants
+        for me in args.methods
+    ):
         changes = VARIANTS[variant]
-        for method in args.methods:
-            m = copy.deepcopy(model)
-            base = {**entry.params, "method": method, "figures": False}
-            m.params = m.parse_params({**base, **changes})
-            m.measure = "absolute" if m.params.error_measure == "auto" else m.params.error_measure
-            m.recalibrate(healthy, val, RunContext(seed=recipe.seed))
-            scores = m.anomaly_scores(test.images)
-            pred = scores > m.score_threshold
-            rng = np.random.default_rng(0)
-            acc = float((pred == y).mean())
-            acc_ci = bootstrap(lambda i, p=pred: float((p[i] == y[i]).mean()), len(y), rng)
+        m = copy.deepcopy(model)
+        base = {**params, "method": method, "figures": False}
+        if level is not None:
+            base["noise_level"] = level
+        if pct is not None:
+            base["anomaly_threshold"] = pct
+        m.params = m.parse_params({**base, **changes})
+        cache(m, level)
+        m.measure = "absolute" if m.params.error_measure == "auto" else m.params.error_measure
+        m.recalibrate(healthy, val, RunContext(seed=recipe.seed))
+        scores = m.anomaly_scores(test.images)
+        pred = scores > m.score_threshold
+        rng = np.random.default_rng(0)
+        acc = float((pred == y).mean())
+        acc_ci = bootstrap(lambda i, p=pred: float((p[i] == y[i]).mean()), len(y), rng)
 
-            def auc_of(i: np.ndarray, s: np.ndarray = scores) -> float:
-                return float(roc_auc_score(y[i], s[i])) if len(set(y[i])) == 2 else float("nan")
+        def auc_of(i: np.ndarray, s: np.ndarray = scores) -> float:
+            return float(roc_auc_score(y[i], s[i])) if len(set(y[i])) == 2 else float("nan")
 
-            auc, auc_ci = auc_of(np.arange(len(y))), bootstrap(auc_of, len(y), rng)
-            dice = float("nan")
-            if truth is not None and truth[y].any():
-                masks = m.predict_masks(test.images)[:, 0].numpy() > 0.5
-                t, pm = truth[y], masks[y]
-                inter = (t & pm).reshape(len(t), -1).sum(1)
-                denom = t.reshape(len(t), -1).sum(1) + pm.reshape(len(t), -1).sum(1)
-                dice = float(np.mean(np.where(denom > 0, 2 * inter / np.maximum(denom, 1), 1.0)))
-            op = m.operating_point
-            print(
-                f"{variant:<10}{method:<14}{op['error_map']:<15}"
-                f"{op['val_sensitivity'] or 0:>8.2f}/{op['val_specificity']:.2f}"
-                f"/{op['val_auc'] or float('nan'):.2f}"
-                f"{acc:>9.3f} [{acc_ci[0]:.3f}, {acc_ci[1]:.3f}]"
-                f"{pred[y].mean():>8.3f}{(~pred[~y]).mean():>7.3f}"
-                f"{auc:>7.3f} [{auc_ci[0]:.3f}, {auc_ci[1]:.3f}]{dice:>7.3f}"
-            )
-            if args.out is not None:
-                m.case_figure(test, run, name=f"cases-{variant}-{method}")
+        auc, auc_ci = auc_of(np.arange(len(y))), bootstrap(auc_of, len(y), rng)
+        dice = float("nan")
+        if truth is not None and truth[y].any():
+            masks = m.predict_masks(test.images)[:, 0].numpy() > 0.5
+            t, pm = truth[y], masks[y]
+            inter = (t & pm).reshape(len(t), -1).sum(1)
+            denom = t.reshape(len(t), -1).sum(1) + pm.reshape(len(t), -1).sum(1)
+            dice = float(np.mean(np.where(denom > 0, 2 * inter / np.maximum(denom, 1), 1.0)))
+        op = m.operating_point
+        val_auc = op["val_auc"] if op["val_auc"] is not None else float("nan")
+        if (level, pct) != (None, None) and val_auc > chosen.get((variant, method), (-1, 0))[0]:
+            chosen[(variant, method)] = (val_auc, (level, pct))
+        print(
+            f"{'-' if level is None else level:<6}{'-' if pct is None else pct:<5}"
+            f"{variant:<10}{method:<14}"
+            f"{op['error_map']:<15}"
+            f"{op['val_sensitivity'] or 0:>8.2f}/{op['val_specificity']:.2f}"
+            f"/{op['val_auc'] or float('nan'):.2f}"
+            f"{acc:>9.3f} [{acc_ci[0]:.3f}, {acc_ci[1]:.3f}]"
+            f"{pred[y].mean():>8.3f}{(~pred[~y]).mean():>7.3f}"
+            f"{auc:>7.3f} [{auc_ci[0]:.3f}, {auc_ci[1]:.3f}]{dice:>7.3f}"
+        )
+        if args.out is not None:
+            tag = "" if level is None else f"{level}-"
+            tag += "" if pct is None else f"{pct}-"
+            m.case_figure(test, run, name=f"cases-{tag}{variant}-{method}")
+    for (variant, method), (val_auc, (level, pct)) in chosen.items():
+        print(
+            f"chosen on validation AUC: {variant} {method}: noise_level {level}, "
+            f"anomaly_threshold {pct} ({val_auc:.3f})"
+        )
     if args.out is not None:
         print(f"figures in {args.out}/figures")
 
@@ -228,6 +290,29 @@ def main() -> None:
         help="study: map variants (default: the study's maps and the plugin's defaults)",
     )
     ap.add_argument("--device", default="cpu", help="study: cpu, cuda or auto")
+    ap.add_argument(
+        "--model",
+        default=VAEAnomaly.name,
+        choices=[VAEAnomaly.name, "diffusion_anomaly"],
+        help="study: the anomaly classifier (diffusion_anomaly: the recipe's decision params)",
+    )
+    ap.add_argument(
+        "--param", action="append", default=[], help="study: model param key=value (YAML value)"
+    )
+    ap.add_argument(
+        "--noise-levels",
+        nargs="+",
+        type=float,
+        default=None,
+        help="study, diffusion_anomaly: noise levels to score (chosen on validation AUC)",
+    )
+    ap.add_argument(
+        "--anomaly-thresholds",
+        nargs="+",
+        type=float,
+        default=None,
+        help="study: pixel percentiles to score (chosen on validation AUC)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

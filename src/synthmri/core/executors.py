@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from synthmri.core.errors import ConfigError, SynthMRIError, TrainingError
+from synthmri.core.machine import available_memory, cores, release_memory
 from synthmri.core.training import RunContext
 
 if TYPE_CHECKING:
@@ -65,8 +66,10 @@ EXECUTORS: tuple[str, ...] = ("serial", "local", "ray")
 #: memory set aside per local worker when choosing the default number of workers
 WORKER_MEMORY_BYTES = 2 * 1024**3
 #: what the parent imports before forking the local pool's workers, so that each worker
-#: does not import it again (seconds of CPU each); importing starts no torch threads
-PRELOAD: tuple[str, ...] = ("torch", "torchvision", "monai")
+#: does not import it again (seconds of CPU each); importing starts no torch threads.
+#: Not MONAI: the parent's startup would pay ~2 s for it in runs that never use it (the
+#: quickstart); a worker whose stage needs it imports it then
+PRELOAD: tuple[str, ...] = ("torch", "torchvision")
 
 
 @dataclass
@@ -97,29 +100,14 @@ class StageJob:
 Done = Callable[[StageJob, StageResult], None]
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _available_memory() -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
 def default_workers() -> int:
     """Workers of the local pool when none are asked for: one per core, at most one per
     ``WORKER_MEMORY_BYTES`` of available memory, at least one."""
-    cores = _cores()
-    mem = _available_memory()
+    n = cores()
+    mem = available_memory()
     if mem is not None:
-        cores = min(cores, mem // WORKER_MEMORY_BYTES)
-    return max(1, int(cores))
+        n = min(n, mem // WORKER_MEMORY_BYTES)
+    return max(1, int(n))
 
 
 # ------------------------------------------------------------------ the stage's context
@@ -176,6 +164,7 @@ def _spec(run: RunContext, key: str, threads: int | None = None) -> _Spec:
 
 def _in_worker(blob: bytes, spec: _Spec) -> _Outcome:
     """Run one stage in a worker process; errors come back as data, never raised."""
+    release_memory()  # what the worker's previous stage left
     if spec.threads:
         import torch
 
@@ -297,7 +286,7 @@ class LocalExecutor(Executor):
         self.workers = workers or default_workers()
         if self.workers < 1:
             raise ConfigError(f"--workers {self.workers}: must be at least 1")
-        self.threads = threads or max(1, _cores() // self.workers)
+        self.threads = threads or max(1, cores() // self.workers)
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         self._context = multiprocessing.get_context(method)
         self._pool: ProcessPoolExecutor | None = None
@@ -326,6 +315,7 @@ class LocalExecutor(Executor):
         """Keep every worker busy; results are handled here as they come."""
         if not jobs:
             return
+        release_memory()  # this process's freed heap, while the workers fill theirs
         if self._pool is None:  # broken earlier
             self._start()
         assert self._pool is not None
@@ -446,7 +436,7 @@ class RayExecutor(Executor):
             else:  # a local Ray: its workers see the modules this process sees
                 path = os.pathsep.join(p for p in sys.path if p)
                 ray.init(
-                    num_cpus=num_cpus or _cores(),
+                    num_cpus=num_cpus or cores(),
                     include_dashboard=False,
                     runtime_env={"env_vars": {"PYTHONPATH": path}},
                     **options,

@@ -98,13 +98,15 @@ def nearest_ssim(
     max_pairs: int = 2_000_000,
     device: torch.device | str = "cpu",
     win: int | None = None,
-    chunk_elements: int = 1 << 23,
+    chunk_elements: int = 1 << 19,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each query image, the highest SSIM to any pool image and that image's index.
 
     Images ``[N, C, H, W]`` in [0, 1] of one size; SSIM as MONAI's ``SSIMMetric`` (Gaussian
     window ``win``, sigma 1.5, data range 1, valid filtering, mean over the map and
-    channels). Vectorised over pairs in chunks. When ``len(query) * len(pool)`` exceeds
+    channels). Vectorised over pairs in chunks of about ``chunk_elements`` pixels (small
+    chunks stay in the CPU's caches: 2^19 was both faster and ~400 MB lighter than 2^23 at
+    64 and 128 px). When ``len(query) * len(pool)`` exceeds
     ``max_pairs``, SSIM is computed only against each query's ``max_pairs // len(query)``
     nearest pool images by pixel L2 distance (a copy is also near in L2).
     """

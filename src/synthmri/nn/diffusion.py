@@ -13,8 +13,14 @@ dict (what checkpoints keep) and writes the few lines around them:
   ``t`` and denoise it back, which is what anomaly detection with a healthy-only model does
   (``noise_and_denoise``);
 - ``train_autoencoder``: L1 reconstruction plus a small KL term (no perceptual or
-  adversarial loss: they need downloaded weights or a discriminator), and
-  ``latent_scale``: the LDM scale factor (1 / std of the training latents).
+  adversarial loss: they need downloaded weights or a discriminator), with an L1 and a
+  soft Dice term of their own for mask channels (``mask_dice`` checks them afterwards), and
+  ``latent_scale``: the LDM scale factor (1 / std of the training latents);
+- ``train_diffusion``: the whole training of one model on a run (the autoencoder first in
+  latent mode, then the UNet with AdamW, gradient clipping, an EMA, seeded minibatches,
+  logging and progress), shared by the ``diffusion`` generator and the
+  ``diffusion_anomaly`` classifier; ``encode`` / ``decode`` map images to the scaled
+  latents and back.
 
 Images live in [-1, 1] here (``synthmri.nn.tensors.from_unit``).
 """
@@ -23,21 +29,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from synthmri.core.training import RunContext
+
 __all__ = [
+    "DiffusionTrainingParams",
     "NoiseSchedule",
     "build_autoencoder",
     "build_unet",
+    "decode",
+    "encode",
     "encode_mean",
     "guided_output",
     "latent_scale",
+    "mask_dice",
     "noise_and_denoise",
     "train_autoencoder",
+    "train_diffusion",
 ]
 
 
@@ -227,18 +241,22 @@ def noise_and_denoise(
     steps: int = 50,
     y: Tensor | None = None,
     seed: int | None = 0,
+    shared_noise: bool = False,
 ) -> Tensor:
     """Noise ``x0`` to about ``step`` and denoise it back (a healthy-only model "repairs"
     what it never saw: the residual ``x0 - result`` marks anomalies).
 
     The sampler's grid of ``steps`` over the whole schedule is cut to the steps at or below
     ``step``; ``x0`` is noised to the first of them (seeded noise) and denoised from there.
+    ``shared_noise``: one noise image for every item (the first item's noise without it),
+    so that an item's result does not depend on the batch it is in.
     """
     plan = schedule._plan(steps, int(step), x0.device)
     if not plan:
         return x0.clone()
     g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-    noise = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
+    shape = (1, *x0.shape[1:]) if shared_noise else x0.shape
+    noise = torch.randn(shape, generator=g).to(x0.device, x0.dtype).expand_as(x0)
     return schedule.denoise_from(model, schedule.noise_to(x0, plan[0], noise), plan, y)
 
 
@@ -260,17 +278,33 @@ def train_autoencoder(
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
     on_step: Callable[[int, Tensor], None] | None = None,
     grad_clip: float | None = 1.0,
+    mask_channels: int = 0,
 ) -> None:
     """Train ``ae`` (``AutoencoderKL``) for ``iterations`` steps on batches in [-1, 1]:
     L1 reconstruction plus ``kl_weight`` times the KL term; Adam. ``on_step(step, loss)``
-    sees each step's loss (a tensor: reading it is the caller's host sync)."""
+    sees each step's loss (a tensor: reading it is the caller's host sync).
+
+    The last ``mask_channels`` channels are tumour masks: they get their own L1 and a soft
+    Dice term (MONAI ``DiceLoss`` over the batch). Under plain L1 over all channels an
+    empty mask is nearly optimal (a tumour is a few % of a slice's pixels), and the
+    autoencoder learned to drop every mask."""
+    from monai.losses import DiceLoss
+
+    dice = DiceLoss(batch=True)
+    m = int(mask_channels)
     opt = torch.optim.Adam(ae.parameters(), lr=lr)
     ae.train()
     for step in range(iterations):
         x = next(batches)
         with autocast():
             recon, mu, sigma = ae(x)
-            loss = F.l1_loss(recon.float(), x.float()) + kl_weight * _kl(mu.float(), sigma.float())
+            recon, x = recon.float(), x.float()
+            if m:
+                loss = F.l1_loss(recon[:, :-m], x[:, :-m]) + F.l1_loss(recon[:, -m:], x[:, -m:])
+                loss = loss + dice(_unit(recon[:, -m:]), _unit(x[:, -m:]))
+            else:
+                loss = F.l1_loss(recon, x)
+            loss = loss + kl_weight * _kl(mu.float(), sigma.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -279,6 +313,27 @@ def train_autoencoder(
         if on_step is not None:
             on_step(step, loss.detach())
     ae.eval()
+
+
+def _unit(x: Tensor) -> Tensor:
+    """[-1, 1] to [0, 1], clamped."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def mask_dice(ae: nn.Module, data: Tensor, mask_channels: int, batch: int = 128) -> float:
+    """Dice of the masks (the last ``mask_channels`` channels of ``data``, in [-1, 1],
+    thresholded at 0) after a trip through ``ae``, over all of ``data``; 1.0 when ``data``
+    holds no tumour pixel and none comes back."""
+    with torch.no_grad():
+        m = int(mask_channels)
+        inter = total = 0.0
+        for i in range(0, data.shape[0], batch):
+            x = data[i : i + batch]
+            back = decode(ae, encode_mean(ae, x), 1.0)[:, -m:] > 0
+            true = x[:, -m:] > 0
+            inter += float((back & true).sum())
+            total += float(back.sum() + true.sum())
+        return 1.0 if total == 0 else 2 * inter / total
 
 
 @torch.no_grad()
@@ -292,3 +347,178 @@ def latent_scale(latents: Tensor) -> float:
     """The LDM scale factor: 1 / std of the training latents (so they have unit variance)."""
     std = float(latents.float().std())
     return 1.0 / std if std > 0 else 1.0
+
+
+# ----------------------------------------------------------------------- training on a run
+
+
+class DiffusionTrainingParams(Protocol):
+    """What ``train_diffusion`` reads from a plugin's params (the ``diffusion`` generator's
+    field names and meanings)."""
+
+    iterations: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    grad_clip: float | None
+    ema: float | None
+    latent: bool
+    ae_channels: list[int]
+    latent_channels: int
+    ae_iterations: int
+    ae_lr: float
+    ae_kl_weight: float
+    log_every: int
+
+
+def train_diffusion(
+    data: Tensor,
+    config: dict[str, Any],
+    p: DiffusionTrainingParams,
+    run: RunContext,
+    *,
+    labels: Tensor | None = None,
+    label_dropout: float = 0.0,
+    batch_seed: int = 17,
+    name: str = "diffusion",
+) -> tuple[nn.Module, nn.Module | None]:
+    """Train a model on ``data`` (``[N, C, S, S]`` in [-1, 1]): in latent mode
+    (``p.latent``) an ``AutoencoderKL`` first, then the UNet on its scaled latent means;
+    returns ``(unet, autoencoder or None)``, the UNet being the EMA copy when ``p.ema``.
+
+    ``config`` (``build_unet``'s keys plus ``latent``) is completed in place:
+    ``ae_channels``, ``latent_channels`` and ``latent_scale`` in latent mode, and
+    ``in_channels`` (what the UNet sees). With ``labels``, ``label_dropout`` of them are
+    replaced by the "no label" class ``config["n_classes"]`` (classifier-free guidance).
+    Seeds come from ``run`` (``run.seed``, minibatch order from ``batch_seed``); on CUDA the
+    steps run under bf16 autocast with channels_last tensors; under torchrun the UNet is
+    wrapped in DDP (each rank its share of every batch).
+    """
+    import contextlib
+
+    from synthmri.core.training import check_finite, minibatches, unwrap
+    from synthmri.nn.ema import EMA
+
+    device = run.device
+    cuda = device.type == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    autocast = run.autocast if cuda else contextlib.nullcontext
+    data = data.to(device).contiguous(memory_format=fmt)
+    labels = labels.to(device) if labels is not None else None
+    torch.manual_seed(run.seed)
+    ae = None
+    if p.latent:
+        ae, data = _fit_autoencoder(data, config, p, run, autocast, fmt, batch_seed, name)
+    config["in_channels"] = int(data.shape[1])
+    unet = build_unet(config)
+    model = run.prepare(unet)
+    unet = unwrap(model)
+    torch.manual_seed(run.seed + 7919 * run.rank + 1)
+    ema = EMA(unet, p.ema) if p.ema is not None else None
+    kwargs: dict[str, Any] = {"fused": True} if cuda else {"foreach": True}
+    opt = torch.optim.AdamW(unet.parameters(), lr=p.lr, weight_decay=p.weight_decay, **kwargs)
+    schedule = NoiseSchedule(
+        config["scheduler"],
+        config["prediction"],
+        config["timesteps"],
+        config["schedule"],
+        clip=not config["latent"],
+    )
+    batches = minibatches(len(data), p.batch_size, run.generator(batch_seed),
+                          rank=run.rank, world=run.world_size)  # fmt: skip
+    null = int(config.get("n_classes", 0))  # the "no label" embedding
+    unet.train()
+    total = torch.zeros((), device=device)
+    with run.progress(p.iterations, run.stage or name) as bar:
+        for step in range(p.iterations):
+            idx = next(batches).to(device)
+            x0 = data[idx]
+            y = None
+            if labels is not None:
+                y = labels[idx]
+                drop = torch.rand(y.shape, device=device) < label_dropout
+                y = torch.where(drop, torch.full_like(y, null), y)
+            with autocast():
+                loss = schedule.loss(model, x0, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if p.grad_clip:
+                torch.nn.utils.clip_grad_norm_(unet.parameters(), p.grad_clip)
+            opt.step()
+            if ema is not None:
+                ema.update(unet)
+            total += loss.detach()
+            if (step + 1) % p.log_every == 0 or step == p.iterations - 1:
+                n = (step % p.log_every) + 1
+                mean = float(total) / n  # the host sync, once per log_every steps
+                check_finite(mean, f"{name} loss")
+                run.log(step=step + 1, loss=mean)
+                bar.advance(n, loss=mean)
+                total.zero_()
+    unet.eval()
+    return (ema.module if ema is not None else unet), ae
+
+
+def _fit_autoencoder(
+    data: Tensor,
+    config: dict[str, Any],
+    p: DiffusionTrainingParams,
+    run: RunContext,
+    autocast: Any,
+    fmt: Any,
+    batch_seed: int,
+    name: str,
+) -> tuple[nn.Module, Tensor]:
+    """Train the autoencoder on ``data``; the autoencoder (eval, frozen) and the scaled
+    latent means."""
+    from synthmri.core.training import check_finite, minibatches, unwrap
+
+    config.update(ae_channels=list(p.ae_channels), latent_channels=p.latent_channels)
+    ae_model = run.prepare(build_autoencoder(config))
+    order = minibatches(len(data), p.batch_size, run.generator(batch_seed + 1),
+                        rank=run.rank, world=run.world_size)  # fmt: skip
+    batches = (data[i.to(data.device)] for i in order)
+    stage = f"{run.stage or name}/autoencoder"
+    with run.progress(p.ae_iterations, stage) as bar:
+        losses: list[Any] = []
+
+        def on_step(step: int, loss: Any) -> None:
+            losses.append(loss)
+            if (step + 1) % p.log_every == 0 or step == p.ae_iterations - 1:
+                mean = float(sum(losses)) / len(losses)
+                check_finite(mean, f"{name} autoencoder loss")
+                run.log(step=step + 1, ae_loss=mean)
+                bar.advance(len(losses), ae_loss=mean)
+                losses.clear()
+
+        masks = int(config.get("data_channels", 0)) - int(config.get("image_channels", 0))
+        masks = max(0, masks)
+        train_autoencoder(ae_model, batches, p.ae_iterations, p.ae_lr, p.ae_kl_weight,
+                          autocast, on_step, p.grad_clip, masks)  # fmt: skip
+    ae = unwrap(ae_model).eval()
+    ae.requires_grad_(False)
+    if masks:  # masks that do not survive the autoencoder cannot be sampled
+        dice = mask_dice(ae, data, masks)
+        run.log(ae_mask_dice=round(dice, 4))
+        if dice < 0.5:
+            run.note(
+                f"{name}: the autoencoder gives back the training masks with Dice {dice:.2f}; "
+                "the sampled masks will be poor (raise ae_iterations)"
+            )
+    latents = encode_mean(ae, data)
+    scale = latent_scale(latents)
+    config["latent_scale"] = scale
+    return ae, (latents * scale).contiguous(memory_format=fmt)
+
+
+@torch.no_grad()
+def encode(ae: nn.Module, x: Tensor, scale: float, batch: int = 128) -> Tensor:
+    """The scaled latent means of images ``x`` in [-1, 1] (what the UNet of latent mode
+    sees)."""
+    return encode_mean(ae, x, batch) * scale
+
+
+@torch.no_grad()
+def decode(ae: nn.Module, z: Tensor, scale: float) -> Tensor:
+    """Images in [-1, 1] (unclamped) from scaled latents ``z``."""
+    return ae.decode(z / scale)

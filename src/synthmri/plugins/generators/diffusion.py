@@ -17,7 +17,9 @@ every batch). The networks, schedules and steps are in ``synthmri.nn.diffusion``
   KL), each level of ``ae_channels`` after the first halving the size (64 px with three
   levels: 16 px latents); the UNet learns the scaled latent means and samples are decoded.
   With ``emits_masks`` the mask is a second channel of the autoencoder (image and mask are
-  encoded together and decoded together), so latent samples are pairs too.
+  encoded together and decoded together, the mask with an L1 and a soft Dice term of its
+  own, and the run logs how well the training masks survive: ``ae_mask_dice``), so latent
+  samples are pairs too.
 - Sizes: ``unet: cpu`` (channels 32-64-64, attention at the lowest level, one res block:
   1.1 M parameters; for 32-64 px, or for latents) and ``unet: gpu128`` (64-128-256-256,
   attention at the two lowest levels, two res blocks: for 128 px pixel-space training on a
@@ -227,26 +229,16 @@ class Diffusion(Generator):
     # ------------------------------------------------------------ training
 
     def fit(self, train: ImageSet, run: RunContext) -> None:
-        """Train (the autoencoder first in latent mode, then the UNet) on ``train``."""
-        import contextlib
-
-        import torch
-
-        from synthmri.core.training import check_finite, minibatches, unwrap
-        from synthmri.nn.diffusion import build_unet
-        from synthmri.nn.ema import EMA
+        """Train (the autoencoder first in latent mode, then the UNet) on ``train``
+        (``synthmri.nn.diffusion.train_diffusion``)."""
+        from synthmri.nn.diffusion import train_diffusion
         from synthmri.nn.tensors import join_image_mask
 
         p = self.params
         n_classes = self._check(train)
-        device = run.device
-        self.device = device
-        cuda = device.type == "cuda"
-        fmt = torch.channels_last if cuda else torch.contiguous_format
-        autocast = run.autocast if cuda else contextlib.nullcontext
+        self.device = run.device
         self.class_names = list(train.class_names)
         data = join_image_mask(train.images, train.masks, self.emits_masks)
-        data = data.to(device).contiguous(memory_format=fmt)
         self.config = {
             **p.unet_size(),
             "size": train.size,
@@ -263,91 +255,18 @@ class Diffusion(Generator):
             "latent": p.latent,
             "latent_scale": 1.0,
         }
-        labels = train.labels.to(device) if self.conditional else None  # type: ignore[union-attr]
-        torch.manual_seed(run.seed)
-        if p.latent:
-            data = self._fit_autoencoder(data, run, autocast, fmt)
-        self.config["in_channels"] = int(data.shape[1])
-        unet = build_unet(self.config)
-        model = run.prepare(unet)
-        unet = unwrap(model)
-        torch.manual_seed(run.seed + 7919 * run.rank + 1)
-        ema = EMA(unet, p.ema) if p.ema is not None else None
-        kwargs: dict[str, Any] = {"fused": True} if cuda else {"foreach": True}
-        opt = torch.optim.AdamW(unet.parameters(), lr=p.lr, weight_decay=p.weight_decay, **kwargs)
-        schedule = self._schedule()
-        batches = minibatches(len(data), p.batch_size, run.generator(self.batch_seed),
-                              rank=run.rank, world=run.world_size)  # fmt: skip
-        null = n_classes  # the "no label" embedding
-        unet.train()
-        total = torch.zeros((), device=device)
-        with run.progress(p.iterations, run.stage or self.name) as bar:
-            for step in range(p.iterations):
-                idx = next(batches).to(device)
-                x0 = data[idx]
-                y = None
-                if labels is not None:
-                    y = labels[idx]
-                    drop = torch.rand(y.shape, device=device) < p.label_dropout
-                    y = torch.where(drop, torch.full_like(y, null), y)
-                with autocast():
-                    loss = schedule.loss(model, x0, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if p.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(unet.parameters(), p.grad_clip)
-                opt.step()
-                if ema is not None:
-                    ema.update(unet)
-                total += loss.detach()
-                if (step + 1) % p.log_every == 0 or step == p.iterations - 1:
-                    n = (step % p.log_every) + 1
-                    mean = float(total) / n  # the host sync, once per log_every steps
-                    check_finite(mean, f"{self.name} loss")
-                    run.log(step=step + 1, loss=mean)
-                    bar.advance(n, loss=mean)
-                    total.zero_()
-        unet.eval()
-        self.unet = ema.module if ema is not None else unet
-        self._save_grid(run, n_classes)
-
-    def _fit_autoencoder(self, data: Tensor, run: RunContext, autocast: Any, fmt: Any) -> Tensor:
-        """Train the autoencoder on ``data`` and return its scaled latent means."""
-        from synthmri.core.training import check_finite, minibatches, unwrap
-        from synthmri.nn.diffusion import (
-            build_autoencoder,
-            encode_mean,
-            latent_scale,
-            train_autoencoder,
+        labels = train.labels if self.conditional else None
+        self.unet, self.ae = train_diffusion(
+            data,
+            self.config,
+            p,
+            run,
+            labels=labels,
+            label_dropout=p.label_dropout,
+            batch_seed=self.batch_seed,
+            name=self.name,
         )
-
-        p = self.params
-        self.config.update(ae_channels=list(p.ae_channels), latent_channels=p.latent_channels)
-        ae_model = run.prepare(build_autoencoder(self.config))
-        order = minibatches(len(data), p.batch_size, run.generator(self.batch_seed + 1),
-                            rank=run.rank, world=run.world_size)  # fmt: skip
-        batches = (data[i.to(data.device)] for i in order)
-        stage = f"{run.stage or self.name}/autoencoder"
-        with run.progress(p.ae_iterations, stage) as bar:
-            losses: list[Any] = []
-
-            def on_step(step: int, loss: Any) -> None:
-                losses.append(loss)
-                if (step + 1) % p.log_every == 0 or step == p.ae_iterations - 1:
-                    mean = float(sum(losses)) / len(losses)
-                    check_finite(mean, f"{self.name} autoencoder loss")
-                    run.log(step=step + 1, ae_loss=mean)
-                    bar.advance(len(losses), ae_loss=mean)
-                    losses.clear()
-
-            train_autoencoder(ae_model, batches, p.ae_iterations, p.ae_lr, p.ae_kl_weight,
-                              autocast, on_step, p.grad_clip)  # fmt: skip
-        self.ae = unwrap(ae_model).eval()
-        self.ae.requires_grad_(False)
-        latents = encode_mean(self.ae, data)
-        scale = latent_scale(latents)
-        self.config["latent_scale"] = scale
-        return (latents * scale).contiguous(memory_format=fmt)
+        self._save_grid(run, n_classes)
 
     def _save_grid(self, run: RunContext, n_classes: int) -> None:
         if run.out_dir is None or not run.is_main or self.grid_n <= 0:
