@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +37,9 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from synthmri.core.training import RunContext
+    from synthmri.nn.params import DiffusionTrainingParams
 
 __all__ = [
-    "DiffusionTrainingParams",
     "NoiseSchedule",
     "build_autoencoder",
     "build_unet",
@@ -350,25 +350,6 @@ def latent_scale(latents: Tensor) -> float:
 
 
 # ----------------------------------------------------------------------- training on a run
-
-
-class DiffusionTrainingParams(Protocol):
-    """What ``train_diffusion`` reads from a plugin's params (the ``diffusion`` generator's
-    field names and meanings)."""
-
-    iterations: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    grad_clip: float | None
-    ema: float | None
-    latent: bool
-    ae_channels: list[int]
-    latent_channels: int
-    ae_iterations: int
-    ae_lr: float
-    ae_kl_weight: float
-    log_every: int
 
 
 def train_diffusion(

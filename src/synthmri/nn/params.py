@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from synthmri.core.interfaces import StrictParams
 
-__all__ = ["AdaptiveAugmentParams", "VAEParams"]
+__all__ = ["AdaptiveAugmentParams", "DiffusionTrainingParams", "VAEParams"]
 
 
 class AdaptiveAugmentParams(StrictParams):
@@ -72,3 +72,44 @@ class VAEParams(StrictParams):
     sample_every: int = Field(
         0, ge=0, description="steps between sample grids in figures/ (0 = only at the end)"
     )
+
+
+class DiffusionTrainingParams(StrictParams):
+    """What ``synthmri.nn.diffusion.train_diffusion`` reads: the UNet's training, the noise
+    schedule and, in latent mode, the autoencoder (the ``diffusion`` generator and the
+    ``diffusion_anomaly`` classifier extend it)."""
+
+    iterations: int = Field(3000, ge=1, description="UNet training steps (minibatches)")
+    batch_size: int = Field(32, ge=1, description="images per step (per process under DDP)")
+    lr: float = Field(2e-4, gt=0, description="AdamW learning rate of the UNet")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient norm clip (null: off)")
+    ema: float | None = Field(
+        0.999, gt=0, lt=1, description="EMA decay of the UNet weights in use (null: raw)"
+    )
+    norm_groups: int = Field(
+        8, ge=1, description="GroupNorm groups (must divide every channel count, AE included)"
+    )
+    head_channels: int = Field(32, ge=1, description="channels per attention head")
+    scheduler: Literal["ddpm", "rflow"] = Field(
+        "ddpm", description="ddpm (DDIM sampling) or rflow (rectified flow, Euler sampling)"
+    )
+    prediction: Literal["epsilon", "v"] = Field(
+        "epsilon", description="what the UNet predicts under ddpm (rflow always predicts velocity)"
+    )
+    timesteps: int = Field(1000, ge=2, description="training noise steps")
+    schedule: Literal["linear_beta", "scaled_linear_beta", "cosine"] = Field(
+        "linear_beta", description="beta schedule of ddpm"
+    )
+    latent: bool = Field(False, description="train an autoencoder first; diffuse its latents")
+    ae_channels: list[int] = Field(
+        [32, 64, 64],
+        min_length=2,
+        description="autoencoder channels per level; each level after the first halves "
+        "the size (64 px, three levels: 16 px latents)",
+    )
+    latent_channels: int = Field(4, ge=1, description="latent channels of the autoencoder")
+    ae_iterations: int = Field(1500, ge=1, description="autoencoder training steps")
+    ae_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the autoencoder")
+    ae_kl_weight: float = Field(1e-6, ge=0, description="weight of the autoencoder's KL term")
+    log_every: int = Field(50, ge=1, description="steps between log.jsonl lines (host syncs)")

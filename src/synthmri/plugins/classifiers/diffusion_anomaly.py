@@ -33,12 +33,13 @@ Where it deviates from AnoDDPM:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 
 from synthmri import hookimpl
 from synthmri.core.errors import DataError, PluginError
+from synthmri.nn.params import DiffusionTrainingParams
 from synthmri.plugins.classifiers._anomaly import AnomalyParams, ReconstructionAnomaly
 
 if TYPE_CHECKING:
@@ -51,49 +52,19 @@ if TYPE_CHECKING:
 __all__ = ["DiffusionAnomaly", "DiffusionAnomalyParams"]
 
 
-class DiffusionAnomalyParams(AnomalyParams):
+class DiffusionAnomalyParams(AnomalyParams, DiffusionTrainingParams):
     """Params of ``diffusion_anomaly``: the diffusion model's, its noise level, and the
     decision's (shared with ``vae_anomaly``)."""
 
     iterations: int = Field(1500, ge=1, description="UNet training steps (minibatches)")
-    batch_size: int = Field(32, ge=1, description="healthy slices per step")
-    lr: float = Field(2e-4, gt=0, description="AdamW learning rate of the UNet")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    grad_clip: float | None = Field(1.0, gt=0, description="gradient norm clip (null: off)")
-    ema: float | None = Field(
-        0.999, gt=0, lt=1, description="EMA decay of the UNet weights that denoise (null: raw)"
-    )
     channels: list[int] = Field([32, 64, 64], min_length=2, description="UNet channels per level")
     attention_levels: list[bool] | None = Field(
         None, description="self-attention per level (default: the lowest level only)"
     )
     num_res_blocks: int = Field(1, ge=1, description="UNet res blocks per level")
-    norm_groups: int = Field(
-        8, ge=1, description="GroupNorm groups (must divide every channel count, AE included)"
-    )
-    head_channels: int = Field(32, ge=1, description="channels per attention head")
-    scheduler: Literal["ddpm", "rflow"] = Field(
-        "ddpm", description="ddpm (DDIM denoising) or rflow (rectified flow, Euler steps)"
-    )
-    prediction: Literal["epsilon", "v"] = Field(
-        "epsilon", description="what the UNet predicts under ddpm"
-    )
-    timesteps: int = Field(1000, ge=2, description="training noise steps")
-    schedule: Literal["linear_beta", "scaled_linear_beta", "cosine"] = Field(
-        "linear_beta", description="beta schedule of ddpm"
-    )
     latent: bool = Field(
         True, description="diffuse the latents of an autoencoder trained on the same slices"
     )
-    ae_channels: list[int] = Field(
-        [32, 64, 64],
-        min_length=2,
-        description="autoencoder channels per level; each level after the first halves the size",
-    )
-    latent_channels: int = Field(4, ge=1, description="latent channels of the autoencoder")
-    ae_iterations: int = Field(1500, ge=1, description="autoencoder training steps")
-    ae_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the autoencoder")
-    ae_kl_weight: float = Field(1e-6, ge=0, description="weight of the autoencoder's KL term")
     noise_level: float = Field(
         0.3,
         ge=0,
@@ -105,7 +76,6 @@ class DiffusionAnomalyParams(AnomalyParams):
         50, ge=1, description="sampler steps over the whole schedule; those below the level run"
     )
     noise_seed: int = Field(0, description="seed of the noise (the same for every slice)")
-    log_every: int = Field(50, ge=1, description="steps between log.jsonl lines (host syncs)")
 
     @model_validator(mode="after")
     def _consistent(self) -> DiffusionAnomalyParams:
