@@ -49,7 +49,9 @@ __all__ = [
     "guided_output",
     "latent_scale",
     "mask_dice",
+    "model_state",
     "noise_and_denoise",
+    "restore_models",
     "train_autoencoder",
     "train_diffusion",
 ]
@@ -490,6 +492,30 @@ def _fit_autoencoder(
     scale = latent_scale(latents)
     config["latent_scale"] = scale
     return ae, (latents * scale).contiguous(memory_format=fmt)
+
+
+def model_state(unet: nn.Module, ae: nn.Module | None) -> dict[str, Any]:
+    """The weights a checkpoint keeps: the UNet's and, in latent mode, the autoencoder's."""
+    from synthmri.nn.tensors import cpu_state
+
+    return {"unet": cpu_state(unet), "ae": cpu_state(ae) if ae is not None else None}
+
+
+def restore_models(
+    config: Mapping[str, Any], state: Mapping[str, Any]
+) -> tuple[nn.Module, nn.Module | None]:
+    """The UNet and autoencoder (None unless ``config["latent"]``) rebuilt from ``config`` with
+    the weights of ``model_state``, frozen, in eval mode, on the CPU. Raises ``KeyError``,
+    ``RuntimeError`` (weights that do not fit), ``TypeError`` or ``ValueError``."""
+    unet = build_unet(config)
+    unet.load_state_dict(state["unet"])
+    ae = None
+    if config.get("latent"):
+        ae = build_autoencoder({**config, "in_channels": config["data_channels"]})
+        ae.load_state_dict(state["ae"])
+        ae.requires_grad_(False).eval()
+    unet.requires_grad_(False)
+    return unet.eval(), ae
 
 
 @torch.no_grad()

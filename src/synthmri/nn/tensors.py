@@ -17,6 +17,7 @@ __all__ = [
     "IndexBlocks",
     "batch_diversity",
     "check_training_set",
+    "cpu_state",
     "from_unit",
     "join_image_mask",
     "latent_seeded",
@@ -24,6 +25,11 @@ __all__ = [
     "split_image_mask",
     "to_unit",
 ]
+
+
+def cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:
+    """A module's weights and buffers on the CPU, contiguous (what a checkpoint keeps)."""
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
 def to_unit(x: Tensor) -> Tensor:

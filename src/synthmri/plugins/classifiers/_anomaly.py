@@ -49,7 +49,7 @@ from synthmri.plugins.classifiers._anomaly_rules import (
     pooled,
     threshold_for,
 )
-from synthmri.plugins.classifiers._base import check_val_matches
+from synthmri.plugins.classifiers._base import check_val_matches, input_images
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -322,20 +322,8 @@ class ReconstructionAnomaly(Classifier):
     # ------------------------------------------------------------ error maps and scores
 
     def _images(self, images: Tensor) -> Tensor:
-        import torch.nn.functional as F
-
         self._check_trained()
-        if images.ndim != 4 or images.shape[1] != self.channels:
-            raise DataError(
-                f"{self.name}: expected images [N, {self.channels}, H, W], "
-                f"got {tuple(images.shape)}"
-            )
-        images = images.float()
-        if images.shape[-2:] != (self.size, self.size):
-            images = F.interpolate(
-                images, size=(self.size, self.size), mode="bilinear", antialias=True
-            )
-        return images
+        return input_images(self.name, images, self.channels, self.size)
 
     def reconstruct(self, images: Tensor) -> Tensor:
         """The model's reconstructions of ``images`` (on the CPU)."""

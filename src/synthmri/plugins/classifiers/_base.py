@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from synthmri.core.training import RunContext
 
-__all__ = ["ClassifierParams", "NeuralClassifier", "check_val_matches"]
+__all__ = ["ClassifierParams", "NeuralClassifier", "check_val_matches", "input_images"]
 
 
 class ClassifierParams(SupervisedParams):
@@ -164,7 +164,6 @@ class NeuralClassifier(Classifier):
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax class probabilities ``[N, n_classes]`` (on the CPU)."""
         import torch
-        import torch.nn.functional as F
 
         from synthmri.core.training import predict_batched
 
@@ -173,16 +172,7 @@ class NeuralClassifier(Classifier):
                 f"{self.name}: the classifier is not trained",
                 hint="call fit() or load_state_dict() first",
             )
-        if images.ndim != 4 or images.shape[1] != self.channels:
-            raise DataError(
-                f"{self.name}: expected images [N, {self.channels}, H, W], "
-                f"got {tuple(images.shape)}"
-            )
-        images = images.float()
-        if images.shape[-2:] != (self.size, self.size):
-            images = F.interpolate(
-                images, size=(self.size, self.size), mode="bilinear", antialias=True
-            )
+        images = input_images(self.name, images, self.channels, self.size)
         if images.shape[0] == 0:
             return torch.empty(0, len(self.class_names))
         batch = max(64, 2 * self.params.batch_size)
@@ -249,3 +239,19 @@ def check_val_matches(plugin: str, train: ImageSet, val: ImageSet, names: list[s
             f"{plugin}: validation images {tuple(val.images.shape[1:])} differ from "
             f"training images {tuple(train.images.shape[1:])}"
         )
+
+
+def input_images(plugin: str, images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """``images`` as the trained model takes them: ``[N, channels, size, size]`` float,
+    resized (bilinear, antialiased) when their size differs; a one-line ``DataError``
+    naming ``plugin`` when their shape does not fit."""
+    import torch.nn.functional as F
+
+    if images.ndim != 4 or images.shape[1] != channels:
+        raise DataError(
+            f"{plugin}: expected images [N, {channels}, H, W], got {tuple(images.shape)}"
+        )
+    images = images.float()
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+    return images

@@ -218,38 +218,24 @@ class DiffusionAnomaly(ReconstructionAnomaly):
         return torch.cat(outs)
 
     def _model_state(self) -> dict[str, Any]:
-        def cpu(module: nn.Module) -> dict[str, Tensor]:
-            return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        from synthmri.nn.diffusion import model_state
 
         assert self.unet is not None
-        return {
-            "diffusion": {
-                "config": dict(self.config),
-                "unet": cpu(self.unet),
-                "ae": cpu(self.ae) if self.ae is not None else None,
-            }
-        }
+        return {"diffusion": {"config": dict(self.config), **model_state(self.unet, self.ae)}}
 
     def _load_model_state(self, state: Mapping[str, Any]) -> None:
         import torch
 
-        from synthmri.nn.diffusion import build_autoencoder, build_unet
+        from synthmri.nn.diffusion import restore_models
 
         try:
             model = state["diffusion"]
             config = dict(model["config"])
-            unet = build_unet(config)
-            unet.load_state_dict(model["unet"])
-            ae = None
-            if config.get("latent"):
-                ae = build_autoencoder({**config, "in_channels": config["data_channels"]})
-                ae.load_state_dict(model["ae"])
-                ae.requires_grad_(False)
+            unet, ae = restore_models(config, model)
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise DataError(f"{self.name}: state does not fit this plugin ({exc})") from None
-        unet.requires_grad_(False)
         self.config = config
-        self.unet, self.ae = unet.eval(), None if ae is None else ae.eval()
+        self.unet, self.ae = unet, ae
         self.device = torch.device("cpu")
 
 

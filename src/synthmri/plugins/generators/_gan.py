@@ -484,12 +484,10 @@ class GAN(Generator):
 
     def state_dict(self) -> dict[str, Any]:
         """Network config, class names, params, and the G (raw and EMA) and D weights."""
+        from synthmri.nn.tensors import cpu_state as cpu
+
         if self.G is None or self.D is None:
             raise TrainingError(f"{self.name}: nothing to save before fit()")
-
-        def cpu(module: nn.Module) -> dict[str, Tensor]:
-            return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
         return {
             "format": 1,
             "config": dict(self.config),

@@ -323,12 +323,10 @@ class Diffusion(Generator):
 
     def state_dict(self) -> dict[str, Any]:
         """Config (plain values), class names, and the sampling UNet's (and AE's) weights."""
+        from synthmri.nn.diffusion import model_state
+
         if self.unet is None:
             raise TrainingError(f"{self.name}: nothing to save before fit()")
-
-        def cpu(module: nn.Module) -> dict[str, Tensor]:
-            return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
         return {
             "format": 1,
             "config": dict(self.config),
@@ -336,32 +334,24 @@ class Diffusion(Generator):
             "class_names": list(self.class_names),
             "conditional": self.conditional,
             "emits_masks": self.emits_masks,
-            "unet": cpu(self.unet),
-            "ae": cpu(self.ae) if self.ae is not None else None,
+            **model_state(self.unet, self.ae),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Rebuild the networks from ``state["config"]`` and load their weights (CPU)."""
         import torch
 
-        from synthmri.nn.diffusion import build_autoencoder, build_unet
+        from synthmri.nn.diffusion import restore_models
 
         try:
             config = dict(state["config"])
-            unet = build_unet(config)
-            unet.load_state_dict(state["unet"])
-            ae = None
-            if config.get("latent"):
-                ae = build_autoencoder({**config, "in_channels": config["data_channels"]})
-                ae.load_state_dict(state["ae"])
-                ae.requires_grad_(False)
+            unet, ae = restore_models(config, state)
             conditional, emits_masks = bool(state["conditional"]), bool(state["emits_masks"])
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise DataError(f"{self.name}: checkpoint does not fit this plugin ({exc})") from None
-        unet.requires_grad_(False)
         self.config, self.conditional, self.emits_masks = config, conditional, emits_masks
         self.class_names = list(state.get("class_names", []))
-        self.unet, self.ae = unet.eval(), None if ae is None else ae.eval()
+        self.unet, self.ae = unet, ae
         self.device = torch.device("cpu")
 
 
