@@ -108,15 +108,7 @@ def validation_figures(
 def case_figure(
     self: ReconstructionAnomaly, test: ImageSet, run: RunContext, name: str = ""
 ) -> Path | None:
-    """Save, for a labelled (test) set, the best and worst cases by anomaly score against
-    the label: the tumour slice with the highest and the lowest score, the normal slice
-    with the lowest and the highest; per case the slice, the error map (a z-map with
-    ``zmap``), the detected region and the true mask. Returns the figure's path (None
-    without a run directory).
-
-    Evaluator-free: ``predict_proba`` never sees labels or masks and has no run
-    context, so the pipeline cannot draw this; ``benchmarks/anomaly_methods.py`` calls
-    it on the test part after ``fit`` (which saw only train and val)."""
+    """``ReconstructionAnomaly.case_figure``: the best and worst cases of ``test``."""
     from synthmri.core.artifacts import pyplot
 
     if test.labels is None or len(test) == 0:
