@@ -28,9 +28,10 @@ morphological clean-up). With ``--out``, each method's best/worst test cases are
 (``VAEAnomaly.case_figure``: the figure the pipeline cannot draw, since ``predict``
 never sees labels). Nothing is tuned on the test part.
 
-``--model diffusion_anomaly`` runs the same study with the AnoDDPM-style diffusion model
-instead of the VAE: the recipe's decision params (threshold percentile, head erosion,
-calibration) with the diffusion plugin's own defaults for its model, changed by
+``--model diffusion_anomaly`` (or ``dae_anomaly``) runs the same study with the
+AnoDDPM-style diffusion model (or the denoising autoencoder) instead of the VAE: the
+recipe's decision params (threshold percentile, head erosion, calibration) with the
+plugin's own defaults for its model, changed by
 ``--param key=value``; ``--noise-levels`` scores one trained model at several noise levels
 and names, per variant and method, the level with the highest *validation* AUC (the test
 numbers of every level are printed, but only the validation part chooses);
@@ -44,6 +45,7 @@ Usage::
     python benchmarks/anomaly_methods.py --study --set data.path=/data/navoneel --out /tmp/nav
     python benchmarks/anomaly_methods.py --study --model diffusion_anomaly \
         --param iterations=800 --noise-levels 0.2 0.3 0.5
+    python benchmarks/anomaly_methods.py --study --model dae_anomaly --param iterations=3000
 """
 
 from __future__ import annotations
@@ -293,8 +295,8 @@ def main() -> None:
     ap.add_argument(
         "--model",
         default=VAEAnomaly.name,
-        choices=[VAEAnomaly.name, "diffusion_anomaly"],
-        help="study: the anomaly classifier (diffusion_anomaly: the recipe's decision params)",
+        choices=[VAEAnomaly.name, "diffusion_anomaly", "dae_anomaly"],
+        help="study: the anomaly classifier (other than vae_anomaly: the recipe's decision params)",
     )
     ap.add_argument(
         "--param", action="append", default=[], help="study: model param key=value (YAML value)"

@@ -1,7 +1,8 @@
 """The base of the reconstruction-based anomaly classifiers: a model of healthy slices only,
 its reconstruction error, and the same decision for every such model.
 
-A subclass (``vae_anomaly``, ``diffusion_anomaly``) provides the reconstruction model:
+A subclass (``vae_anomaly``, ``diffusion_anomaly``, ``dae_anomaly``) provides the
+reconstruction model:
 
 - ``Params``: extends ``AnomalyParams`` (error map, decision method, calibration: see
   ``_anomaly_rules.py``) with the model's training params;

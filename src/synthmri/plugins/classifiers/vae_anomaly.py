@@ -80,7 +80,8 @@ draws the best and worst cases of a labelled set (slice, error map, detected reg
 mask); the pipeline cannot call it (``predict`` sees no labels), the benchmark does.
 
 Everything but the VAE (the decision, calibration, masks, figures, the saved decision) is
-the base ``ReconstructionAnomaly`` (``_anomaly.py``), which ``diffusion_anomaly`` shares.
+the base ``ReconstructionAnomaly`` (``_anomaly.py``), which ``diffusion_anomaly`` and
+``dae_anomaly`` share.
 """
 
 from __future__ import annotations

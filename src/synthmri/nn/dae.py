@@ -1,0 +1,121 @@
+"""A denoising autoencoder of healthy slices: a MONAI UNet trained to remove coarse noise.
+
+Kascenas, Pugeault & O'Neil, "Denoising autoencoders for unsupervised anomaly detection in
+brain MRI" (MIDL 2022), written from the paper: Gaussian noise drawn on a coarse grid
+(``noise_resolution`` x ``noise_resolution``), upsampled bilinearly to the slice and added
+inside the head only; the UNet learns to return the clean slice (mean squared error). What
+it learns to remove is a smooth, blob-sized deviation from healthy anatomy, which is what a
+tumour looks like to it, so its output on a tumour slice is a healthy-looking "repair".
+
+``build_dae`` makes the network from a plain config dict (kept in checkpoints);
+``train_dae`` trains it; ``coarse_noise`` is the corruption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from synthmri.core.errors import DataError
+from synthmri.core.training import check_finite, minibatches, unwrap
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from synthmri.core.training import RunContext
+
+__all__ = ["build_dae", "coarse_noise", "train_dae"]
+
+
+def build_dae(config: Mapping[str, Any]) -> nn.Module:
+    """The DAE's network: MONAI ``UNet`` (2D, ``channels`` per level, stride 2 between
+    levels, ``res_units`` residual units per block, instance norm) from ``image_channels``
+    to ``image_channels``."""
+    from monai.networks.nets import UNet
+
+    channels = [int(c) for c in config["channels"]]
+    return UNet(
+        spatial_dims=2,
+        in_channels=int(config["image_channels"]),
+        out_channels=int(config["image_channels"]),
+        channels=channels,
+        strides=[2] * (len(channels) - 1),
+        num_res_units=int(config["res_units"]),
+    )
+
+
+def coarse_noise(
+    shape: tuple[int, ...], resolution: int, std: float, generator: torch.Generator
+) -> Tensor:
+    """Gaussian noise of standard deviation ``std`` drawn on a ``resolution`` x
+    ``resolution`` grid per slice and channel, upsampled bilinearly to ``shape``
+    ``[N, C, H, W]`` (on the CPU)."""
+    n, c, h, w = shape
+    grid = torch.randn(n, c, resolution, resolution, generator=generator) * std
+    return F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def train_dae(
+    net: nn.Module,
+    images: Tensor,
+    heads: Tensor,
+    params: Any,
+    run: RunContext,
+    *,
+    description: str = "dae",
+) -> dict[str, Any]:
+    """Train ``net`` to return ``images`` ``[N, C, H, W]`` (in [0, 1]) from
+    ``images + coarse_noise * heads`` (``heads``: bool ``[N, 1, H, W]``, where the noise
+    goes). ``params`` has ``iterations``, ``batch_size``, ``lr`` (Adam, cosine decay to 0),
+    ``noise_resolution`` (grid sides; each step draws one), ``noise_std`` and
+    ``log_every``. Logs the loss every ``log_every`` steps (the only host syncs), stops
+    with a TrainingError on NaN. Returns the logged history; ``net`` is left in eval mode
+    on ``run.device``."""
+    if images.ndim != 4 or images.shape[0] == 0 or heads.shape[0] != images.shape[0]:
+        raise DataError(f"{description}: need a non-empty [N, C, H, W] batch and one head each")
+    device = run.device
+    model = run.prepare(net)
+    opt = torch.optim.Adam(model.parameters(), lr=params.lr, foreach=device.type != "cuda")
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=params.iterations)
+    data, fg = images.float(), heads.float()
+    batches = minibatches(
+        len(data), params.batch_size, run.generator(311), rank=run.rank, world=run.world_size
+    )
+    noise_gen = run.generator(313)
+    grids = [int(r) for r in params.noise_resolution]
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    history: dict[str, list[float]] = {"step": [], "loss": []}
+    total, since = torch.zeros((), device=device), 0
+    model.train()
+    with run.progress(params.iterations, description) as bar:
+        for step in range(params.iterations):
+            idx = next(batches)
+            x = data[idx]
+            res = grids[int(torch.randint(len(grids), (1,), generator=noise_gen))]
+            noisy = x + coarse_noise(tuple(x.shape), res, params.noise_std, noise_gen) * fg[idx]
+            x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+            noisy = noisy.to(device, non_blocking=True).contiguous(memory_format=fmt)
+            with run.autocast():
+                out = model(noisy)
+            loss = F.mse_loss(out.float(), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.detach()
+            since += 1
+            if since == params.log_every or step == params.iterations - 1:
+                value = float(total) / since  # the one host sync
+                check_finite(value, f"{description} loss")
+                run.log(step=step + 1, loss=value, lr=sched.get_last_lr()[0])
+                history["step"].append(step + 1)
+                history["loss"].append(value)
+                bar.advance(since, loss=value)
+                total.zero_()
+                since = 0
+    net = unwrap(model)
+    net.eval()
+    return history

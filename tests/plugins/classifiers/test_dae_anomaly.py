@@ -1,0 +1,111 @@
+"""The ``dae_anomaly`` classifier: a denoising autoencoder's repair under the shared anomaly
+decision.
+
+The decision methods, calibration, figures and the normal-only rule are the base's and are
+tested through ``vae_anomaly``; here: the contract, the corruption (coarse, seeded), that
+training removes noise, determinism under a seed, the saved state and bad params / data.
+Tiny (32 px, a few steps): whether it finds tumours is measured in ``docs/results.md``.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from synthmri import ImageSet, RunContext, get_plugin
+from synthmri.core.errors import DataError, PluginError
+from synthmri.core.phantoms import make_phantoms
+from synthmri.nn.dae import build_dae, coarse_noise, train_dae
+from synthmri.plugins.classifiers.dae_anomaly import DAEAnomaly
+from synthmri.testing import check_classifier, round_trip
+
+SIZE = 32
+
+
+def quick(**extra: Any) -> dict[str, Any]:
+    return {**DAEAnomaly.quick_params, **extra}
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[ImageSet, ImageSet]:
+    return make_phantoms(24, SIZE, seed=0), make_phantoms(16, SIZE, seed=1)
+
+
+def fitted(data: tuple[ImageSet, ImageSet], **extra: Any) -> DAEAnomaly:
+    train, val = data
+    model = DAEAnomaly(quick(**extra))
+    model.fit(train, val, RunContext(seed=0, device="cpu"))
+    return model
+
+
+def test_registered_and_conformant() -> None:
+    assert get_plugin("classifier", "dae_anomaly") is DAEAnomaly
+    assert DAEAnomaly.localises
+    check_classifier(DAEAnomaly, quick(method="global_kmeans"))
+
+
+def test_coarse_noise_is_smooth_and_seeded() -> None:
+    a = coarse_noise((2, 1, 32, 32), 4, 0.2, torch.Generator().manual_seed(0))
+    b = coarse_noise((2, 1, 32, 32), 4, 0.2, torch.Generator().manual_seed(0))
+    fine = coarse_noise((2, 1, 32, 32), 32, 0.2, torch.Generator().manual_seed(0))
+    assert a.shape == (2, 1, 32, 32) and torch.equal(a, b)
+    # drawn on a 4 x 4 grid: neighbouring pixels differ far less than in pixel noise
+    step = (a[..., 1:] - a[..., :-1]).abs().mean()
+    assert step < 0.2 * (fine[..., 1:] - fine[..., :-1]).abs().mean()
+    assert 0.05 < float(fine.std()) < 0.35
+
+
+def test_training_learns_to_remove_noise(data: tuple[ImageSet, ImageSet]) -> None:
+    healthy = data[0].images
+    heads = torch.zeros(len(healthy), 1, SIZE, SIZE, dtype=torch.bool)
+    heads[..., 8:24, 8:24] = True
+    params = SimpleNamespace(iterations=60, batch_size=8, lr=3e-3, noise_resolution=[4],
+                             noise_std=0.2, log_every=20)  # fmt: skip
+    torch.manual_seed(0)
+    net = build_dae({"channels": [8, 16], "res_units": 1, "image_channels": 1})
+    history = train_dae(net, healthy, heads, params, RunContext(seed=0, device="cpu"))
+    assert history["step"] == [20, 40, 60]
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert not net.training
+
+
+def test_scores_are_deterministic_under_a_seed(data: tuple[ImageSet, ImageSet]) -> None:
+    torch.manual_seed(0)
+    a = fitted(data)
+    torch.manual_seed(0)
+    b = fitted(data)
+    images = data[1].images
+    assert np.array_equal(a.anomaly_scores(images), b.anomaly_scores(images))
+    rec = a.reconstruct(images)
+    assert rec.shape == images.shape and 0 <= float(rec.min()) <= float(rec.max()) <= 1
+
+
+def test_state_round_trip(data: tuple[ImageSet, ImageSet]) -> None:
+    model = fitted(data)
+    state = round_trip(model.state_dict())
+    restored = DAEAnomaly()
+    restored.load_state_dict(state)
+    images = data[1].images[:4]
+    assert torch.allclose(restored.reconstruct(images), model.reconstruct(images), atol=1e-6)
+    assert np.allclose(restored.anomaly_scores(images), model.anomaly_scores(images))
+    with pytest.raises(DataError, match="missing dae"):
+        DAEAnomaly().load_state_dict({k: v for k, v in state.items() if k != "dae"})
+    broken = {**state, "dae": {**state["dae"], "weights": {}}}
+    with pytest.raises(DataError, match="does not fit"):
+        DAEAnomaly().load_state_dict(broken)
+
+
+def test_bad_params_and_data(data: tuple[ImageSet, ImageSet]) -> None:
+    with pytest.raises(PluginError, match="noise_std"):
+        DAEAnomaly(quick(noise_std=0))
+    with pytest.raises(PluginError, match="channels"):
+        DAEAnomaly(quick(channels=[8]))
+    with pytest.raises(PluginError, match="not trained"):
+        DAEAnomaly(quick()).predict_proba(data[1].images)
+    odd = make_phantoms(12, 34, seed=0)
+    with pytest.raises(DataError, match="does not fit"):
+        DAEAnomaly(quick(channels=[4, 8, 8])).fit(odd, None, RunContext(seed=0, device="cpu"))
