@@ -74,9 +74,9 @@ def test_training_learns_to_remove_noise(data: tuple[ImageSet, ImageSet]) -> Non
 
 
 def test_scores_are_deterministic_under_a_seed(data: tuple[ImageSet, ImageSet]) -> None:
-    torch.manual_seed(0)
+    torch.manual_seed(1)
     a = fitted(data)
-    torch.manual_seed(0)
+    torch.manual_seed(2)  # the plugin seeds the network from the run's seed, not the caller's
     b = fitted(data)
     images = data[1].images
     assert np.array_equal(a.anomaly_scores(images), b.anomaly_scores(images))

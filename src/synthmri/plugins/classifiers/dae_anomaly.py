@@ -91,6 +91,8 @@ class DAEAnomaly(ReconstructionAnomaly):
         """Train the UNet to remove coarse noise from the healthy training slices."""
         import time
 
+        import torch
+
         from synthmri.nn.anomaly_maps import head_masks
         from synthmri.nn.dae import build_dae, train_dae
 
@@ -109,6 +111,7 @@ class DAEAnomaly(ReconstructionAnomaly):
         run.log(dae_channels=list(p.channels), dae_iterations=p.iterations,
                 dae_healthy_slices=len(healthy), dae_device=run.device.type)  # fmt: skip
         start = time.process_time()
+        torch.manual_seed(run.seed)  # the UNet's initial weights: the same seed, the same model
         self.net = build_dae(self.config)
         history = train_dae(self.net, healthy.images, head_masks(healthy.images), p, run,
                             description=self.name)  # fmt: skip
