@@ -192,9 +192,7 @@ def test_thresholds_never_touch_test_data(
         again = copy.deepcopy(model)
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(VAEAnomaly, "reconstruct", ideal_healthy)
-            err, fg = again.error_maps(val.images)
-            tr_err, tr_fg = again.error_maps(train.of_class("normal").images)
-            again.calibrate(err, fg, (val.labels == 0).numpy(), train_err=tr_err, train_fg=tr_fg)
+            again.recalibrate(train.of_class("normal"), val, RunContext(seed=0))
         assert again.pixel_threshold == pytest.approx(before[0], rel=1e-6), method
         assert again.score_threshold == pytest.approx(before[1], rel=1e-6, abs=1e-12), method
 
@@ -448,3 +446,58 @@ def test_case_figure_of_best_and_worst_test_cases(
         assert model.case_figure(test, RunContext(seed=0)) is None  # no run directory
         with pytest.raises(DataError, match="labelled"):
             model.case_figure(ImageSet(images=test.images[:2]), RunContext(seed=0))
+
+
+def test_crossfit_folds_keep_groups_together_and_balance_healthy_slices() -> None:
+    from synthmri.plugins.classifiers._anomaly_rules import crossfit_folds
+
+    groups = ["a"] * 4 + ["b"] * 3 + ["c"] * 2 + ["d"] * 3
+    normal = np.array([1, 1, 1, 0, 1, 1, 0, 1, 1, 0, 0, 0], bool)
+    folds = crossfit_folds(groups, normal)
+    assert folds is not None
+    for g in set(groups):  # a patient is on one side only
+        assert len({int(f) for f, h in zip(folds, groups, strict=True) if h == g}) == 1
+    # healthy: a 3, b 2, c 2 -> a alone against b + c; d (no healthy slice) to the smaller side
+    assert sorted(int((normal & (folds == k)).sum()) for k in (0, 1)) == [3, 4]
+    # one group, or no groups: alternate healthy slices, and the others
+    assert crossfit_folds(["p"] * 6, np.ones(6, bool)).tolist() == [0, 1, 0, 1, 0, 1]
+    assert crossfit_folds([], np.array([1, 0, 1, 0, 1, 1], bool)).tolist() == [0, 0, 1, 1, 0, 1]
+    # a fold with fewer than 2 healthy slices: no cross-fitting
+    assert crossfit_folds([], np.array([1, 1, 0, 0], bool)) is None
+
+
+def test_calibration_z_maps_are_cross_fitted(data: tuple[ImageSet, ...]) -> None:
+    """A validation slice is normalised by the other fold's healthy statistics, never by
+    statistics it shaped; the statistics kept for new slices use every healthy slice."""
+    from synthmri.nn.anomaly_maps import pixel_stats, z_map
+    from synthmri.plugins.classifiers._anomaly_rules import crossfit_folds
+
+    train, val, _ = data
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VAEAnomaly, "reconstruct", rim_healthy)
+        m = VAEAnomaly({**TINY, "normalise": "zmap", "error_measure": "absolute"})
+        m.fit(train, val, RunContext(seed=0))
+        x = val.images.clone()
+        normal = (val.labels == m.normal_index).numpy()
+        first = int(np.flatnonzero(normal)[0])
+        x[first, :, 14:18, 14:18] = 1.0  # a healthy slice with an outlier of its own
+        rec = m.reconstruct(x)
+        folds = crossfit_folds([], normal)
+        assert folds is not None
+        err, fg = m._prepare_maps("absolute", "zmap", x, rec, normal, folds)
+        m.pixel_stats = None
+        raw, _ = m.error_maps(x, rec)
+        p = m.params
+        keep = torch.as_tensor(normal)
+        every = pixel_stats(raw[keep], fg[keep], sigma=p.zmap_sigma, floor=p.zmap_floor)
+        other = keep & torch.as_tensor(folds != folds[first])
+        others = pixel_stats(raw[other], fg[other], sigma=p.zmap_sigma, floor=p.zmap_floor)
+    expected = z_map(raw[first : first + 1], others) * fg[first : first + 1]
+    assert torch.allclose(err[first : first + 1], expected)
+    in_sample = z_map(raw[first : first + 1], every) * fg[first : first + 1]
+    assert float(err[first, 0, 15, 15]) > 1.3 * float(in_sample[0, 0, 15, 15])  # not damped
+    m.measure = "absolute"
+    m._prepare_maps("absolute", "zmap", x, rec, normal, folds)
+    assert torch.allclose(m.pixel_stats.mean, every.mean) and torch.allclose(
+        m.pixel_stats.std, every.std
+    )

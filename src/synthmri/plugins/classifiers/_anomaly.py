@@ -40,6 +40,7 @@ from synthmri.plugins.classifiers._anomaly_rules import (
     TIE,
     AnomalyParams,
     AnomalyScores,
+    crossfit_folds,
     dbscan_clusters,
     fit_global_centroids,
     gaussian_smooth,
@@ -190,46 +191,69 @@ class ReconstructionAnomaly(Classifier):
         if not both:  # nothing to choose by: the default deviations
             measures, norms = measures[:1], norms[:1]
         candidates = [(m, z) for m in measures for z in norms]
+        groups = (val.groups if val is not None and has_val else healthy.groups) or []
+        folds = crossfit_folds(groups, is_normal)
+
+        def prepared(measure: str, norm: str) -> tuple[Tensor, ...]:
+            """Calibration maps (cross-fitted z-maps) and, for global KMeans or without a
+            validation part, the healthy training maps (or None, None)."""
+            err, fg = self._prepare_maps(measure, norm, cal_x, cal_rec, is_normal, folds)
+            if train_rec is None:
+                return err, fg, None, None  # type: ignore[return-value]
+            return err, fg, *self.error_maps(healthy.images, train_rec)
+
         self.selection = {}
-        for measure, norm in candidates:
-            self._prepare_maps(measure, norm, cal_x, cal_rec, is_normal)
-            if len(candidates) == 1:
-                break
-            err, fg = self.error_maps(cal_x, cal_rec)
-            tr_err = tr_fg = None
-            if train_rec is not None:
-                tr_err, tr_fg = self.error_maps(healthy.images, train_rec)
-            self.calibrate(err, fg, is_normal, train_err=tr_err, train_fg=tr_fg)
-            self.selection[f"{measure}/{norm}"] = float(self.operating_point["val_auc"])
         if len(candidates) > 1:
+            for measure, norm in candidates:
+                err, fg, tr_err, tr_fg = prepared(measure, norm)
+                self.calibrate(err, fg, is_normal, train_err=tr_err, train_fg=tr_fg)
+                self.selection[f"{measure}/{norm}"] = float(self.operating_point["val_auc"])
             best = max(self.selection, key=self.selection.get)  # type: ignore[arg-type]
-            measure, norm = best.split("/")
-            self._prepare_maps(measure, norm, cal_x, cal_rec, is_normal)
             run.log(error_map_selection=self.selection, error_map=best)
-        val_err, val_fg = self.error_maps(cal_x, cal_rec)
-        train_err = train_fg = None
-        if train_rec is not None:
-            train_err, train_fg = self.error_maps(healthy.images, train_rec)
+            candidates = [tuple(best.split("/"))]  # type: ignore[list-item]
+        val_err, val_fg, train_err, train_fg = prepared(*candidates[0])
         self.calibrate(val_err, val_fg, is_normal, train_err=train_err, train_fg=train_fg, run=run)
         if run.out_dir is not None and self.params.figures and self.calibrated_on == "validation":
             self._figures(val, val_err, val_fg, run)  # type: ignore[arg-type]
 
     def _prepare_maps(
-        self, measure: str, norm: str, x: Tensor, recon: Tensor, is_normal: np.ndarray
-    ) -> None:
+        self,
+        measure: str,
+        norm: str,
+        x: Tensor,
+        recon: Tensor,
+        is_normal: np.ndarray,
+        folds: np.ndarray | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Use error map ``measure``; with ``norm == "zmap"`` fit the healthy per-pixel
-        statistics on the ``is_normal`` slices of ``x`` (the calibration part)."""
+        statistics on the ``is_normal`` slices of ``x`` (the calibration part; kept for new
+        slices). Returns the calibration maps ``(errors, foreground)`` of ``x``: with a
+        z-map and two ``folds`` (``crossfit_folds``), each slice is normalised by the
+        statistics of the other fold's healthy slices, so the map choice and the thresholds
+        see z-values as unseen slices get them, not those of slices that shaped the
+        statistics."""
         import torch
 
-        from synthmri.nn.anomaly_maps import pixel_stats
+        from synthmri.nn.anomaly_maps import pixel_stats, z_map
 
         self.measure, self.pixel_stats = measure, None
-        if norm == "zmap":
-            keep = torch.as_tensor(is_normal)
-            raw, fg = self.error_maps(x[keep], recon[keep])
-            self.pixel_stats = pixel_stats(
-                raw, fg, sigma=self.params.zmap_sigma, floor=self.params.zmap_floor
-            )
+        raw, fg = self.error_maps(x, recon)
+        if norm != "zmap":
+            return raw, fg
+        normal = torch.as_tensor(is_normal)
+
+        def fit(keep: Tensor) -> PixelStats:
+            p = self.params
+            return pixel_stats(raw[keep], fg[keep], sigma=p.zmap_sigma, floor=p.zmap_floor)
+
+        self.pixel_stats = fit(normal)
+        if folds is None:
+            return z_map(raw, self.pixel_stats) * fg, fg
+        out = torch.empty_like(raw)
+        for k in (0, 1):
+            part = torch.as_tensor(folds == k)
+            out[part] = z_map(raw[part], fit(normal & ~part)) * fg[part]
+        return out, fg
 
     @property
     def normalisation(self) -> str:

@@ -12,6 +12,8 @@ Importing this module loads no torch (numpy and pydantic only).
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -29,6 +31,7 @@ __all__ = [
     "NORMAL_FALLBACKS",
     "AnomalyParams",
     "AnomalyScores",
+    "crossfit_folds",
     "dbscan_clusters",
     "fit_global_centroids",
     "gaussian_smooth",
@@ -246,6 +249,34 @@ def match_normal(class_names: list[str], wanted: str, name: str = "vae_anomaly")
         f"{name}: no healthy class {wanted!r} among the classes {class_names}",
         hint="set params.normal_class to the name of the class without tumours",
     )
+
+
+def crossfit_folds(groups: Sequence[str], is_normal: np.ndarray) -> np.ndarray | None:
+    """Two folds (0 / 1 per slice) of the calibration slices, for healthy statistics fitted
+    on one fold and applied to the other: whole groups (patients, duplicate groups) per fold
+    when the healthy slices come from two or more groups (the largest first, each to the
+    fold with fewer healthy slices), else alternate healthy slices (and alternate the
+    others). None when a fold would hold
+    fewer than 2 healthy slices."""
+    n = len(is_normal)
+    healthy = Counter(g for g, h in zip(groups, is_normal, strict=False) if h)
+    if len(groups) == n and len(healthy) >= 2:
+        every = Counter(groups)
+        fold_of: dict[str, int] = {}
+        sizes = [[0, 0], [0, 0]]  # per fold: healthy, all
+        for g in sorted(every, key=lambda g: (-healthy[g], -every[g], g)):
+            k = min((0, 1), key=lambda f: sizes[f])
+            fold_of[g] = k
+            sizes[k][0] += healthy[g]
+            sizes[k][1] += every[g]
+        folds = np.array([fold_of[g] for g in groups])
+    else:  # alternate the healthy slices, and the others
+        folds = np.zeros(n, int)
+        for part in (is_normal, ~is_normal):
+            folds[part] = np.arange(int(part.sum())) % 2
+    if min(int((is_normal & (folds == k)).sum()) for k in (0, 1)) < 2:
+        return None
+    return folds
 
 
 def threshold_for(

@@ -42,7 +42,11 @@ chosen on a test part):
   errors at that pixel (smoothed, std floored: ``synthmri.nn.anomaly_maps``), so the skull
   rim where every healthy slice errs stops looking like a tumour. With ``auto`` (the
   default for both) ``fit`` scores the validation part with each candidate map and keeps
-  the one with the highest validation ROC AUC (``selection``; logged);
+  the one with the highest validation ROC AUC (``selection``; logged). The validation
+  slices' own z-maps are cross-fitted (two folds, whole patients per fold where the part
+  has two or more: ``crossfit_folds``): a slice is never normalised by statistics it
+  shaped, so the choice and the thresholds see z-values as a test slice gets them (the
+  statistics kept for new slices use every healthy validation slice);
 - ``clean_radius`` / ``clean_min_area``: the anomalous pixels are cleaned by a
   morphological opening and small components are dropped before any clustering;
 - ``match_intensity`` (off by default): the reconstruction's intensities are fitted to
