@@ -27,6 +27,7 @@ from synthmri.core.training import RunContext
 from synthmri.plugins.classifiers.vae_anomaly import (
     METHODS,
     VAEAnomaly,
+    crossfit_folds,
     gaussian_smooth,
     largest_component,
 )
@@ -449,8 +450,6 @@ def test_case_figure_of_best_and_worst_test_cases(
 
 
 def test_crossfit_folds_keep_groups_together_and_balance_healthy_slices() -> None:
-    from synthmri.plugins.classifiers._anomaly_rules import crossfit_folds
-
     groups = ["a"] * 4 + ["b"] * 3 + ["c"] * 2 + ["d"] * 3
     normal = np.array([1, 1, 1, 0, 1, 1, 0, 1, 1, 0, 0, 0], bool)
     folds = crossfit_folds(groups, normal)
@@ -470,8 +469,6 @@ def test_calibration_z_maps_are_cross_fitted(data: tuple[ImageSet, ...]) -> None
     """A validation slice is normalised by the other fold's healthy statistics, never by
     statistics it shaped; the statistics kept for new slices use every healthy slice."""
     from synthmri.nn.anomaly_maps import pixel_stats, z_map
-    from synthmri.plugins.classifiers._anomaly_rules import crossfit_folds
-
     train, val, _ = data
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(VAEAnomaly, "reconstruct", rim_healthy)

@@ -67,6 +67,7 @@ __all__ = [
     "AnomalyParams",
     "AnomalyScores",
     "ReconstructionAnomaly",
+    "crossfit_folds",
     "gaussian_smooth",
     "largest_component",
 ]

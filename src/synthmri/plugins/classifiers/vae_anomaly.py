@@ -104,6 +104,7 @@ from synthmri.plugins.classifiers._anomaly import (
     AnomalyParams,
     AnomalyScores,
     ReconstructionAnomaly,
+    crossfit_folds,
     gaussian_smooth,
     largest_component,
 )
@@ -121,6 +122,7 @@ __all__ = [
     "AnomalyScores",
     "VAEAnomaly",
     "VAEAnomalyParams",
+    "crossfit_folds",
     "gaussian_smooth",
     "largest_component",
 ]
