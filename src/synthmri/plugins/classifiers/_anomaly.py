@@ -195,24 +195,27 @@ class ReconstructionAnomaly(Classifier):
         groups = (val.groups if val is not None and has_val else healthy.groups) or []
         folds = crossfit_folds(groups, is_normal)
 
-        def prepared(measure: str, norm: str) -> tuple[Tensor, ...]:
+        def prepared(
+            measure: str, norm: str
+        ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
             """Calibration maps (cross-fitted z-maps) and, for global KMeans or without a
-            validation part, the healthy training maps (or None, None)."""
+            validation part, the healthy training maps (else None, None)."""
             err, fg = self._prepare_maps(measure, norm, cal_x, cal_rec, is_normal, folds)
             if train_rec is None:
-                return err, fg, None, None  # type: ignore[return-value]
+                return err, fg, None, None
             return err, fg, *self.error_maps(healthy.images, train_rec)
 
         self.selection = {}
+        measure, norm = candidates[0]
         if len(candidates) > 1:
-            for measure, norm in candidates:
-                err, fg, tr_err, tr_fg = prepared(measure, norm)
+            for m, z in candidates:
+                err, fg, tr_err, tr_fg = prepared(m, z)
                 self.calibrate(err, fg, is_normal, train_err=tr_err, train_fg=tr_fg)
-                self.selection[f"{measure}/{norm}"] = float(self.operating_point["val_auc"])
+                self.selection[f"{m}/{z}"] = float(self.operating_point["val_auc"])
             best = max(self.selection, key=self.selection.get)  # type: ignore[arg-type]
             run.log(error_map_selection=self.selection, error_map=best)
-            candidates = [tuple(best.split("/"))]  # type: ignore[list-item]
-        val_err, val_fg, train_err, train_fg = prepared(*candidates[0])
+            measure, norm = best.split("/")
+        val_err, val_fg, train_err, train_fg = prepared(measure, norm)
         self.calibrate(val_err, val_fg, is_normal, train_err=train_err, train_fg=train_fg, run=run)
         if run.out_dir is not None and self.params.figures and self.calibrated_on == "validation":
             self._figures(val, val_err, val_fg, run)  # type: ignore[arg-type]

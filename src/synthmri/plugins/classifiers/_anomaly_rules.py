@@ -256,11 +256,11 @@ def crossfit_folds(groups: Sequence[str], is_normal: np.ndarray) -> np.ndarray |
     on one fold and applied to the other: whole groups (patients, duplicate groups) per fold
     when the healthy slices come from two or more groups (the largest first, each to the
     fold with fewer healthy slices), else alternate healthy slices (and alternate the
-    others). None when a fold would hold
-    fewer than 2 healthy slices."""
+    others). None when a fold would hold fewer than 2 healthy slices."""
     n = len(is_normal)
-    healthy = Counter(g for g, h in zip(groups, is_normal, strict=False) if h)
-    if len(groups) == n and len(healthy) >= 2:
+    grouped = len(groups) == n
+    healthy = Counter(g for g, h in zip(groups, is_normal, strict=True) if h) if grouped else {}
+    if len(healthy) >= 2:
         every = Counter(groups)
         fold_of: dict[str, int] = {}
         sizes = [[0, 0], [0, 0]]  # per fold: healthy, all
