@@ -124,10 +124,11 @@ def main(names: list[str]) -> None:
     import torch
 
     torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp())
-    for name in names or sorted(shipped_recipes()):
-        result = synthmri.run_recipe(tiny(name, work / "data"), out=str(work / "runs"))
-        print(name, digest(result.metrics), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name in names or sorted(shipped_recipes()):
+            result = synthmri.run_recipe(tiny(name, work / "data"), out=str(work / "runs"))
+            print(name, digest(result.metrics), flush=True)
 
 
 if __name__ == "__main__":
