@@ -110,6 +110,27 @@ def test_autoencoder_learns_and_scales() -> None:
     assert latent_scale(torch.zeros(4)) == 1.0
 
 
+def test_adversarial_term_starts_after_a_quarter_of_the_steps() -> None:
+    """The patch critic joins after the warm-up, on the image channels only (the mask channel
+    of a two-channel input is not shown to it), and changes the training from then on."""
+    x = torch.rand(4, 2, 32, 32) * 2 - 1
+    config = {"in_channels": 2, "ae_channels": [8, 8], "latent_channels": 2, "norm_groups": 4}
+
+    def losses(weight: float) -> list[float]:
+        torch.manual_seed(0)
+        out: list[float] = []
+        train_autoencoder(
+            build_autoencoder(config), iter(lambda: x, None), 8, 1e-3, 1e-6,
+            on_step=lambda s, v: out.append(float(v)), mask_channels=1, adversarial_weight=weight,
+        )  # fmt: skip
+        return out
+
+    plain, adversarial = losses(0.0), losses(0.5)
+    assert adversarial[:2] == plain[:2]  # warm-up: the same steps
+    assert adversarial[2] > plain[2]  # same weights, plus the (positive) adversarial term
+    assert all(a != p for a, p in zip(adversarial[3:], plain[3:], strict=True))
+
+
 def test_tumour_masks_survive_the_autoencoder() -> None:
     """A tumour is ~1 % of the pixels: plain L1 learns empty masks; the mask terms do not."""
     ds = make_phantoms(64, 32, seed=0)

@@ -112,4 +112,10 @@ class DiffusionTrainingParams(StrictParams):
     ae_iterations: int = Field(1500, ge=1, description="autoencoder training steps")
     ae_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the autoencoder")
     ae_kl_weight: float = Field(1e-6, ge=0, description="weight of the autoencoder's KL term")
+    ae_adversarial_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a patch adversarial term in the autoencoder's loss (0: L1 "
+        "only, blurred); it starts after a quarter of ae_iterations",
+    )
     log_every: int = Field(50, ge=1, description="steps between log.jsonl lines (host syncs)")

@@ -14,8 +14,9 @@ every batch). The networks, schedules and steps are in ``synthmri.nn.diffusion``
   thresholded at 0.5 when sampling (specks under 4 pixels removed), so images and masks
   are exact pairs.
 - ``latent``: a small MONAI ``AutoencoderKL`` is trained first on the training slices (L1 +
-  KL), each level of ``ae_channels`` after the first halving the size (64 px with three
-  levels: 16 px latents); the UNet learns the scaled latent means and samples are decoded.
+  KL, and a patch adversarial term with ``ae_adversarial_weight``), each level of
+  ``ae_channels`` after the first halving the size (64 px with three levels: 16 px
+  latents); the UNet learns the scaled latent means and samples are decoded.
   With ``emits_masks`` the mask is a second channel of the autoencoder (image and mask are
   encoded together and decoded together, the mask with an L1 and a soft Dice term of its
   own, and the run logs how well the training masks survive: ``ae_mask_dice``), so latent
