@@ -23,6 +23,10 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/diffusion_training.py            # both modes
     OMP_NUM_THREADS=1 python benchmarks/diffusion_training.py --steps 20 --pixel-steps 4
+    OMP_NUM_THREADS=1 python benchmarks/diffusion_training.py --modes latent --adversarial
+
+``--adversarial`` adds the plugin with ``ae_adversarial_weight: 0.01`` (its autoencoder's
+iterations/s after the adversarial warm-up: the patch discriminator's cost).
 """
 
 from __future__ import annotations
@@ -55,8 +59,9 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def plugin_train(mode: str, steps: int, bare: bool) -> dict[str, Any]:
-    """Iterations/s of ``Diffusion.fit`` from the timestamps of its per-step log lines."""
+def plugin_train(mode: str, steps: int, bare: bool, adversarial: float = 0.0) -> dict[str, Any]:
+    """Iterations/s of ``Diffusion.fit`` from the timestamps of its per-step log lines
+    (with ``adversarial``, the autoencoder's steps after its adversarial warm-up only)."""
     from synthmri import RunContext, get_plugin
     from synthmri.testing import read_log
 
@@ -69,6 +74,7 @@ def plugin_train(mode: str, steps: int, bare: bool) -> dict[str, Any]:
         "ae_iterations": steps,
         **AE,
         "sample_steps": 1,
+        "ae_adversarial_weight": adversarial,
     }
     if bare:
         params.update(ema=None, grad_clip=None)
@@ -80,8 +86,12 @@ def plugin_train(mode: str, steps: int, bare: bool) -> dict[str, Any]:
     out = {"rss_mb": _rss_mb()}
     for key in ("loss", "ae_loss") if mode == "latent" else ("loss",):
         times = [ln["time"] for ln in lines if key in ln]
-        # the first step is a warm-up; the rest are timed
-        out["unet_it_s" if key == "loss" else "ae_it_s"] = (len(times) - 2) / (times[-1] - times[1])
+        # the first step is a warm-up (and the autoencoder's first quarter without its
+        # adversarial term, when it has one); the rest are timed
+        first = len(times) // 4 + 1 if adversarial and key == "ae_loss" else 1
+        out["unet_it_s" if key == "loss" else "ae_it_s"] = (len(times) - 1 - first) / (
+            times[-1] - times[first]
+        )
     return out
 
 
@@ -169,6 +179,8 @@ def one(what: str, mode: str, steps: int, n: int) -> dict[str, Any]:
         out = plugin_train(mode, steps, bare=False)
     elif what == "plugin-bare":
         out = plugin_train(mode, steps, bare=True)
+    elif what == "plugin-adversarial":
+        out = plugin_train(mode, steps, bare=False, adversarial=0.01)
     elif what == "plain":
         out = plain_train(mode, steps)
     else:
@@ -183,6 +195,11 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=16, help="images sampled (latent)")
     parser.add_argument("--pixel-sample", type=int, default=4, help="images sampled (pixel)")
     parser.add_argument("--modes", default="latent,pixel")
+    parser.add_argument(
+        "--adversarial",
+        action="store_true",
+        help="latent: also the plugin with ae_adversarial_weight 0.01 (its autoencoder it/s)",
+    )
     parser.add_argument("--one", nargs=2, metavar=("WHAT", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -194,7 +211,10 @@ def main() -> None:
     rows = []
     for mode in args.modes.split(","):
         res = {}
-        for what in ("plain", "plugin-bare", "plugin", "sample"):
+        whats = ["plain", "plugin-bare", "plugin", "sample"]
+        if args.adversarial and mode == "latent":
+            whats.insert(3, "plugin-adversarial")
+        for what in whats:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--one", what, mode]
             cmd += [f"--steps={args.steps}", f"--pixel-steps={args.pixel_steps}"]
             cmd += [f"--sample={args.sample}", f"--pixel-sample={args.pixel_sample}"]
@@ -217,6 +237,11 @@ def main() -> None:
             name = "autoencoder" if part == "ae_it_s" else "UNet"
             print(f"| {mode} | {name} | {p:.3f} | {b:.3f} | {g:.3f} | {b / p:.2f} | {g / p:.2f} "
                   f"| {rss} |")  # fmt: skip
+        if "plugin-adversarial" in res:
+            a = res["plugin-adversarial"]
+            print(f"| {mode} | autoencoder, adversarial 0.01 | {res['plain']['ae_it_s']:.3f} | - "
+                  f"| {a['ae_it_s']:.3f} | - | {a['ae_it_s'] / res['plain']['ae_it_s']:.2f} "
+                  f"| {a['rss_mb']:.0f} (plugin) |")  # fmt: skip
     print()
     print("| mode | sampling (50 DDIM steps, guidance 2) images/s | images | peak RSS (MB) |")
     print("|---|---|---|---|")
