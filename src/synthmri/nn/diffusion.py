@@ -336,7 +336,8 @@ def train_autoencoder(
 
 class _PatchCritic:
     """The autoencoder's patch discriminator (MONAI's, 3 layers, 16 channels at 64 px) and
-    its least-squares loss; it lives only while the autoencoder trains."""
+    its least-squares loss; it lives only while the autoencoder trains (under torchrun each
+    rank keeps its own, trained on its share of the batch)."""
 
     def __init__(self, channels: int, device: torch.device, lr: float) -> None:
         from monai.losses import PatchAdversarialLoss
