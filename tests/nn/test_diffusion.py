@@ -111,8 +111,8 @@ def test_autoencoder_learns_and_scales() -> None:
 
 
 def test_adversarial_term_starts_after_a_quarter_of_the_steps() -> None:
-    """The patch critic joins after the warm-up, on the image channels only (the mask channel
-    of a two-channel input is not shown to it), and changes the training from then on."""
+    """The patch critic joins after the warm-up (here on an image+mask input, whose image
+    channel alone it judges) and changes the training from then on."""
     x = torch.rand(4, 2, 32, 32) * 2 - 1
     config = {"in_channels": 2, "ae_channels": [8, 8], "latent_channels": 2, "norm_groups": 4}
 

@@ -469,6 +469,7 @@ def test_calibration_z_maps_are_cross_fitted(data: tuple[ImageSet, ...]) -> None
     """A validation slice is normalised by the other fold's healthy statistics, never by
     statistics it shaped; the statistics kept for new slices use every healthy slice."""
     from synthmri.nn.anomaly_maps import pixel_stats, z_map
+
     train, val, _ = data
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(VAEAnomaly, "reconstruct", rim_healthy)
