@@ -17,7 +17,7 @@ from pydantic import Field
 from synthmri import Evaluator, StrictParams
 from synthmri.core.errors import PluginError
 from synthmri.core.plugins import get_plugin
-from synthmri.testing import EVAL_INPUTS, check_evaluator, eval_inputs
+from synthmri.testing import EVAL_INPUTS, check_evaluator, check_generator, eval_inputs
 
 
 def test_the_toy_evaluator_passes(toy_plugins: str) -> None:
@@ -139,3 +139,11 @@ def test_a_broken_evaluator_fails(
     monkeypatch.chdir(tmp_path)  # _Litter litters here
     with pytest.raises(AssertionError, match=message):
         check_evaluator(cls)
+
+
+def test_a_generator_naming_an_unknown_sampling_param_fails(toy_plugins: str) -> None:
+    base = get_plugin("generator", "toy_mean")
+    check_generator(base)  # its sampling param, noise, is one of its params
+    broken = type("Broken", (base,), {"sampling_params": frozenset({"temperature"})})
+    with pytest.raises(AssertionError, match="temperature"):
+        check_generator(broken)

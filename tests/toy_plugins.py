@@ -16,6 +16,7 @@ class MeanGenerator(Generator):
     name = "toy_mean"
     description = "Training mean plus Gaussian noise."
     quick_params = {"noise": 0.05}
+    sampling_params = frozenset({"noise"})
 
     class Params(StrictParams):
         noise: float = Field(0.1, ge=0, description="noise standard deviation")

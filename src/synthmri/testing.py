@@ -148,6 +148,8 @@ def check_generator(
 ) -> None:
     """Assert that ``cls`` honours the Generator contract (raises AssertionError if not)."""
     _check_declaration(cls, Generator)
+    unknown = set(cls.sampling_params) - set(cls.Params.model_fields)
+    assert not unknown, f"sampling_params names no param of {cls.__name__}: {sorted(unknown)}"
     p = _params(cls, params)
     data = phantom_set(n_train, size)
     model = cls(p)

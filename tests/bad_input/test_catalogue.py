@@ -623,6 +623,13 @@ def _(ctx: Any) -> Any:
     return _generate(ctx, path, str(path), "ngf")
 
 
+@case("generate: --set a param that does not act when sampling")
+def _(ctx: Any) -> Any:
+    path = _checkpoint(ctx, ctx.fixture("mini_run"))
+    args = ("generate", str(path), "--set", "ngf=16", "--out", str(ctx.out / "gen"))
+    return ctx.expect(args=args, names=("ngf", "not a sampling param"))
+
+
 @case("checkpoint: name ../../x and class names with paths stay inside --out")
 def _(ctx: Any) -> Any:
     path = _checkpoint(

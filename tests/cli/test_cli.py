@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from synthmri.core.errors import SynthMRIError
 
@@ -227,3 +229,26 @@ def test_generate_from_checkpoint(cli, tmp_path: Path, toy_plugins: str) -> None
     assert code == 2 and "not empty" in err
     code, _, err = cli("generate", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "x"))
     assert code == 2 and "r.yaml" in err
+
+
+def test_generate_overrides_a_sampling_param(cli, tmp_path: Path, toy_plugins: str) -> None:
+    """``--set name=value`` replaces the checkpoint's param when sampling; a bad one is a
+    one-line error."""
+    path = tmp_path / "r.yaml"
+    path.write_text(RECIPE)
+    assert cli("-q", "run", str(path), "--out", str(tmp_path / "runs"))[0] == 0
+    ckpt = str(next((tmp_path / "runs").glob("*/checkpoints/generate-toy_mean-tumor.pt")))
+
+    def spread(*args: str) -> float:
+        out_dir = tmp_path / f"gen{len(list(tmp_path.iterdir()))}"
+        code, _, err = cli("generate", ckpt, "-n", "4", "--out", str(out_dir), *args)
+        assert code == 0, err
+        images = [np.asarray(Image.open(p), dtype=float) for p in out_dir.glob("tumor/*.png")]
+        return float(np.std(np.stack(images), axis=0).max())
+
+    assert spread() > 0 and spread("--set", "noise=0") == 0
+    code, out, _ = cli("plugins", "show", "toy_mean")
+    assert code == 0 and "sampling params" in out and "noise" in out
+    for bad, named in (("noise=-1", "noise"), ("a.b=1", "a.b"), ("color=2", "not a sampling")):
+        code, _, err = cli("generate", ckpt, "--out", str(tmp_path / "bad"), "--set", bad)
+        assert code == 2 and named in err and "Traceback" not in err

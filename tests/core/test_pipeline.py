@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from synthmri.core.errors import ConfigError
 from synthmri.core.pipeline import load_generator, run_recipe
@@ -103,6 +105,28 @@ def test_resume_reuses_unchanged_stages(tmp_path: Path, toy_plugins: str) -> Non
     )
     with pytest.raises(ConfigError):
         run_recipe(parse_recipe(RECIPE), out=tmp_path, resume=tmp_path / "nope")
+
+
+def test_resume_samples_again_when_only_a_sampling_param_changed(
+    tmp_path: Path, toy_plugins: str
+) -> None:
+    """A param the generator lists in ``sampling_params`` keeps its trained stage; the
+    synthetic set, and what trains on it, are made again."""
+    first = run_recipe(parse_recipe(RECIPE), out=tmp_path)
+    changed = RECIPE.replace(
+        "  - plugin: toy_mean\n", "  - plugin: toy_mean\n    params: {noise: 0.3}\n"
+    )
+    second = run_recipe(parse_recipe(changed), out=tmp_path, resume=first.run_dir)
+    log = [json.loads(x) for x in (second.run_dir / "log.jsonl").read_text().splitlines()]
+    reused = {x["stage_reused"] for x in log if "stage_reused" in x}
+    assert {"generate/toy_mean/tumor", "generate/toy_mean/normal"} <= reused
+    assert not any(k.startswith("classify/") and "synthetic" in k for k in reused)
+
+    def spread(run: Path) -> float:
+        images = [np.asarray(Image.open(p), float) for p in run.glob("synthetic/*/tumor/*.png")]
+        return float(np.std(np.stack(images), axis=0).mean())
+
+    assert spread(second.run_dir) > 2 * spread(first.run_dir)
 
 
 def test_generator_checkpoint_round_trip(tmp_path: Path, toy_plugins: str) -> None:

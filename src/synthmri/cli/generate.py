@@ -27,6 +27,15 @@ def generate(
         str | None, typer.Option("--label", help="Class name (conditional models).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            help="Sampling param: name=value (repeat), e.g. guidance=3 or sample_steps=50 "
+            "for diffusion (`synthmri plugins show` lists a generator's).",
+        ),
+    ] = None,
 ) -> None:
     """Sample N images from a trained generator and write them as PNG (masks beside)."""
     import torch
@@ -37,6 +46,7 @@ def generate(
     from synthmri.core.interfaces import ImageSet
     from synthmri.core.pipeline import load_generator
     from synthmri.core.preflight import check_output_folder
+    from synthmri.core.recipe import apply_override
 
     if not 1 <= n <= MAX_IMAGES:
         raise ConfigError(f"-n must be between 1 and {MAX_IMAGES}, not {n}")
@@ -45,7 +55,11 @@ def generate(
         raise ConfigError(
             f"{out}: folder exists and is not empty", hint="choose a new or empty --out"
         )
-    model, ckpt = load_generator(checkpoint)
+    params: dict[str, object] = {}
+    for item in overrides or []:
+        if len(apply_override(params, item)) != 1:
+            raise ConfigError(f"--set {item!r}: give a param name, not a key path")
+    model, ckpt = load_generator(checkpoint, params)
     names: list[str] = list(ckpt.get("class_names") or [])
     cname = ckpt.get("class_name")
     index = None

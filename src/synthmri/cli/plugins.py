@@ -105,6 +105,13 @@ def show(
                 field, ann.replace("typing.", ""), repr(spec.default), spec.description or ""
             )
         print_table(table)
+        sampling = sorted(getattr(info.cls, "sampling_params", ()))
+        if sampling:
+            console.print(
+                f"sampling params (change them on a trained model: --resume, generate --set): "
+                f"{', '.join(sampling)}",
+                markup=False,
+            )
 
 
 @app.command("new")

@@ -242,12 +242,16 @@ class Generator(Plugin):
     returns class ``k``. With ``emits_masks = True`` ``sample`` also returns
     binary ``masks``. Both flags may depend on params: a plugin sets them on the
     instance in ``__init__`` (``self.emits_masks = self.params.emits_masks``).
-    Constructing a generator must be cheap: build networks in ``fit``.
+    Constructing a generator must be cheap: build networks in ``fit``. Params named in
+    ``sampling_params`` act only in ``sample`` (``load_state_dict`` must keep them as the
+    instance was built): the pipeline leaves them out of the training stage's key, so a
+    recipe that changes one reuses the trained model on ``--resume`` and samples again.
     """
 
     kind: ClassVar[str] = "generator"
     conditional: ClassVar[bool] = False
     emits_masks: ClassVar[bool] = False
+    sampling_params: ClassVar[frozenset[str]] = frozenset()
 
     def fit(self, train: ImageSet, run: RunContext) -> None:
         """Train on ``train`` (images, and labels/masks when the generator uses them)."""

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_PIXELS",
     "MAX_SIZE",
     "PHANTOM_CLASSES",
+    "PHANTOM_SOURCE",
     "check_phantom_args",
     "make_phantoms",
     "write_phantoms",
@@ -47,6 +48,9 @@ MAX_PIXELS = 2**28
 
 PHANTOM_CLASSES: list[str] = ["normal", "tumor"]
 """Class names of the phantom set: label 0 = normal, 1 = tumor."""
+
+PHANTOM_SOURCE = "phantom:"
+"""How the source of a phantom made in memory begins (``phantom:seed=<seed>:<i>``)."""
 
 CONTRASTS: tuple[str, ...] = ("t1", "t2", "flair")
 """The MRI contrasts a phantom can have (``contrast="mixed"`` draws one per slice)."""
@@ -117,7 +121,7 @@ def make_phantoms(
             img, msk = _render(_stack(draws), size, bias_field)
             images.append(img)
             masks.append(msk)
-    sources = [f"phantom:seed={seed}:{i}" for i in range(n)]
+    sources = [f"{PHANTOM_SOURCE}seed={seed}:{i}" for i in range(n)]
     return ImageSet(
         images=torch.cat(images).unsqueeze(1),
         labels=torch.from_numpy(labels),

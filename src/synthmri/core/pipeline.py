@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from synthmri._version import __version__
 from synthmri.core.data.load import load_images
 from synthmri.core.data.split import random_subset, split_dataset
-from synthmri.core.errors import DataError, PluginError
+from synthmri.core.errors import ConfigError, DataError, PluginError
 from synthmri.core.executors import (
     Executor,
     SerialExecutor,
@@ -297,7 +297,7 @@ def train_generators(
                 )
             model = cls(entry.params)
             digest = content_hash(
-                entry.model_dump(mode="json"),
+                _training_config(entry, cls.sampling_params),
                 cname,
                 train_fp,
                 recipe.seed,
@@ -344,13 +344,25 @@ def train_generators(
     return trained
 
 
-def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
+def _training_config(entry: GeneratorEntry, sampling: frozenset[str]) -> dict[str, Any]:
+    """The entry as its training stage's key sees it: without the plugin's sampling params
+    (a plugin without them keeps the keys of earlier runs)."""
+    config = entry.model_dump(mode="json")
+    if sampling:
+        config["params"] = {k: v for k, v in config["params"].items() if k not in sampling}
+    return config
+
+
+def load_generator(
+    path: str | Path, params: Mapping[str, Any] | None = None
+) -> tuple[Generator, dict[str, Any]]:
     """A trained generator from a checkpoint written by a run, and the checkpoint's metadata.
 
-    The checkpoint may come from someone else: its keys and their types are checked, and
-    anything wrong (a missing key, params the plugin refuses, a state that does not fit)
-    is a one-line DataError naming the file. Names it holds are used in file names only
-    through ``safe_name``."""
+    ``params`` replace the checkpoint's values of the plugin's ``sampling_params`` (such as
+    diffusion's ``guidance``); any other name is a ConfigError. The checkpoint may come
+    from someone else: its keys and their types are checked, and anything wrong (a missing
+    key, params the plugin refuses, a state that does not fit) is a one-line DataError
+    naming the file. Names it holds are used in file names only through ``safe_name``."""
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") != "generator":
         raise DataError(f"{path}: not a generator checkpoint (kind {ckpt.get('kind')!r})")
@@ -371,8 +383,14 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
         cls = get_plugin("generator", ckpt["plugin"])
     except PluginError as exc:
         raise DataError(f"{path}: {exc.message}", hint=exc.hint) from None
+    other = sorted(set(params or {}) - cls.sampling_params)
+    if other:
+        raise ConfigError(
+            f"{', '.join(other)}: not a sampling param of generator {ckpt['plugin']!r}",
+            hint=f"its sampling params: {', '.join(sorted(cls.sampling_params)) or 'none'}",
+        )
     try:
-        model = cls(ckpt["params"])
+        model = cls({**ckpt["params"], **(params or {})})
     except PluginError as exc:
         raise DataError(f"{path}: {exc.message}") from None
     try:

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from synthmri import get_plugin
+from synthmri.core.data import load_images
 from synthmri.core.errors import ConfigError, DataError
 from synthmri.core.phantoms import make_phantoms, write_phantoms
 from synthmri.core.pipeline import load_generator, run_recipe
@@ -64,6 +65,18 @@ def test_reads_the_folder_at_the_run_size_with_classes_matched(
     restored = Folder({"path": str(synthetic)})
     restored.load_state_dict(round_trip(state))
     assert torch.equal(restored.sample(5, label=1, seed=3).images, out.images)
+
+
+def test_warns_when_the_real_data_are_phantoms_made_in_memory(
+    synthetic: Path, train, tmp_path: Path
+) -> None:
+    """In-memory phantoms skip the loader's crop and rescaling; read from files they do not."""
+    on_disk = tmp_path / "real"
+    write_phantoms(on_disk, 16, 32, seed=0)
+    for data, warned in ((train, True), (load_images(on_disk).data, False)):
+        run = RunContext(seed=0)
+        Folder({"path": str(synthetic)}).fit(data, run)
+        assert any("synthmri phantoms --out" in note for note in run.notes) is warned
 
 
 def test_draws_distinct_images_then_repeats_evenly_with_a_warning(

@@ -146,6 +146,7 @@ class Diffusion(Generator):
         "log_every": 2,
     }
     Params = DiffusionParams
+    sampling_params: ClassVar[frozenset[str]] = frozenset({"guidance", "sample_steps"})
     batch_seed: ClassVar[int] = 17
     grid_n: ClassVar[int] = 32
     sample_batch: ClassVar[int] = 64

@@ -6,7 +6,10 @@ class folders (``tumor/``, ``normal/``, matched to the real data's class names i
 case) with optional ``<stem>_mask.<ext>`` files beside the images. It is read with the same
 loader as the real data (``synthmri.core.data.load_images``), at the run's image size, so
 it gets the same crop, pad, resize and [0, 1] scaling; then TSTR, mixed training, image
-quality and privacy treat it like any generator's samples.
+quality and privacy treat it like any generator's samples. Built-in phantoms made in memory
+(no ``data.path``) never pass through the loader, so against them a folder's images are
+scaled differently: ``fit`` then notes so (write the phantoms with ``synthmri phantoms`` and
+give their folder as ``data.path`` to compare like with like).
 
 ``fit`` reads the folder (the training data is used only for its size and class names) and
 records the folder's absolute path and a sha256 of the files read (relative names and
@@ -119,6 +122,7 @@ class Folder(Generator):
         import torch
 
         from synthmri.core.data.load import load_images
+        from synthmri.core.phantoms import PHANTOM_SOURCE
 
         p = self.params
         root = self._root()
@@ -174,6 +178,13 @@ class Folder(Generator):
             + (f"; classes not in the real data ignored: {', '.join(extra)}" if extra else "")
             + "; a sample larger than a class repeats its images"
         )
+        if train.sources and all(s.startswith(PHANTOM_SOURCE) for s in train.sources):
+            run.note(
+                "folder: the real data are built-in phantoms made in memory, which the loader "
+                "never crops or rescales, while this folder's images are (each to [0, 1]): "
+                "compare like with like by writing the phantoms with `synthmri phantoms --out "
+                "DIR` and running with data.path=DIR"
+            )
 
     def sample(self, n: int, label: int | None = None, seed: int | None = None) -> ImageSet:
         """``n`` images of class ``label`` (all classes when None) drawn with the seed."""
