@@ -348,8 +348,7 @@ def _training_config(entry: GeneratorEntry, sampling: frozenset[str]) -> dict[st
     """The entry as its training stage's key sees it: without the plugin's sampling params
     (a plugin without them keeps the keys of earlier runs)."""
     config = entry.model_dump(mode="json")
-    if sampling:
-        config["params"] = {k: v for k, v in config["params"].items() if k not in sampling}
+    config["params"] = {k: v for k, v in config["params"].items() if k not in sampling}
     return config
 
 
