@@ -135,6 +135,10 @@ def test_generators_are_ranked_by_tstr_then_mixed_gain() -> None:
             {"generator": "a", "class": "x", "fid": 10.0, "recall": 0.2, "memorized_fraction": 0.0},
             {"generator": "a", "class": "y", "fid": 20.0, "recall": 0.4, "memorized_fraction": 0.1},
         ],
+        "memorisation": [
+            {"generator": "a", "class": "x", "closer_fraction": 0.9},
+            {"generator": "a", "class": "y", "closer_fraction": 1.0},
+        ],
     }
     ranked = rank_generators(metrics)
     assert [r["generator"] for r in ranked] == ["b", "a"]
@@ -144,4 +148,6 @@ def test_generators_are_ranked_by_tstr_then_mixed_gain() -> None:
     assert a["mixed_gain"] == pytest.approx(0.15) and a["fid"] == 15.0
     assert a["recall"] == pytest.approx(0.3)
     assert a["memorized_fraction"] == 0.1 and b["fid"] is None
+    # no near-exact copies may still be samples closer to training images than real ones are
+    assert a["closer_than_real"] == 1.0 and b["closer_than_real"] is None
     assert rank_generators({"classification": [row("real", None, 1.0, 0.9)]}) == []

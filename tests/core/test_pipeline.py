@@ -165,6 +165,26 @@ def test_max_train_images_limits_generator_data(tmp_path: Path, toy_plugins: str
     assert gens["toy_mean"]["n_train"] == 6  # 3 per class
 
 
+def test_train_fraction_shrinks_the_train_part_for_generators_and_models(
+    tmp_path: Path, toy_plugins: str
+) -> None:
+    whole = run_recipe(parse_recipe(RECIPE), out=tmp_path / "whole").metrics
+    text = RECIPE.replace(
+        "data: {n: 48, size: 32}", "data: {n: 48, size: 32, split: {train_fraction: 0.25}}"
+    )
+    part = run_recipe(parse_recipe(text), out=tmp_path / "part").metrics
+    n = part["data"]["n_train"]
+    assert 0 < n < whole["data"]["n_train"] / 2
+    # the held-out parts stay whole; the generator learns from the kept share only
+    assert (part["data"]["n_val"], part["data"]["n_test"]) == (
+        whole["data"]["n_val"],
+        whole["data"]["n_test"],
+    )
+    assert part["generators"][0]["n_train"] == n
+    real = [r for r in part["classification"] if r["train_on"] == "real"]
+    assert {r["n_train"] for r in real if r["real_fraction"] == 1.0} == {n}
+
+
 def test_generators_side_by_side(tmp_path: Path, toy_plugins: str) -> None:
     """With more than one generator, one figure shows real and every generator per class."""
     text = RECIPE.replace(

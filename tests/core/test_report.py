@@ -64,6 +64,19 @@ def test_synthetic_that_hurts_and_is_at_chance() -> None:
     assert "(-23 points; here the synthetic data hurts)" in second
 
 
+def test_a_run_that_kept_a_share_of_the_train_part_says_so() -> None:
+    rows = [
+        _row("real", 0.80, (0.70, 0.88)),
+        _row("synthetic", 0.70, (0.60, 0.80), gen="gan", frac=0.0),
+        _row("mixed", 0.84, (0.76, 0.92), gen="gan"),
+    ]
+    metrics = _metrics(rows)
+    metrics["data"]["train_fraction"] = 0.1
+    first, second = answer(metrics).sentences
+    assert "it reaches trained on 10 % of the real data" in first
+    assert second.startswith("Adding it to 10 % of the real data raises")
+
+
 def test_the_model_best_on_real_data_is_described() -> None:
     rows = [
         _row("real", 0.60, (0.48, 0.74), model="scratch"),  # says "tumor" for everything

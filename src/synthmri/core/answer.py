@@ -108,6 +108,12 @@ def _chance(metrics: dict[str, Any]) -> tuple[float, str] | None:
     return counts[name] / total, name
 
 
+def _share_of_real(fraction: float, metrics: dict[str, Any]) -> str:
+    """"all the" or "N % of the" (real data): ``fraction`` of the train part the run kept."""
+    share = fraction * float((metrics.get("data") or {}).get("train_fraction", 1.0))
+    return "all the" if share >= 1 else f"{100 * share:.0f} % of the"
+
+
 def _sentences(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) -> Answer:
     m, key = task.metric, task.model_key
     usable = [r for r in rows if r.get(m) is not None and not r.get("unsupervised")]
@@ -151,8 +157,7 @@ def _sentences(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) 
             text = "There is no real-data baseline in this run to compare with. " + text
         else:
             share = best[m] / baseline[m] if baseline[m] else float("nan")
-            share_of = float(baseline["real_fraction"])
-            whole = "all the" if share_of >= 1 else f"{100 * share_of:.0f} % of the"
+            whole = _share_of_real(float(baseline["real_fraction"]), metrics)
             relation = (
                 f"{100 * share:.0f} % of the {task.with_ci(baseline)} it reaches trained on "
                 f"{whole} real data"
@@ -182,7 +187,7 @@ def _sentences(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) 
         fraction, _, row, alone = min(pairs, key=lambda p: (p[0], p[1]))
         out.generator = out.generator or row.get("generator")
         d = row[m] - alone[m]
-        share = "all the" if fraction >= 1 else f"{100 * fraction:.0f} % of the"
+        share = _share_of_real(fraction, metrics)
         verb = "raises" if d > 0 else "lowers" if d < 0 else "leaves"
         subject = "Adding it" if synthetic else f"Adding {row.get('generator')}'s synthetic data"
         text = (

@@ -71,6 +71,7 @@ class DataSummary(BaseModel):
     classes: list[str]
     skipped_files: int
     class_counts: dict[str, dict[str, int]]  # part -> class -> items
+    train_fraction: float = 1.0  # the share of the train part kept (data.split.train_fraction)
 
 
 class GeneratorSummary(BaseModel):

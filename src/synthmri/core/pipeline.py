@@ -21,7 +21,7 @@ from typing import Any
 
 from synthmri._version import __version__
 from synthmri.core.data.load import load_images
-from synthmri.core.data.split import random_subset, split_dataset
+from synthmri.core.data.split import random_subset, real_fraction, split_dataset
 from synthmri.core.errors import ConfigError, DataError, PluginError
 from synthmri.core.executors import (
     Executor,
@@ -224,6 +224,15 @@ def load_data(recipe: Recipe, run: RunContext) -> tuple[DataSummary, ImageSet, I
         seed=recipe.seed,
         use_layout_split=cfg.split.use_layout_split,
     )
+    if cfg.split.train_fraction < 1.0:
+        whole = len(train)
+        train = real_fraction(
+            train, cfg.split.train_fraction, stage_seed(recipe.seed, "split/train_fraction")
+        )
+        run.note(
+            f"kept {len(train)} of the train part's {whole} images (split.train_fraction "
+            f"{cfg.split.train_fraction:g}); generators and models train on these only"
+        )
     summary = DataSummary(
         n_train=len(train),
         n_val=len(val),
@@ -232,6 +241,7 @@ def load_data(recipe: Recipe, run: RunContext) -> tuple[DataSummary, ImageSet, I
         layout=layout,
         classes=train.class_names,
         skipped_files=skipped,
+        train_fraction=cfg.split.train_fraction,
         class_counts={
             "train": train.class_counts(),
             "val": val.class_counts(),

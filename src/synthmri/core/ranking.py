@@ -4,8 +4,10 @@
 that does best on real data when trained on that generator's synthetic data alone (TSTR), its
 distance to the same model trained on all the real data, and the gain from adding the
 synthetic data to the smallest real share the run tried (mixed against real at that share);
-then the mean FID and recall over classes (``image_quality``) and the largest memorised
-fraction (``privacy`` or ``image_quality``). Rows are sorted by TSTR, then by the mixed gain.
+then the mean FID and recall over classes (``image_quality``), the largest memorised
+fraction (``privacy`` or ``image_quality``: near-exact copies) and the largest share of samples
+the memorisation guard found closer to a training image than real validation images are
+(``memorisation``: copies that are not exact). Rows are sorted by TSTR, then by the mixed gain.
 With several seeds the means over seeds are used (``<section>_summary``).
 """
 
@@ -78,7 +80,8 @@ def _ranked(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) -> 
 
 
 def _quality(metrics: dict[str, Any], gen: str) -> dict[str, Any]:
-    """Mean FID and recall over classes, and the largest memorised fraction, of ``gen``."""
+    """Mean FID and recall over classes, the largest memorised fraction and the largest
+    share closer than real (the memorisation guard) of ``gen``."""
     quality = [r for r in metrics.get("image_quality") or [] if r.get("generator") == gen]
     copies = [
         r.get("memorized_fraction")
@@ -91,8 +94,14 @@ def _quality(metrics: dict[str, Any], gen: str) -> dict[str, Any]:
         values = [r[name] for r in quality if r.get(name) is not None]
         return mean(values) if values else None
 
+    closer = [
+        r["closer_fraction"]
+        for r in metrics.get("memorisation") or []
+        if r.get("generator") == gen and r.get("closer_fraction") is not None
+    ]
     return {
         "fid": avg("fid"),
         "recall": avg("recall"),
         "memorized_fraction": max(copies, default=None),
+        "closer_than_real": max(closer, default=None),
     }

@@ -73,6 +73,11 @@ class SplitConfig(_Strict):
     use_layout_split: bool = Field(
         False, description="take the test part from the layout's Validation/Test folders"
     )
+    train_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="keep this share of the train part's groups (by "
+        "class, seeded) for everything the run trains, generators included; val and test "
+        "stay whole: scarcity where the generators see only the classifier's real share",
+    )
 
     @model_validator(mode="after")
     def _leaves_a_train_part(self) -> SplitConfig:
@@ -498,19 +503,15 @@ def _close_key_hint(loc: tuple[Any, ...]) -> str:
         "data": DataConfig,
         "split": SplitConfig,
         "tracking": TrackingConfig,
+        "generators": GeneratorEntry,
+        "experiments": Experiment,
+        "models": PluginEntry,
+        "evaluate": PluginEntry,
     }
     model: type[BaseModel] = Recipe
     for part in loc[:-1]:
-        if isinstance(part, str):
-            field = model.model_fields.get(part)
-            if part in models:
-                model = models[part]
-            elif field is not None and part in ("generators",):
-                model = GeneratorEntry
-            elif field is not None and part in ("experiments",):
-                model = Experiment
-            elif part in ("models", "evaluate"):
-                model = PluginEntry
+        if isinstance(part, str) and part in models:
+            model = models[part]
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
