@@ -132,8 +132,10 @@ def test_generators_are_ranked_by_tstr_then_mixed_gain() -> None:
             row("mixed", "b", 1.0, 0.92),
         ],
         "image_quality": [
-            {"generator": "a", "class": "x", "fid": 10.0, "recall": 0.2, "memorized_fraction": 0.0},
-            {"generator": "a", "class": "y", "fid": 20.0, "recall": 0.4, "memorized_fraction": 0.1},
+            {"generator": "a", "class": "x", "fid": 10.0, "recall": 0.2, "memorized_fraction": 0.0,
+             "class_agreement": 0.9},
+            {"generator": "a", "class": "y", "fid": 20.0, "recall": 0.4, "memorized_fraction": 0.1,
+             "class_agreement": 0.3},
         ],
         "memorisation": [
             {"generator": "a", "class": "x", "closer_fraction": 0.9},
@@ -147,6 +149,7 @@ def test_generators_are_ranked_by_tstr_then_mixed_gain() -> None:
     assert b["smallest_real_fraction"] == 0.1 and b["mixed_gain"] == pytest.approx(0.02)
     assert a["mixed_gain"] == pytest.approx(0.15) and a["fid"] == 15.0
     assert a["recall"] == pytest.approx(0.3)
+    assert a["class_agreement"] == 0.3 and b["class_agreement"] is None  # the weakest class
     assert a["memorized_fraction"] == 0.1 and b["fid"] is None
     # no near-exact copies may still be samples closer to training images than real ones are
     assert a["closer_than_real"] == 1.0 and b["closer_than_real"] is None

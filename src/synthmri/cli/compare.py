@@ -40,6 +40,8 @@ QUALITY_COLUMNS = (
     "kid_real_floor",
     "precision",
     "recall",
+    "class_agreement",
+    "class_agreement_real",
     "ms_ssim_synthetic",
     "ms_ssim_real",
     "intensity_wasserstein",

@@ -4,11 +4,13 @@
 that does best on real data when trained on that generator's synthetic data alone (TSTR), its
 distance to the same model trained on all the real data, and the gain from adding the
 synthetic data to the smallest real share the run tried (mixed against real at that share);
-then the mean FID and recall over classes (``image_quality``), the largest memorised
-fraction (``privacy`` or ``image_quality``: near-exact copies) and the largest share of samples
-the memorisation guard found closer to a training image than real validation images are
-(``memorisation``: copies that are not exact). Rows are sorted by TSTR, then by the mixed gain.
-With several seeds the means over seeds are used (``<section>_summary``).
+then the mean FID and recall over classes and the lowest class agreement (``image_quality``:
+the share of a class's samples that a classifier of the real data calls that class), the
+largest memorised fraction (``privacy`` or ``image_quality``: near-exact copies) and the
+largest share of samples the memorisation guard found closer to a training image than real
+validation images are (``memorisation``: copies that are not exact). Rows are sorted by TSTR,
+then by the mixed gain. With several seeds the means over seeds are used
+(``<section>_summary``).
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ def _ranked(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) -> 
 
 
 def _quality(metrics: dict[str, Any], gen: str) -> dict[str, Any]:
-    """Mean FID and recall over classes, the largest memorised fraction and the largest
-    share closer than real (the memorisation guard) of ``gen``."""
+    """Mean FID and recall over classes, the lowest class agreement, the largest memorised
+    fraction and the largest share closer than real (the memorisation guard) of ``gen``."""
     quality = [r for r in metrics.get("image_quality") or [] if r.get("generator") == gen]
     copies = [
         r.get("memorized_fraction")
@@ -94,6 +96,7 @@ def _quality(metrics: dict[str, Any], gen: str) -> dict[str, Any]:
         values = [r[name] for r in quality if r.get(name) is not None]
         return mean(values) if values else None
 
+    agreement = [r["class_agreement"] for r in quality if r.get("class_agreement") is not None]
     closer = [
         r["closer_fraction"]
         for r in metrics.get("memorisation") or []
@@ -102,6 +105,7 @@ def _quality(metrics: dict[str, Any], gen: str) -> dict[str, Any]:
     return {
         "fid": avg("fid"),
         "recall": avg("recall"),
+        "class_agreement": min(agreement, default=None),
         "memorized_fraction": max(copies, default=None),
         "closer_than_real": max(closer, default=None),
     }

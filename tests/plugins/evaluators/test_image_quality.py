@@ -197,7 +197,36 @@ def test_image_quality_evaluator_rows(parts: dict[str, ImageSet], make_inputs) -
         assert by[("noise", c)]["fid"] > 1.5 * by[("fresh", c)]["fid"]
         assert by[("copier", c)]["memorized_fraction"] == 1.0
         assert by[("fresh", c)]["memorized_fraction"] <= 0.1
+        assert by[("fresh", c)]["class_agreement"] is None  # random features carry no classes
     json.dumps(rows, allow_nan=False)  # plain, finite values
+
+
+def test_class_agreement_counts_samples_the_real_classifier_puts_in_their_class(
+    parts: dict[str, ImageSet], make_inputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GAN-test: an oracle classifier that knows every real image's class calls the fresh
+    phantoms right (1.0) and the same images under the other label wrong (0.0)."""
+    from synthmri.plugins.evaluators import image_quality
+
+    known = torch.cat([parts["train"].images, parts["test"].images, parts["fresh"].images])
+    truth = torch.cat([parts["train"].labels, parts["test"].labels, parts["fresh"].labels])
+    random = build_extractor(FeatureParams(features="random"), parts["train"], RunContext())
+
+    def oracle(images: torch.Tensor) -> torch.Tensor:
+        same = (images.flatten(1)[:, None] == known.flatten(1)[None]).all(dim=2)
+        return truth[same.float().argmax(dim=1)]
+
+    ex = FeatureExtractor("oracle", random.fn, predict=oracle, classes=["normal", "tumor"])
+    monkeypatch.setattr(image_quality, "build_extractor", lambda *a, **k: ex)
+    fresh = parts["fresh"]
+    swapped = ImageSet(images=fresh.images, labels=1 - fresh.labels, class_names=fresh.class_names)
+    ev = ImageQualityEvaluator({"ms_ssim_pairs": 10, "kid_subsets": 2})
+    rows = ev.evaluate(make_inputs({"fresh": fresh, "swapped": swapped}), RunContext())
+    by = {(r["generator"], r["class"]): r for r in rows["image_quality"]}
+    for c in ("normal", "tumor"):
+        assert by[("fresh", c)]["class_agreement"] == 1.0
+        assert by[("swapped", c)]["class_agreement"] == 0.0
+        assert by[("fresh", c)]["class_agreement_real"] == 1.0
 
 
 def test_inception_absent_skips_with_a_note(
@@ -239,7 +268,12 @@ def test_domain_features_train_on_real_train_only(parts: dict[str, ImageSet]) ->
     assert f.shape == (len(parts["test"]), 512) and torch.isfinite(f).all()
     # cached: the privacy evaluator of the same run reuses the trained extractor
     assert build_extractor(params, train, RunContext(seed=0), seed=0) is ex
+    # trained on the classes, it also predicts them (GAN-test)
+    assert ex.classes == ["normal", "tumor"] and ex.predict is not None
+    called = ex.predict(parts["test"].images)
+    assert called.shape == (len(parts["test"]),) and set(called.tolist()) <= {0, 1}
     # unlabelled data: a rotation pretext task
     unlabelled = ImageSet(images=parts["train"].images[:16])
     ex2 = build_extractor(params, unlabelled, RunContext(seed=0), seed=0)
     assert ex2 is not None and ex2.info["task"] == "rotation pretext"
+    assert ex2.predict is None and ex2.classes == []

@@ -5,6 +5,8 @@ Three extractors, none of which downloads anything:
 - ``domain``: a classifier plugin (default ``resnet``, depth 18) trained by the evaluator on
   the REAL TRAIN part only, a few seeded epochs, then frozen; its penultimate features (the
   input of its last ``nn.Linear`` layer: for a torchvision ResNet the global-pool output).
+  Trained on the classes, it also predicts them (``FeatureExtractor.predict``), which
+  ``image_quality`` uses for its ``class_agreement`` (GAN-test) figure.
   When the training part has fewer than two classes the classifier learns a rotation
   pretext task instead (which of 0/90/180/270 degrees an image was turned by), so an
   unlabelled folder still gets domain features.
@@ -80,6 +82,9 @@ class FeatureExtractor:
     name: str  # "domain-resnet", "inception", "random"
     fn: Callable[[torch.Tensor], torch.Tensor]
     info: dict[str, Any] = field(default_factory=dict)
+    #: images -> class indices of ``classes``, for a domain classifier trained on the classes
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = None
+    classes: list[str] = field(default_factory=list)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Features of ``images`` (an empty ``[0, D]`` tensor for no images)."""
@@ -291,8 +296,14 @@ def _domain(params: FeatureParams, train: ImageSet, run: RunContext, seed: int) 
             )
         return out
 
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return clf.predict(images.float()).cpu()
+
     return FeatureExtractor(
         f"domain-{params.domain_classifier}",
         fn,
         {"classifier": params.domain_classifier, "task": task, "n_train": len(train)},
+        predict=predict if labelled else None,
+        classes=list(train.class_names) if labelled else [],
     )

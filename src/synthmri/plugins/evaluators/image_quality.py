@@ -18,6 +18,11 @@ Per generator and class, against the REAL TRAIN part of that class:
   synthetic.
 - ``memorized_fraction``: the ``privacy`` evaluator's rule with its default thresholds
   (``_common.find_memorized``).
+- ``class_agreement`` (GAN-test; Shmelkov, Schmid & Alahari, ECCV 2018): the share of the
+  class's synthetic images that the domain classifier, trained on the real train part, calls
+  that class: do the tumour samples show a tumour the real data taught it to see? Beside it,
+  ``class_agreement_real``: the same for the class's real test images (the ceiling). None
+  for features that carry no classes (inception, random, an unlabelled train part).
 
 Features come from ``_features`` (``domain`` by default: a classifier trained on the real
 train part only). Nothing is fitted on the real test part. When the features are
@@ -426,6 +431,7 @@ class ImageQualityEvaluator(Evaluator):
             run.note(f"image_quality: no rows ({p.features} features unavailable)")
             return {"image_quality": []}
         train_f, test_f = _features(extractor, train.images), _features(extractor, test.images)
+        test_pred = _predicted(extractor, test.images)
         rule = MemorizationParams().rule()
         common = {
             "ms_ssim_pairs": p.ms_ssim_pairs,
@@ -441,6 +447,7 @@ class ImageQualityEvaluator(Evaluator):
                 continue
             syn_images = match_size(syn.images, train.size)
             syn_f = _features(extractor, syn_images)
+            syn_pred = _predicted(extractor, syn_images)
             mem = find_memorized(
                 syn_images,
                 train.images,
@@ -462,6 +469,9 @@ class ImageQualityEvaluator(Evaluator):
                         **common,
                     )
                     floors[cname]["n_real_floor"] = len(hidx)
+                    floors[cname]["class_agreement_real"] = _agreement(
+                        extractor, _take(test_pred, hidx), cname
+                    )
                 metrics = candidate_metrics(
                     train.images[ridx],
                     syn_images[sidx],
@@ -472,6 +482,7 @@ class ImageQualityEvaluator(Evaluator):
                     **common,
                 )
                 metrics.update(floors[cname])
+                metrics["class_agreement"] = _agreement(extractor, _take(syn_pred, sidx), cname)
                 name = extractor.name if extractor is not None else "none"
                 rows.append(
                     _row(gen, cname, name, metrics, mem.memorized[sidx], len(sidx), len(ridx))
@@ -485,6 +496,25 @@ def _features(extractor: FeatureExtractor | None, images: torch.Tensor) -> torch
 
 def _take(features: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
     return None if features is None else features[index]
+
+
+def _predicted(extractor: FeatureExtractor | None, images: torch.Tensor) -> torch.Tensor | None:
+    """The domain classifier's class indices for ``images`` (None when it has no classes)."""
+    if extractor is None or extractor.predict is None or len(images) == 0:
+        return None
+    return extractor.predict(images)
+
+
+def _agreement(
+    extractor: FeatureExtractor | None, predicted: torch.Tensor | None, cname: str
+) -> float | None:
+    """Share of ``predicted`` that names class ``cname`` (None when it cannot be told)."""
+    if extractor is None or predicted is None or len(predicted) == 0:
+        return None
+    lowered = [c.lower() for c in extractor.classes]
+    if cname.lower() not in lowered:
+        return None
+    return metric_value(float((predicted == lowered.index(cname.lower())).float().mean()))
 
 
 def _row(
@@ -505,9 +535,11 @@ def _row(
         "ms_ssim_real",
         "precision",
         "recall",
+        "class_agreement",
+        "class_agreement_real",
         "intensity_wasserstein",
     ):
-        row[key] = metrics[key]
+        row[key] = metrics.get(key)
     row["memorized_fraction"] = metric_value(float(memorized.float().mean())) if n_syn else None
     row["n_synthetic"], row["n_real"] = n_syn, n_real
     row["n_real_floor"] = metrics.get("n_real_floor")
