@@ -511,10 +511,8 @@ def _agreement(
     """Share of ``predicted`` that names class ``cname`` (None when it cannot be told)."""
     if extractor is None or predicted is None or len(predicted) == 0:
         return None
-    lowered = [c.lower() for c in extractor.classes]
-    if cname.lower() not in lowered:
-        return None
-    return metric_value(float((predicted == lowered.index(cname.lower())).float().mean()))
+    k = _class_index(extractor.classes, cname)
+    return None if k is None else metric_value(float((predicted == k).float().mean()))
 
 
 def _row(
@@ -550,12 +548,16 @@ def _same_class(data: ImageSet, cname: str) -> torch.Tensor:
     """Indices of ``data`` in class ``cname`` (all items when unlabelled or class unknown)."""
     import torch
 
-    if data.labels is None or cname == "all":
+    k = None if data.labels is None or cname == "all" else _class_index(data.class_names, cname)
+    if k is None:
         return torch.arange(len(data))
-    lowered = [c.lower() for c in data.class_names]
-    if cname.lower() not in lowered:
-        return torch.arange(len(data))
-    return (data.labels == lowered.index(cname.lower())).nonzero().reshape(-1)
+    return (data.labels == k).nonzero().reshape(-1)
+
+
+def _class_index(names: list[str], cname: str) -> int | None:
+    """Index of ``cname`` in ``names``, ignoring case (None when absent)."""
+    lowered = [c.lower() for c in names]
+    return lowered.index(cname.lower()) if cname.lower() in lowered else None
 
 
 @hookimpl
