@@ -221,12 +221,20 @@ def test_class_agreement_counts_samples_the_real_classifier_puts_in_their_class(
     fresh = parts["fresh"]
     swapped = ImageSet(images=fresh.images, labels=1 - fresh.labels, class_names=fresh.class_names)
     ev = ImageQualityEvaluator({"ms_ssim_pairs": 10, "kid_subsets": 2})
-    rows = ev.evaluate(make_inputs({"fresh": fresh, "swapped": swapped}), RunContext())
+    run = RunContext()
+    rows = ev.evaluate(make_inputs({"fresh": fresh, "swapped": swapped}), run)
+    assert not any("calls every real test image" in n for n in run.notes)
     by = {(r["generator"], r["class"]): r for r in rows["image_quality"]}
     for c in ("normal", "tumor"):
         assert by[("fresh", c)]["class_agreement"] == 1.0
         assert by[("swapped", c)]["class_agreement"] == 0.0
         assert by[("fresh", c)]["class_agreement_real"] == 1.0
+    # a classifier that calls everything "tumor" is named as such in the run's notes
+    ex.predict = lambda images: torch.ones(len(images), dtype=torch.long)
+    run = RunContext()
+    rows = ev.evaluate(make_inputs({"fresh": fresh}), run)["image_quality"]
+    assert [r["class_agreement_real"] for r in rows] == [0.0, 1.0]
+    assert any("calls every real test image 'tumor'" in n for n in run.notes)
 
 
 def test_inception_absent_skips_with_a_note(

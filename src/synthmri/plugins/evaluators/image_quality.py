@@ -432,6 +432,7 @@ class ImageQualityEvaluator(Evaluator):
             return {"image_quality": []}
         train_f, test_f = _features(extractor, train.images), _features(extractor, test.images)
         test_pred = _predicted(extractor, test.images)
+        _note_one_class(extractor, test, test_pred, run)
         rule = MemorizationParams().rule()
         common = {
             "ms_ssim_pairs": p.ms_ssim_pairs,
@@ -503,6 +504,23 @@ def _predicted(extractor: FeatureExtractor | None, images: torch.Tensor) -> torc
     if extractor is None or extractor.predict is None or len(images) == 0:
         return None
     return extractor.predict(images)
+
+
+def _note_one_class(
+    extractor: FeatureExtractor | None,
+    test: ImageSet,
+    predicted: torch.Tensor | None,
+    run: RunContext,
+) -> None:
+    """Say so when the domain classifier puts every real test image in one class."""
+    if extractor is None or predicted is None or test.labels is None:
+        return
+    if test.labels.unique().numel() > 1 and predicted.unique().numel() == 1:
+        run.note(
+            f"image_quality: the domain classifier calls every real test image "
+            f"{extractor.classes[int(predicted[0])]!r}: its features, and so FID, precision, "
+            "recall and class_agreement, say little here (too few real training images?)"
+        )
 
 
 def _agreement(
