@@ -216,7 +216,12 @@ def test_class_agreement_counts_samples_the_real_classifier_puts_in_their_class(
         same = (images.flatten(1)[:, None] == known.flatten(1)[None]).all(dim=2)
         return truth[same.float().argmax(dim=1)]
 
-    ex = FeatureExtractor("oracle", random.fn, predict=oracle, classes=["normal", "tumor"])
+    ex = FeatureExtractor(
+        "oracle",
+        random.fn,
+        classify=lambda images: (random.fn(images), oracle(images)),
+        classes=["normal", "tumor"],
+    )
     monkeypatch.setattr(image_quality, "build_extractor", lambda *a, **k: ex)
     fresh = parts["fresh"]
     swapped = ImageSet(images=fresh.images, labels=1 - fresh.labels, class_names=fresh.class_names)
@@ -230,7 +235,7 @@ def test_class_agreement_counts_samples_the_real_classifier_puts_in_their_class(
         assert by[("swapped", c)]["class_agreement"] == 0.0
         assert by[("fresh", c)]["class_agreement_real"] == 1.0
     # a classifier that calls everything "tumor" is named as such in the run's notes
-    ex.predict = lambda images: torch.ones(len(images), dtype=torch.long)
+    ex.classify = lambda images: (random.fn(images), torch.ones(len(images), dtype=torch.long))
     run = RunContext()
     rows = ev.evaluate(make_inputs({"fresh": fresh}), run)["image_quality"]
     assert [r["class_agreement_real"] for r in rows] == [0.0, 1.0]
@@ -277,11 +282,13 @@ def test_domain_features_train_on_real_train_only(parts: dict[str, ImageSet]) ->
     # cached: the privacy evaluator of the same run reuses the trained extractor
     assert build_extractor(params, train, RunContext(seed=0), seed=0) is ex
     # trained on the classes, it also predicts them (GAN-test)
-    assert ex.classes == ["normal", "tumor"] and ex.predict is not None
-    called = ex.predict(parts["test"].images)
-    assert called.shape == (len(parts["test"]),) and set(called.tolist()) <= {0, 1}
+    assert ex.classes == ["normal", "tumor"] and ex.classify is not None
+    features, called = ex.features_and_classes(parts["test"].images)
+    assert torch.equal(features, f)  # the same pass gives the same features
+    assert called is not None and called.shape == (len(parts["test"]),)
+    assert set(called.tolist()) <= {0, 1}
     # unlabelled data: a rotation pretext task
     unlabelled = ImageSet(images=parts["train"].images[:16])
     ex2 = build_extractor(params, unlabelled, RunContext(seed=0), seed=0)
     assert ex2 is not None and ex2.info["task"] == "rotation pretext"
-    assert ex2.predict is None and ex2.classes == []
+    assert ex2.classify is None and ex2.classes == []

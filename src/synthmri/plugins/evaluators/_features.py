@@ -5,8 +5,9 @@ Three extractors, none of which downloads anything:
 - ``domain``: a classifier plugin (default ``resnet``, depth 18) trained by the evaluator on
   the REAL TRAIN part only, a few seeded epochs, then frozen; its penultimate features (the
   input of its last ``nn.Linear`` layer: for a torchvision ResNet the global-pool output).
-  Trained on the classes, it also predicts them (``FeatureExtractor.predict``), which
-  ``image_quality`` uses for its ``class_agreement`` (GAN-test) figure.
+  Trained on the classes, it also gives its class calls in the same pass
+  (``FeatureExtractor.features_and_classes``), which ``image_quality`` uses for its
+  ``class_agreement`` (GAN-test) figure.
   When the training part has fewer than two classes the classifier learns a rotation
   pretext task instead (which of 0/90/180/270 degrees an image was turned by), so an
   unlabelled folder still gets domain features.
@@ -82,8 +83,9 @@ class FeatureExtractor:
     name: str  # "domain-resnet", "inception", "random"
     fn: Callable[[torch.Tensor], torch.Tensor]
     info: dict[str, Any] = field(default_factory=dict)
-    #: images -> class indices of ``classes``, for a domain classifier trained on the classes
-    predict: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: images -> (features, class indices of ``classes``) in one pass, for a domain
+    #: classifier trained on the classes
+    classify: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     classes: list[str] = field(default_factory=list)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -93,6 +95,15 @@ class FeatureExtractor:
         if images.shape[0] == 0:
             return torch.empty(0, 0, dtype=torch.float64)
         return self.fn(images.float()).double().cpu()
+
+    def features_and_classes(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features and the classifier's class indices (None without ``classify``)."""
+        if self.classify is None or images.shape[0] == 0:
+            return self(images), None
+        features, called = self.classify(images.float())
+        return features.double().cpu(), called.cpu()
 
 
 def inception_weights_path() -> Path:
@@ -279,12 +290,12 @@ def _domain(params: FeatureParams, train: ImageSet, run: RunContext, seed: int) 
     def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         captured.append(args[0].detach().float().flatten(1).cpu())
 
-    def fn(images: torch.Tensor) -> torch.Tensor:
+    def classify(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         captured.clear()
         handle = layer.register_forward_pre_hook(hook)
         try:
             with torch.no_grad():
-                clf.predict_proba(images)
+                called = clf.predict_proba(images).argmax(dim=1)
         finally:
             handle.remove()
         out = torch.cat(captured) if captured else torch.empty(0)
@@ -294,16 +305,12 @@ def _domain(params: FeatureParams, train: ImageSet, run: RunContext, seed: int) 
                 f"domain features: {params.domain_classifier!r} gave {out.shape[0]} feature "
                 f"rows for {images.shape[0]} images"
             )
-        return out
-
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return clf.predict(images.float()).cpu()
+        return out, called
 
     return FeatureExtractor(
         f"domain-{params.domain_classifier}",
-        fn,
+        lambda images: classify(images)[0],
         {"classifier": params.domain_classifier, "task": task, "n_train": len(train)},
-        predict=predict if labelled else None,
+        classify=classify if labelled else None,
         classes=list(train.class_names) if labelled else [],
     )

@@ -430,8 +430,8 @@ class ImageQualityEvaluator(Evaluator):
         if extractor is None and p.require_features:
             run.note(f"image_quality: no rows ({p.features} features unavailable)")
             return {"image_quality": []}
-        train_f, test_f = _features(extractor, train.images), _features(extractor, test.images)
-        test_pred = _predicted(extractor, test.images)
+        train_f = _features(extractor, train.images)
+        test_f, test_pred = _features_and_classes(extractor, test.images)
         _note_one_class(extractor, test, test_pred, run)
         rule = MemorizationParams().rule()
         common = {
@@ -447,8 +447,7 @@ class ImageQualityEvaluator(Evaluator):
             if len(syn) == 0:
                 continue
             syn_images = match_size(syn.images, train.size)
-            syn_f = _features(extractor, syn_images)
-            syn_pred = _predicted(extractor, syn_images)
+            syn_f, syn_pred = _features_and_classes(extractor, syn_images)
             mem = find_memorized(
                 syn_images,
                 train.images,
@@ -499,11 +498,11 @@ def _take(features: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | 
     return None if features is None else features[index]
 
 
-def _predicted(extractor: FeatureExtractor | None, images: torch.Tensor) -> torch.Tensor | None:
-    """The domain classifier's class indices for ``images`` (None when it has no classes)."""
-    if extractor is None or extractor.predict is None or len(images) == 0:
-        return None
-    return extractor.predict(images)
+def _features_and_classes(
+    extractor: FeatureExtractor | None, images: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Features and the domain classifier's class indices (None where there are none)."""
+    return (None, None) if extractor is None else extractor.features_and_classes(images)
 
 
 def _note_one_class(
