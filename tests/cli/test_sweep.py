@@ -76,6 +76,7 @@ def test_sweep_on_the_local_pool_gives_the_serial_summary(tmp_path: Path, toy_pl
     assert summaries[0] == summaries[1]
 
 
+@pytest.mark.xdist_group("ray")
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
 def test_sweep_on_ray_gives_the_serial_summary(tmp_path: Path, toy_plugins, cli):
     args = ("--seeds", "0,1")

@@ -184,6 +184,7 @@ needs_ray = pytest.mark.skipif(
 
 
 @needs_ray
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time
 def test_ray_gives_the_serial_results_and_retries_a_killed_worker(
     tmp_path: Path, flaky: str
 ) -> None:
