@@ -100,6 +100,8 @@ def test_shipped_recipe_runs_at_test_size(name: str, tmp_path: Path) -> None:
     metrics = Metrics.model_validate(written)
     assert metrics.recipe == name and metrics.data.n_test > 0
     assert [g.generator for g in metrics.generators] == [g.label for g in recipe.generators]
+    for g in metrics.generators:  # baselines (augment, lesion_paste, pca_gmm) say so
+        assert g.baseline == synthmri.get_plugin("generator", g.plugin).baseline
     rows: dict[str, int] = {}  # expected rows per section, over every experiment of its task
     summaries: dict[str, int] = {}
     for exp in recipe.experiments:

@@ -52,6 +52,24 @@ def test_tstr_and_mixed_with_intervals() -> None:
     assert "60 real test images" in result.scope
 
 
+def test_a_baseline_on_top_names_the_best_learned_generator() -> None:
+    rows = [
+        _row("real", 0.90, (0.82, 0.96)),
+        _row("synthetic", 0.63, (0.51, 0.75), gen="vae", frac=0.0),
+        _row("synthetic", 0.85, (0.75, 0.93), gen="gan", frac=0.0),
+        _row("mixed", 0.92, (0.85, 0.97), gen="gan"),
+    ]
+    metrics = _metrics(rows)
+    assert len(answer(metrics).sentences) == 2  # no baseline among the generators
+    metrics["generators"][0]["baseline"] = True  # "gan" is a baseline here
+    first, _, third = answer(metrics).sentences
+    assert first.startswith("Trained on gan's synthetic data alone")
+    assert third == (
+        "The best learned generator, vae, reaches 63 % [51, 75] alone (-22 points against the "
+        "baseline gan)."
+    )
+
+
 def test_synthetic_that_hurts_and_is_at_chance() -> None:
     rows = [
         _row("real", 0.85, (0.76, 0.93)),

@@ -1,12 +1,14 @@
 """The answer a report opens with: is the synthetic data worth using, and by how much?
 
-:func:`answer` turns the result rows of ``metrics.json`` into one or two sentences per task
+:func:`answer` turns the result rows of ``metrics.json`` into one to three sentences per task
 (classification: accuracy; segmentation: Dice), each number with its 95 % interval:
 
 1. synthetic alone against real (TSTR against TRTR): "trained on dcgan's synthetic data
    alone, brain_cnn reaches 71 % [62, 79] on the real test part: 82 % of the 87 % [80, 92]
    it reaches trained on all the real data";
 2. synthetic added to a small share of the real data against that share alone.
+3. when the best synthetic set comes from a baseline (``Generator.baseline``: augment,
+   lesion_paste, pca_gmm), the best learned generator's against it.
 
 It says so when synthetic data is no better than always answering the majority class, when
 it hurts, when the intervals overlap (the difference is within the noise of the test part),
@@ -199,6 +201,16 @@ def _sentences(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) 
         elif d < 0:
             text += "; here the synthetic data hurts"
         out.sentences.append(text + ").")
+    baselines = {g.get("generator") for g in metrics.get("generators") or [] if g.get("baseline")}
+    learned = [r for r in synthetic if r.get("generator") not in baselines]
+    if synthetic and learned and out.generator in baselines:
+        other = max(learned, key=lambda r: r[m])
+        lead = max(r[m] for r in synthetic if r.get("generator") == out.generator)
+        out.sentences.append(
+            f"The best learned generator, {other.get('generator')}, reaches "
+            f"{task.with_ci(other)} alone ({task.gap(other[m] - lead)} against the baseline "
+            f"{out.generator})."
+        )
     if not out.sentences and real:
         best = max(real, key=lambda r: (float(r["real_fraction"]), r[m]))
         text = (

@@ -246,10 +246,14 @@ class Generator(Plugin):
     ``sampling_params`` act only in ``sample`` (``load_state_dict`` must keep them as the
     instance was built): the pipeline leaves them out of the training stage's key, so a
     recipe that changes one reuses the trained model on ``--resume`` and samples again.
+    ``baseline = True`` marks a cheap baseline every learned generator must beat (the real
+    train part transformed or recombined, or a classical model): the report then also names
+    the best learned generator.
     """
 
     kind: ClassVar[str] = "generator"
     conditional: ClassVar[bool] = False
+    baseline: ClassVar[bool] = False
     emits_masks: ClassVar[bool] = False
     sampling_params: ClassVar[frozenset[str]] = frozenset()
 

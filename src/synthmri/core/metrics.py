@@ -81,6 +81,7 @@ class GeneratorSummary(BaseModel):
     plugin: str
     n_train: int
     train_seconds: float
+    baseline: bool = False  # the plugin says it is a baseline (``Generator.baseline``)
 
 
 class Timings(BaseModel):

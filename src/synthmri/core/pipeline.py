@@ -272,6 +272,7 @@ class TrainedGenerator:
             plugin=self.entry.plugin,
             n_train=self.n_train,
             train_seconds=round(self.train_seconds, 2),
+            baseline=all(m.baseline for m in self.models.values()),
         )
 
 

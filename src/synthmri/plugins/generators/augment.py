@@ -57,6 +57,7 @@ class Augment(Generator):
     """Classical augmentation of the real training images (MONAI ``Rand*`` transforms)."""
 
     name: ClassVar[str] = "augment"
+    baseline: ClassVar[bool] = True
     description: ClassVar[str] = (
         "baseline: real training images under flips, affine, elastic, bias field, gamma, noise"
     )

@@ -136,6 +136,7 @@ class LesionPaste(Generator):
     """Lesions of tumour slices pasted inside the brain of healthy slices, exact masks."""
 
     name: ClassVar[str] = "lesion_paste"
+    baseline: ClassVar[bool] = True
     description: ClassVar[str] = (
         "baseline: real tumours cut with their masks, blended into healthy slices (TumorCP-style)"
     )

@@ -41,6 +41,7 @@ class PCAGMMGenerator(Generator):
     """PCA + Gaussian mixture baseline generator (trained per class)."""
 
     name: ClassVar[str] = "pca_gmm"
+    baseline: ClassVar[bool] = True
     description: ClassVar[str] = (
         "PCA eigenbrains + Gaussian mixture in PCA space: a cheap baseline every GAN should beat"
     )
