@@ -203,7 +203,7 @@ def _sentences(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) 
         out.sentences.append(text + ").")
     baselines = {g.get("generator") for g in metrics.get("generators") or [] if g.get("baseline")}
     learned = [r for r in synthetic if r.get("generator") not in baselines]
-    if synthetic and learned and out.generator in baselines:
+    if learned and out.generator in baselines:
         other = max(learned, key=lambda r: r[m])
         lead = max(r[m] for r in synthetic if r.get("generator") == out.generator)
         out.sentences.append(
