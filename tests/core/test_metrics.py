@@ -141,6 +141,13 @@ def test_generators_are_ranked_by_tstr_then_mixed_gain() -> None:
             {"generator": "a", "class": "x", "closer_fraction": 0.9},
             {"generator": "a", "class": "y", "closer_fraction": 1.0},
         ],
+        "generators": [
+            {"generator": "a", "class_filter": None},
+            {
+                "generator": "b",
+                "class_filter": {"x": {"acceptance": 0.9}, "y": {"acceptance": 0.6}},
+            },
+        ],
     }
     ranked = rank_generators(metrics)
     assert [r["generator"] for r in ranked] == ["b", "a"]
@@ -153,4 +160,6 @@ def test_generators_are_ranked_by_tstr_then_mixed_gain() -> None:
     assert a["memorized_fraction"] == 0.1 and b["fid"] is None
     # no near-exact copies may still be samples closer to training images than real ones are
     assert a["closer_than_real"] == 1.0 and b["closer_than_real"] is None
+    # a filtered entry shows its weakest class's acceptance; an unfiltered one has no column
+    assert b["class_filter_kept"] == 0.6 and "class_filter_kept" not in a
     assert rank_generators({"classification": [row("real", None, 1.0, 0.9)]}) == []

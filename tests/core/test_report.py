@@ -68,6 +68,11 @@ def test_a_baseline_on_top_names_the_best_learned_generator() -> None:
         "The best learned generator, vae, reaches 63 % [51, 75] alone (-22 points against the "
         "baseline gan)."
     )
+    metrics["generators"][0]["class_filter"] = {"normal": {"acceptance": 0.9}}
+    assert answer(metrics).sentences[0].startswith(
+        "Trained on gan's synthetic data alone (the samples a classifier of the real train part "
+        "kept), cnn reaches"
+    )
 
 
 def test_synthetic_that_hurts_and_is_at_chance() -> None:

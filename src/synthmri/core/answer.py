@@ -10,6 +10,9 @@
 3. when the best synthetic set comes from a baseline (``Generator.baseline``: augment,
    lesion_paste, pca_gmm), the best learned generator's against it.
 
+A synthetic set sampled through a class filter (``synthmri.core.class_filter``) is named as
+such in the first sentence.
+
 It says so when synthetic data is no better than always answering the majority class, when
 it hurts, when the intervals overlap (the difference is within the noise of the test part),
 and when the run has no real baseline to compare with. The best synthetic result is the one
@@ -151,9 +154,14 @@ def _sentences(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) 
         model, gen = best[key], best.get("generator")
         out.generator = gen
         baseline = real_of(model)
+        filtered = any(
+            g.get("class_filter") and g.get("generator") == gen
+            for g in metrics.get("generators") or []
+        )
         text = (
-            f"Trained on {gen}'s synthetic data alone, {model} reaches {task.label} of "
-            f"{task.with_ci(best)} on the real test part"
+            f"Trained on {gen}'s synthetic data alone"
+            + (" (the samples a classifier of the real train part kept)" if filtered else "")
+            + f", {model} reaches {task.label} of {task.with_ci(best)} on the real test part"
         )
         if baseline is None:
             text = "There is no real-data baseline in this run to compare with. " + text

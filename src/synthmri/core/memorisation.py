@@ -386,7 +386,8 @@ def memorisation_figure(checks: dict[str, MemorisationCheck], label: str, run: R
         d, b = check.distance.double().numpy(), check.baseline.double().numpy()
         top = max([0.05, *d.tolist(), *b.tolist()])
         bins = [top * i / 30 for i in range(31)]
-        ax.hist(d, bins=bins, density=True, alpha=0.6, label=f"{label} ({len(d)})")
+        if len(d):  # a class filter may have kept none
+            ax.hist(d, bins=bins, density=True, alpha=0.6, label=f"{label} ({len(d)})")
         if len(b):
             ax.hist(b, bins=bins, density=True, alpha=0.6, label=f"real val ({len(b)})")
         ax.axvline(check.threshold, color="red", lw=1, ls="--")

@@ -82,6 +82,9 @@ class GeneratorSummary(BaseModel):
     n_train: int
     train_seconds: float
     baseline: bool = False  # the plugin says it is a baseline (``Generator.baseline``)
+    # the entry's class filter (core.class_filter), per class: n_drawn, n_accepted, acceptance
+    # and real_acceptance (the share of the class's real validation images it keeps)
+    class_filter: dict[str, dict[str, int | float]] | None = None
 
 
 class Timings(BaseModel):

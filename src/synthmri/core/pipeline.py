@@ -264,6 +264,7 @@ class TrainedGenerator:
     class_names: list[str]
     train_seconds: float = 0.0
     n_train: int = 0
+    class_filter: dict[str, dict[str, int | float]] | None = None  # set when sampled with one
 
     def summary(self) -> GeneratorSummary:
         """Its row of the ``generators`` section of ``metrics.json``."""
@@ -273,6 +274,7 @@ class TrainedGenerator:
             n_train=self.n_train,
             train_seconds=round(self.train_seconds, 2),
             baseline=all(m.baseline for m in self.models.values()),
+            class_filter=self.class_filter,
         )
 
 
@@ -357,8 +359,9 @@ def train_generators(
 
 def _training_config(entry: GeneratorEntry, sampling: frozenset[str]) -> dict[str, Any]:
     """The entry as its training stage's key sees it: without the plugin's sampling params
-    (a plugin without them keeps the keys of earlier runs)."""
-    config = entry.model_dump(mode="json")
+    and the class filter, which act on sampling (a plugin without them keeps the keys of
+    earlier runs)."""
+    config = entry.model_dump(mode="json", exclude={"class_filter"})
     config["params"] = {k: v for k, v in config["params"].items() if k not in sampling}
     return config
 

@@ -8,8 +8,10 @@ then the mean FID and recall over classes and the lowest class agreement (``imag
 the share of a class's samples that a classifier of the real data calls that class), the
 largest memorised fraction (``privacy`` or ``image_quality``: near-exact copies) and the
 largest share of samples the memorisation guard found closer to a training image than real
-validation images are (``memorisation``: copies that are not exact). Rows are sorted by TSTR,
-then by the mixed gain. With several seeds the means over seeds are used
+validation images are (``memorisation``: copies that are not exact); for an entry sampled
+through a class filter, the lowest share of a class's samples it kept (``class_filter_kept``:
+that entry's TSTR measures generator and filter together). Rows are sorted by TSTR, then by
+the mixed gain. With several seeds the means over seeds are used
 (``<section>_summary``).
 """
 
@@ -83,7 +85,8 @@ def _ranked(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) -> 
 
 def _quality(metrics: dict[str, Any], gen: str) -> dict[str, Any]:
     """Mean FID and recall over classes, the lowest class agreement, the largest memorised
-    fraction and the largest share closer than real (the memorisation guard) of ``gen``."""
+    fraction, the largest share closer than real (the memorisation guard) and, with a class
+    filter, the lowest share of a class's samples it kept, of ``gen``."""
     quality = [r for r in metrics.get("image_quality") or [] if r.get("generator") == gen]
     copies = [
         r.get("memorized_fraction")
@@ -102,10 +105,17 @@ def _quality(metrics: dict[str, Any], gen: str) -> dict[str, Any]:
         for r in metrics.get("memorisation") or []
         if r.get("generator") == gen and r.get("closer_fraction") is not None
     ]
+    kept = [
+        row["acceptance"]
+        for g in metrics.get("generators") or []
+        if g.get("generator") == gen
+        for row in (g.get("class_filter") or {}).values()
+    ]
     return {
         "fid": avg("fid"),
         "recall": avg("recall"),
         "class_agreement": min(agreement, default=None),
         "memorized_fraction": max(copies, default=None),
         "closer_than_real": max(closer, default=None),
+        **({"class_filter_kept": min(kept)} if kept else {}),
     }

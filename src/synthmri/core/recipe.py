@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from synthmri.core.class_filter import ClassFilter
 from synthmri.core.data.options import LoadOptions
 from synthmri.core.errors import ConfigError, PluginError, RecipeError
 from synthmri.core.interfaces import TRAIN_ON, format_validation_error
@@ -160,6 +161,7 @@ class GeneratorEntry(PluginEntry):
     memorisation: MemorisationGuard = Field(
         default_factory=MemorisationGuard, exclude_if=lambda g: g == MemorisationGuard()
     )
+    class_filter: ClassFilter | None = Field(None, exclude_if=lambda f: f is None)  # sampling
 
     def resolve_classes(self, available: list[str]) -> list[str]:
         """The data's class names this entry trains for (``classes`` matched ignoring case;
@@ -232,9 +234,7 @@ class TrackingConfig(_Strict):
         "default: MLFLOW_TRACKING_URI or MLflow's default); tensorboard: a log folder that "
         "gets one sub-folder per run (default: the run directory's tensorboard/)",
     )
-    experiment: str | None = Field(
-        None, description="mlflow: the experiment name (default: the recipe name)"
-    )
+    experiment: str | None = Field(None, description="mlflow: experiment (default: recipe name)")
     artifacts: bool = Field(True, description="mlflow: upload the run directory at the end")
 
     @field_validator("uri", "experiment")
@@ -259,9 +259,7 @@ class ExecutorConfig(_Strict):
         "ray: CPUs of a Ray started here"
     )
     cpus_per_stage: float = Field(1.0, gt=0, description="ray: CPUs each stage asks for")
-    gpus_per_stage: float = Field(
-        1.0, ge=0, description="ray on CUDA: GPUs each stage asks for (fractions share one)"
-    )
+    gpus_per_stage: float = Field(1.0, ge=0, description="ray on CUDA: GPUs per stage (0.5 shares)")
     max_retries: int = Field(2, ge=0, description="ray: retries of a stage whose worker died")
 
 
@@ -531,7 +529,7 @@ def check_recipe_plugins(
         """file:line of ``loc``, or the --set that set it."""
         return _where(node, loc, where, overridden)
 
-    def check(kind: str, entry: PluginEntry, loc: tuple[Any, ...]) -> type:
+    def check(kind: str, entry: PluginEntry | ClassFilter, loc: tuple[Any, ...]) -> type:
         try:
             cls = get_plugin(kind, entry.plugin)
         except PluginError as exc:
@@ -565,6 +563,8 @@ def check_recipe_plugins(
                 hint="give each entry a distinct `name`",
             )
         labels[gen.label] = cls
+        if gen.class_filter is not None:
+            check("classifier", gen.class_filter, ("generators", i, "class_filter"))
     for i, exp in enumerate(recipe.experiments):
         kind = "classifier" if exp.task == "classify" else "segmenter"
         names = set()

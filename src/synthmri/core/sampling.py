@@ -1,19 +1,22 @@
 """Synthetic sets: sample every trained generator, guard them against memorisation, write them.
 
 ``make_synthetic_sets`` samples each generator entry as many images per class as the
-recipe's experiments need, puts every class through the entry's memorisation guard
+recipe's experiments need, through the entry's class filter when it has one
+(``synthmri.core.class_filter``), puts every class through its memorisation guard
 (``synthmri.core.memorisation``: report, or reject and draw again), writes the PNG sets and
 the real-vs-synthetic grids. ``synthmri.core.pipeline`` re-exports both functions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from synthmri.core.artifacts import real_vs_synthetic_grid, write_image_set
-from synthmri.core.interfaces import Generator, ImageSet
+from synthmri.core.class_filter import ClassFilter, filter_class, fit_class_filter
+from synthmri.core.interfaces import Classifier, Generator, ImageSet
 from synthmri.core.memorisation import (
     MemorisationCheck,
     MemorisationGuard,
@@ -45,12 +48,23 @@ def make_synthetic_sets(
     ``synthmri.core.memorisation``) checks its samples against the real ``train`` images
     with the real ``val`` images as the baseline (without ``val``: leave-one-out within the
     training set), rejects samples when asked, draws a histogram and appends one row per
-    generator and class to ``guard_rows``."""
+    generator and class to ``guard_rows``. A class filter's classifier is trained once per
+    distinct filter setting."""
     need = recipe.synthetic_per_class()
     synthetic: dict[str, ImageSet] = {}
     baselines: dict[int, torch.Tensor] = {}  # max_pairs -> the validation baseline
+    filters: dict[str, tuple[Classifier, dict[str, float]]] = {}  # setting (json) -> fitted
     for label, tg in trained.items():
         n = need.get(label, 64)  # evaluators still get a sample of unused generators
+        setting = tg.entry.class_filter
+        if setting is not None and (fkey := setting.model_dump_json()) not in filters:
+            with run.progress(1, f"class filter {setting.plugin}") as bar:
+                filters[fkey] = fit_class_filter(
+                    setting, train, val, stage_seed(recipe.seed, f"class_filter/{fkey}"),
+                    run.child(f"class_filter/{setting.plugin}"),
+                )  # fmt: skip
+                bar.advance()
+        class_filter = (setting, *filters[fkey]) if setting is not None else None
         guard = tg.entry.memorisation
         if guard.action != "off" and guard.max_pairs not in baselines:
             val_images = val.images if val is not None else train.images[:0]
@@ -61,7 +75,7 @@ def make_synthetic_sets(
         with run.progress(1, f"sample {label}") as bar:
             syn = sample_generator(
                 tg, n, recipe.seed, guard=(guard, train, baselines.get(guard.max_pairs)),
-                run=gen_run, guard_rows=guard_rows,
+                run=gen_run, guard_rows=guard_rows, class_filter=class_filter,
             )  # fmt: skip
             bar.advance()
         synthetic[label] = syn
@@ -84,12 +98,16 @@ def sample_generator(
     guard: tuple[MemorisationGuard, ImageSet, torch.Tensor | None] | None = None,
     run: RunContext | None = None,
     guard_rows: list[dict[str, Any]] | None = None,
+    class_filter: tuple[ClassFilter, Classifier, dict[str, float]] | None = None,
 ) -> ImageSet:
     """``per_class`` synthetic images for each class the generator knows, labelled.
 
-    With ``guard`` (the setting, the real train part, the validation baseline) the samples
-    of each class go through ``guard_samples`` (a rejecting guard draws again with derived
-    seeds); its rows go to ``guard_rows`` and its histogram through ``run``."""
+    With ``class_filter`` (the setting, its fitted classifier, its acceptance of the real
+    validation images per class) only samples the classifier puts in their class are kept
+    (``filter_class``); the counts go to ``tg.class_filter``. With ``guard`` (the setting,
+    the real train part, the validation baseline) the samples of each class then go through
+    ``guard_samples`` (a rejecting guard draws again with derived seeds); its rows go to
+    ``guard_rows`` and its histogram through ``run``."""
     sets = []
     names = tg.class_names
     wanted = classes or [c for c in names if c in tg.models or None in tg.models]
@@ -123,13 +141,46 @@ def sample_generator(
                 groups=[f"synthetic:{tg.entry.label}"] * imgs.shape[0],
             )
 
+        take: Callable[[int], ImageSet] = draw
+        if class_filter is not None:
+            setting, classifier, _ = class_filter
+            take, counts = filter_class(draw, per_class, label, classifier, setting)
         if guard is None or guard[0].action == "off" or guard[2] is None:
-            sets.append(draw(0))
-            continue
-        kept, checks[cname] = guard_class(
-            draw, per_class, tg.entry.label, cname, guard, run, guard_rows
-        )
-        sets.append(kept)
+            sets.append(take(0))
+        else:
+            kept, checks[cname] = guard_class(
+                take, per_class, tg.entry.label, cname, guard, run, guard_rows
+            )
+            sets.append(kept)
+        if class_filter is not None:
+            _record_filter(tg, cname, counts, class_filter[2].get(cname), len(sets[-1]), run)
     if run is not None and checks:
         memorisation_figure(checks, tg.entry.label, run)
     return ImageSet.concat(sets)
+
+
+def _record_filter(
+    tg: TrainedGenerator,
+    cname: str,
+    counts: dict[str, int],
+    real: float | None,
+    n_kept: int,
+    run: RunContext | None,
+) -> None:
+    """One class's class-filter figures on ``tg`` (for ``metrics.json``) and a run note."""
+    drawn, accepted = counts["n_drawn"], counts["n_accepted"]
+    row: dict[str, int | float] = {
+        "n_drawn": drawn,
+        "n_accepted": accepted,
+        "acceptance": round(accepted / drawn, 4),
+    }
+    if real is not None:
+        row["real_acceptance"] = real
+    tg.class_filter = {**(tg.class_filter or {}), cname: row}
+    if run is not None:
+        run.note(
+            f"class filter: {tg.entry.label} {cname}: the classifier kept {accepted} of "
+            f"{drawn} samples ({accepted / drawn:.0%}"
+            + (f"; {real:.0%} of the real validation images" if real is not None else "")
+            + f"); {n_kept} in the set"
+        )
