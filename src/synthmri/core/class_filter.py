@@ -11,7 +11,9 @@ of synthetic training data (e.g. He et al., ICLR 2023, with a CLIP model; here a
 the real train part, so nothing downloads).
 
 What it changes must be read with care: the kept set carries knowledge of the real labels
-through the filter, so TSTR with a filter measures generator and filter together. Results
+through the filter, so TSTR with a filter measures generator and filter together (on 1000
+phantoms it lifted a PCA + GMM baseline to the latent diffusion model's TSTR and did not
+move the diffusion model's: ``docs/results.md``, "diffusion"). Results
 name the entry (give it its own ``name``), ``metrics.json`` records the filter's acceptance
 per class beside the real validation images' (``generators[].class_filter``), and the test
 part is never seen by the filter.
