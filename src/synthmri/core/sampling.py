@@ -143,7 +143,7 @@ def sample_generator(
 
         take: Callable[[int], ImageSet] = draw
         if class_filter is not None:
-            setting, classifier, _ = class_filter
+            setting, classifier, real = class_filter
             take, counts = filter_class(draw, per_class, label, classifier, setting)
         if guard is None or guard[0].action == "off" or guard[2] is None:
             sets.append(take(0))
@@ -153,7 +153,7 @@ def sample_generator(
             )
             sets.append(kept)
         if class_filter is not None:
-            _record_filter(tg, cname, counts, class_filter[2].get(cname), len(sets[-1]), run)
+            _record_filter(tg, cname, counts, real.get(cname), len(sets[-1]), run)
     if run is not None and checks:
         memorisation_figure(checks, tg.entry.label, run)
     return ImageSet.concat(sets)
