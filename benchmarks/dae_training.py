@@ -34,7 +34,8 @@ def plugin(images: torch.Tensor, heads: torch.Tensor, steps: int) -> float:
     from synthmri.nn.dae import build_dae, train_dae
 
     params = SimpleNamespace(iterations=steps, batch_size=BATCH, lr=1e-3,
-                             noise_resolution=[GRID], noise_std=STD, log_every=50)  # fmt: skip
+                             noise_resolution=[GRID], noise_std=STD, corruption="noise",
+                             patch_radius=[0.05, 0.2], log_every=50)  # fmt: skip
     net = build_dae(CONFIG)
     run = RunContext(seed=0, device="cpu")
     start = time.perf_counter()

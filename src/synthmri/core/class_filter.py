@@ -4,7 +4,8 @@ A recipe generator entry may ask for it (``class_filter: {plugin: brain_cnn, par
 min_probability: 0.5}``). A classifier plugin is trained on the real TRAIN part (the real
 validation part for its early stopping, as every experiment's classifier), and a sample drawn
 for class ``c`` is kept when the classifier gives ``c`` at least ``min_probability``; the
-generator is sampled again (a few rounds at most) until the class has its count. A conditional
+generator is sampled again for the shortfall (a few rounds at most) until the class has its
+count. A conditional
 generator whose guided samples do not always show what their label says (a tumour-class slice
 without a lesion) then gives a set with less label noise. This is the "classifier filtering"
 of synthetic training data (e.g. He et al., ICLR 2023, with a CLIP model; here a classifier of
@@ -23,6 +24,7 @@ Importing this module loads no torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -72,30 +74,34 @@ def fit_class_filter(
 
 
 def filter_class(
-    draw: Callable[[int], ImageSet],
+    draw: Callable[[int, int], ImageSet],
     n: int,
     label: int,
     classifier: Classifier,
     setting: ClassFilter,
 ) -> tuple[Callable[[int], ImageSet], dict[str, int]]:
-    """``draw`` (round -> samples of class ``label``) wrapped so that each call returns up to
-    ``n`` samples the ``classifier`` keeps, drawing rounds ``r * max_rounds + k`` for
-    ``k < max_rounds`` (so round 0 starts with the unfiltered first draw). The returned
-    dict counts the samples drawn and those the classifier accepted."""
+    """``draw`` (round, count -> samples of class ``label``) wrapped so that each call
+    returns up to ``n`` samples the ``classifier`` keeps. The first draw asks for ``n``;
+    each later one for the shortfall over the acceptance seen so far (plus 10 %; ``n``
+    again while nothing was kept), at most ``max_rounds`` draws, numbered ``r * max_rounds
+    + k`` for ``k < max_rounds`` (so round 0 starts with the unfiltered first draw). The
+    returned dict counts the samples drawn and those the classifier accepted."""
     counts = {"n_drawn": 0, "n_accepted": 0}
 
     def filtered(r: int) -> ImageSet:
         kept: list[ImageSet] = []
-        got = 0
+        got = drawn = 0
         for k in range(setting.max_rounds):
-            s = draw(r * setting.max_rounds + k)
+            want = n if got == 0 else min(n, math.ceil(1.1 * (n - got) * drawn / got))
+            s = draw(r * setting.max_rounds + k, want)
             ok = _kept(classifier, s.images, s.labels, setting.min_probability)
             kept.append(s.subset(ok))
             got += int(ok.sum())
-            counts["n_drawn"] += len(s)
-            counts["n_accepted"] += int(ok.sum())
+            drawn += len(s)
             if got >= n:
                 break
+        counts["n_drawn"] += drawn
+        counts["n_accepted"] += got
         out = kept[0] if len(kept) == 1 else kept[0].concat(kept)
         return out.subset(list(range(min(n, len(out)))))
 

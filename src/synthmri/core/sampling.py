@@ -120,10 +120,15 @@ def sample_generator(
         key = f"sample/{tg.entry.label}/{cname}"
 
         def draw(
-            r: int, model: Generator = model, key: str = key, label: int = label, cname: str = cname
+            r: int,
+            count: int = per_class,
+            model: Generator = model,
+            key: str = key,
+            label: int = label,
+            cname: str = cname,
         ) -> ImageSet:
             s = model.sample(
-                per_class,
+                count,
                 label=label if None in tg.models else None,
                 seed=stage_seed(seed, key if r == 0 else f"{key}/round{r}"),
             )

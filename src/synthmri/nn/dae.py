@@ -7,8 +7,13 @@ inside the head only; the UNet learns to return the clean slice (mean squared er
 it learns to remove is a smooth, blob-sized deviation from healthy anatomy, which is what a
 tumour looks like to it, so its output on a tumour slice is a healthy-looking "repair".
 
+Beside the paper's noise, ``foreign_patches`` (after foreign patch interpolation, Tan et al.,
+"Detecting outliers with foreign patch interpolation", MELBA 2022): an elliptical patch of
+another healthy slice blended into the head. It teaches the UNet to remove sharp-edged,
+textured deviations too, which coarse noise does not show it.
+
 ``build_dae`` makes the network from a plain config dict (kept in checkpoints);
-``train_dae`` trains it; ``coarse_noise`` is the corruption.
+``train_dae`` trains it; ``coarse_noise`` and ``foreign_patches`` are the corruptions.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ if TYPE_CHECKING:
 
     from synthmri.core.training import RunContext
 
-__all__ = ["build_dae", "coarse_noise", "train_dae"]
+__all__ = ["build_dae", "coarse_noise", "foreign_patches", "train_dae"]
 
 
 def build_dae(config: Mapping[str, Any]) -> nn.Module:
@@ -58,6 +63,33 @@ def coarse_noise(
     return F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
 
 
+def foreign_patches(
+    x: Tensor,
+    heads: Tensor,
+    donors: Tensor,
+    radius: tuple[float, float],
+    generator: torch.Generator,
+) -> Tensor:
+    """``x`` ``[N, C, H, W]`` with, inside each head (``heads`` ``[N, 1, H, W]``), an
+    elliptical patch of the same place in its donor slice (``donors``, shaped as ``x``)
+    blended in with a weight drawn from U(0, 1): semi-axes drawn from ``radius`` (shares of
+    the side), centred on a head pixel."""
+    n, _, h, w = x.shape
+    rnd = torch.rand(n, 5, generator=generator)
+    lo, hi = radius
+    axes = (lo + (hi - lo) * rnd[:, :2]) * torch.tensor([h, w])  # [N, 2] semi-axes in px
+    flat = heads.reshape(n, -1).float() + 1e-6  # a slice without a head: anywhere
+    centre = torch.multinomial(flat, 1, generator=generator).squeeze(1)
+    cy, cx = (centre // w).float(), (centre % w).float()
+    yy = torch.arange(h).view(1, h, 1).float()
+    xx = torch.arange(w).view(1, 1, w).float()
+    inside = ((yy - cy.view(n, 1, 1)) / axes[:, 0].view(n, 1, 1)) ** 2 + (
+        (xx - cx.view(n, 1, 1)) / axes[:, 1].view(n, 1, 1)
+    ) ** 2 <= 1.0
+    weight = (inside.unsqueeze(1) & heads.bool()).float() * rnd[:, 2].view(n, 1, 1, 1)
+    return x * (1 - weight) + donors * weight
+
+
 def train_dae(
     net: nn.Module,
     images: Tensor,
@@ -70,8 +102,10 @@ def train_dae(
     """Train ``net`` to return ``images`` ``[N, C, H, W]`` (in [0, 1]) from
     ``images + coarse_noise * heads`` (``heads``: bool ``[N, 1, H, W]``, where the noise
     goes). ``params`` has ``iterations``, ``batch_size``, ``lr`` (Adam, cosine decay to 0),
-    ``noise_resolution`` (grid sides; each step draws one), ``noise_std`` and
-    ``log_every``. Logs the loss every ``log_every`` steps (the only host syncs), stops
+    ``noise_resolution`` (grid sides; each step draws one), ``noise_std``, ``corruption``
+    (``noise``; ``patch``: ``foreign_patches`` from the previous slice of the batch, semi-axes
+    ``patch_radius``; ``both``: patches in the first half of each batch, noise in the rest)
+    and ``log_every``. Logs the loss every ``log_every`` steps (the only host syncs), stops
     with a TrainingError on NaN. Returns the logged history; ``net`` is left in eval mode
     on ``run.device``."""
     if images.ndim != 4 or images.shape[0] == 0 or heads.shape[0] != images.shape[0]:
@@ -86,6 +120,7 @@ def train_dae(
     )
     noise_gen = run.generator(313)
     grids = [int(r) for r in params.noise_resolution]
+    radius = (float(params.patch_radius[0]), float(params.patch_radius[1]))
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     history: dict[str, list[float]] = {"step": [], "loss": []}
     total, since = torch.zeros((), device=device), 0
@@ -94,8 +129,17 @@ def train_dae(
         for step in range(params.iterations):
             idx = next(batches)
             x = data[idx]
-            res = grids[int(torch.randint(len(grids), (1,), generator=noise_gen))]
-            noisy = x + coarse_noise(tuple(x.shape), res, params.noise_std, noise_gen) * fg[idx]
+            # slices [0, k) get a foreign patch, the rest coarse noise
+            k = {"noise": 0, "patch": len(idx), "both": len(idx) // 2}[params.corruption]
+            noisy = x.clone()
+            if k < len(idx):
+                res = grids[int(torch.randint(len(grids), (1,), generator=noise_gen))]
+                rest = x[k:]
+                noise = coarse_noise(tuple(rest.shape), res, params.noise_std, noise_gen)
+                noisy[k:] = rest + noise * fg[idx][k:]
+            if k:
+                donors = x.roll(1, dims=0)[:k]
+                noisy[:k] = foreign_patches(x[:k], fg[idx][:k], donors, radius, noise_gen)
             x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
             noisy = noisy.to(device, non_blocking=True).contiguous(memory_format=fmt)
             with run.autocast():

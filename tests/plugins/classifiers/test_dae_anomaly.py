@@ -19,7 +19,7 @@ import torch
 from synthmri import ImageSet, RunContext, get_plugin
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.phantoms import make_phantoms
-from synthmri.nn.dae import build_dae, coarse_noise, train_dae
+from synthmri.nn.dae import build_dae, coarse_noise, foreign_patches, train_dae
 from synthmri.plugins.classifiers.dae_anomaly import DAEAnomaly
 from synthmri.testing import check_classifier, round_trip
 
@@ -59,18 +59,41 @@ def test_coarse_noise_is_smooth_and_seeded() -> None:
     assert 0.05 < float(fine.std()) < 0.35
 
 
+def test_foreign_patches_blend_an_ellipse_of_the_donor_inside_the_head() -> None:
+    x = torch.zeros(8, 1, 32, 32)
+    donors = torch.ones(8, 1, 32, 32)
+    heads = torch.zeros(8, 1, 32, 32, dtype=torch.bool)
+    heads[..., 4:28, 4:28] = True
+    out = foreign_patches(x, heads, donors, (0.1, 0.2), torch.Generator().manual_seed(0))
+    again = foreign_patches(x, heads, donors, (0.1, 0.2), torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert float(out[~heads.expand_as(out)].abs().max()) == 0.0  # nothing outside the head
+    for patch in out[:, 0]:
+        changed = patch > 0
+        weights = patch[changed].unique()
+        assert len(weights) == 1 and 0 < float(weights[0]) < 1  # one blend weight per slice
+        assert 4 <= int(changed.sum()) <= int(torch.pi * 6.4 * 6.4) + 8  # semi-axes 3-6 px
+
+
 def test_training_learns_to_remove_noise(data: tuple[ImageSet, ImageSet]) -> None:
     healthy = data[0].images
     heads = torch.zeros(len(healthy), 1, SIZE, SIZE, dtype=torch.bool)
     heads[..., 8:24, 8:24] = True
     params = SimpleNamespace(iterations=60, batch_size=8, lr=3e-3, noise_resolution=[4],
-                             noise_std=0.2, log_every=20)  # fmt: skip
+                             noise_std=0.2, corruption="noise",
+                             patch_radius=[0.05, 0.2], log_every=20)  # fmt: skip
     torch.manual_seed(0)
     net = build_dae({"channels": [8, 16], "res_units": 1, "image_channels": 1})
     history = train_dae(net, healthy, heads, params, RunContext(seed=0, device="cpu"))
     assert history["step"] == [20, 40, 60]
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     assert not net.training
+    for corruption in ("patch", "both"):
+        params.corruption = corruption
+        torch.manual_seed(0)
+        net = build_dae({"channels": [8, 16], "res_units": 1, "image_channels": 1})
+        history = train_dae(net, healthy, heads, params, RunContext(seed=0, device="cpu"))
+        assert history["loss"][-1] < 0.5 * history["loss"][0], corruption
 
 
 def test_scores_are_deterministic_under_a_seed(data: tuple[ImageSet, ImageSet]) -> None:
@@ -104,6 +127,11 @@ def test_bad_params_and_data(data: tuple[ImageSet, ImageSet]) -> None:
         DAEAnomaly(quick(noise_std=0))
     with pytest.raises(PluginError, match="channels"):
         DAEAnomaly(quick(channels=[8]))
+    for radius in ([0.2, 0.1], [0, 0.1], [0.1, 0.6]):
+        with pytest.raises(PluginError, match="patch_radius"):
+            DAEAnomaly(quick(patch_radius=radius))
+    with pytest.raises(PluginError, match="corruption"):
+        DAEAnomaly(quick(corruption="blur"))
     with pytest.raises(PluginError, match="not trained"):
         DAEAnomaly(quick()).predict_proba(data[1].images)
     odd = make_phantoms(12, 34, seed=0)

@@ -75,3 +75,50 @@ def test_params_extend_the_supervised_settings() -> None:
     assert (p.monitor, p.class_weights) == ("accuracy", False)
     with pytest.raises(PluginError, match="batch_size"):
         BrainCNN({"batch_size": 1})  # BatchNorm needs two images a batch
+
+
+def test_calibration_sets_the_threshold_for_validation_sensitivity(phantoms: ImageSet) -> None:
+    train, val = phantoms.subset(range(40)), phantoms.subset(range(40, 64))
+    settings = {"epochs": 2, "batch_size": 16, "calibration": "sensitivity"}
+    model = BrainCNN({**settings, "target_sensitivity": 1.0})
+    model.fit(train, val, RunContext(device="cpu", seed=0))
+    assert model.decision["calibration"] == "sensitivity"
+    assert model.decision["val_sensitivity"] == 1.0  # every validation tumour called tumour
+
+    # the calibrated probabilities rank the images as the softmax does, and the call at
+    # 0.5 is the validation-set threshold's
+    calibrated = model.predict_proba(val.images)
+    decision, model.decision = model.decision, {}
+    base = model.predict_proba(val.images)
+    model.decision = decision
+    below = base[:, None, 1] < base[None, :, 1]
+    assert bool((calibrated[:, None, 1] <= calibrated[None, :, 1])[below].all())
+    assert torch.allclose(calibrated.sum(1), torch.ones(len(val)), atol=1e-6)
+    tumour = val.labels == 1  # type: ignore[operator]
+    assert bool((calibrated[tumour, 1] > 0.5).all())
+    called_normal = float((calibrated[~tumour, 1] <= 0.5).float().mean())
+    assert called_normal == pytest.approx(model.decision["val_specificity"])
+
+    restored = BrainCNN()
+    restored.load_state_dict(round_trip(model.state_dict()))
+    assert restored.decision == model.decision
+    assert torch.equal(restored.predict_proba(val.images), calibrated)
+
+
+def test_calibration_needs_two_classes_and_both_in_validation(phantoms: ImageSet) -> None:
+    three = ImageSet(
+        images=phantoms.images[:12],
+        labels=torch.arange(12) % 3,
+        class_names=["normal", "small", "large"],
+    )
+    model = BrainCNN({"epochs": 1, "batch_size": 4, "calibration": "youden"})
+    with pytest.raises(DataError, match="calibration youden needs two classes"):
+        model.fit(three, None, RunContext(device="cpu"))
+    run = RunContext(device="cpu")
+    tumour_only = phantoms.subset(phantoms.labels == 1)  # type: ignore[operator]
+    model.fit(phantoms.subset(range(32)), tumour_only, run)
+    assert model.decision == {} and "needs healthy validation images" in run.notes[-1]
+    normal_only = phantoms.subset(phantoms.labels == 0)  # type: ignore[operator]
+    model.fit(phantoms.subset(range(32)), normal_only, run)
+    assert model.decision["calibration"] == "specificity" and "using target_spec" in run.notes[-1]
+    assert model.decision["val_specificity"] >= 0.9 and model.decision["val_sensitivity"] is None

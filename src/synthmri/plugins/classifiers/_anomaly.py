@@ -33,10 +33,10 @@ from pydantic import BaseModel
 
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import Classifier, ImageSet
+from synthmri.core.operating_point import NORMAL_FALLBACKS, healthy_index, rates, threshold_for
 from synthmri.plugins.classifiers import _anomaly_figures
 from synthmri.plugins.classifiers._anomaly_rules import (
     METHODS,
-    NORMAL_FALLBACKS,
     TIE,
     AnomalyParams,
     AnomalyScores,
@@ -47,9 +47,7 @@ from synthmri.plugins.classifiers._anomaly_rules import (
     global_distances,
     kmeans_clusters,
     largest_component,
-    match_normal,
     pooled,
-    threshold_for,
 )
 from synthmri.plugins.classifiers._base import check_val_matches, input_images
 
@@ -143,7 +141,7 @@ class ReconstructionAnomaly(Classifier):
         names = list(train.class_names) or [str(i) for i in range(int(train.labels.max()) + 1)]
         if len(names) < 2:
             raise DataError(f"{self.name}: need at least 2 classes, got {names}")
-        normal = match_normal(names, self.params.normal_class, self.name)
+        normal = healthy_index(names, self.params.normal_class, self.name)
         healthy = train.subset(train.labels == normal)
         if len(healthy) < 2:
             raise DataError(
@@ -299,25 +297,18 @@ class ReconstructionAnomaly(Classifier):
         mode, self.score_threshold = self._calibrated(scores, is_normal, run)
         spread = float(np.std(scores))
         self.score_scale = spread / 2 if spread > 0 else max(abs(self.score_threshold), 1.0) * 1e-3
-        spec = float((scores[is_normal] <= self.score_threshold).mean())
-        tumour = ~is_normal
-        sens = float((scores[tumour] > self.score_threshold).mean()) if tumour.any() else None
-        auc = None
-        if tumour.any() and is_normal.any():
-            from sklearn.metrics import roc_auc_score
-
-            auc = float(roc_auc_score(tumour, scores))
+        reached = rates(scores, ~is_normal, self.score_threshold)
         self.operating_point = {
             "calibration": mode,
             "calibrated_on": self.calibrated_on or "given",
             "error_map": f"{self.measure}/{self.normalisation}",
             "pixel_threshold": self.pixel_threshold,
             "score_threshold": self.score_threshold,
-            "val_sensitivity": sens,
-            "val_specificity": spec,
-            "val_auc": auc,
-            "n_val_normal": int(is_normal.sum()),
-            "n_val_tumour": int(tumour.sum()),
+            "val_sensitivity": reached["sensitivity"],
+            "val_specificity": reached["specificity"],
+            "val_auc": reached["auc"],
+            "n_val_normal": reached["n_negative"],
+            "n_val_tumour": reached["n_positive"],
         }
         if run is not None:
             run.log(score_scale=self.score_scale, **self.operating_point)
@@ -335,7 +326,16 @@ class ReconstructionAnomaly(Classifier):
                     "slices; using target_specificity instead"
                 )
             mode = "specificity"
-        return mode, threshold_for(mode, scores, is_normal, self.params)
+        if mode == "none" or (mode == "specificity" and not is_normal.any()):
+            return mode, float(p.tumor_index)
+        threshold = threshold_for(
+            mode,
+            scores,
+            ~is_normal,
+            target_sensitivity=p.target_sensitivity,
+            target_specificity=p.target_specificity,
+        )
+        return mode, threshold
 
     def _pick_threshold(
         self, scores: np.ndarray, is_normal: np.ndarray, run: RunContext | None

@@ -2,8 +2,9 @@
 
 What turns an error map into a tumour score, whatever reconstructs the slices: the params
 of the rules and of calibration (``AnomalyParams``), the four methods' clustering
-(``dbscan_clusters``, ``kmeans_clusters``, ``fit_global_centroids``, ``global_distances``),
-the score threshold of a calibration mode (``threshold_for``), and small helpers. The
+(``dbscan_clusters``, ``kmeans_clusters``, ``fit_global_centroids``, ``global_distances``)
+and small helpers; the score threshold of a calibration mode is
+``synthmri.core.operating_point``'s. The
 methods themselves are described in ``synthmri.plugins.classifiers.vae_anomaly``.
 
 Importing this module loads no torch (numpy and pydantic only).
@@ -20,15 +21,14 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
-from synthmri.core.errors import DataError
 from synthmri.core.interfaces import StrictParams
+from synthmri.core.operating_point import Calibration, TargetSensitivity, TargetSpecificity
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = [
     "METHODS",
-    "NORMAL_FALLBACKS",
     "AnomalyParams",
     "AnomalyScores",
     "crossfit_folds",
@@ -38,14 +38,10 @@ __all__ = [
     "global_distances",
     "kmeans_clusters",
     "largest_component",
-    "match_normal",
     "pooled",
-    "threshold_for",
 ]
 
 METHODS: tuple[str, ...] = ("giaem", "dbscan", "kmeans", "global_kmeans")
-NORMAL_FALLBACKS: tuple[str, ...] = ("no", "healthy", "normal")
-"""Class names taken as the healthy class when ``normal_class`` matches none."""
 
 TIE = 1e-6  # weight of the tie-breaker: below one pixel's share of a 256 x 256 image
 _KMEANS_STEPS = 12
@@ -76,21 +72,14 @@ class AnomalyParams(StrictParams):
         description="score threshold (for giaem/dbscan/kmeans: a share of the image area); "
         "used as given with calibration none, else replaced by the calibrated value",
     )
-    calibration: Literal["sensitivity", "specificity", "youden", "f1", "none"] = Field(
+    calibration: Calibration = Field(
         "sensitivity",
         description="how the score threshold is set on the validation part: a target "
         "sensitivity on its tumour slices (falls back to specificity without them), a "
         "target specificity on its normal slices, max Youden J or F1, or none",
     )
-    target_sensitivity: float = Field(
-        0.9,
-        gt=0,
-        le=1,
-        description="calibration sensitivity: share of val tumour slices called tumour",
-    )
-    target_specificity: float = Field(
-        0.9, gt=0, le=1, description="calibration specificity: share of val normals kept normal"
-    )
+    target_sensitivity: TargetSensitivity = 0.9
+    target_specificity: TargetSpecificity = 0.9
     error_measure: Literal["auto", "absolute", "ssim"] = Field(
         "auto",
         description="the error map: absolute |x - x_hat| (the study's), ssim = structural "
@@ -239,18 +228,6 @@ def largest_component(binary: np.ndarray) -> np.ndarray:
     return labels == int(counts.argmax())
 
 
-def match_normal(class_names: list[str], wanted: str, name: str = "vae_anomaly") -> int:
-    """The index of the healthy class: ``wanted`` or a ``NORMAL_FALLBACKS`` name."""
-    lowered = [c.lower() for c in class_names]
-    for candidate in (wanted.lower(), *NORMAL_FALLBACKS):
-        if candidate in lowered:
-            return lowered.index(candidate)
-    raise DataError(
-        f"{name}: no healthy class {wanted!r} among the classes {class_names}",
-        hint="set params.normal_class to the name of the class without tumours",
-    )
-
-
 def crossfit_folds(groups: Sequence[str], is_normal: np.ndarray) -> np.ndarray | None:
     """Two folds (0 / 1 per slice) of the calibration slices, for healthy statistics fitted
     on one fold and applied to the other: whole groups (patients, duplicate groups) per fold
@@ -277,45 +254,6 @@ def crossfit_folds(groups: Sequence[str], is_normal: np.ndarray) -> np.ndarray |
     if min(int((is_normal & (folds == k)).sum()) for k in (0, 1)) < 2:
         return None
     return folds
-
-
-def threshold_for(
-    mode: str,
-    scores: np.ndarray,
-    is_normal: np.ndarray,
-    p: AnomalyParams,
-) -> float:
-    """The score threshold of calibration ``mode`` (``AnomalyParams.calibration``, after
-    any fallback) on calibration ``scores`` with healthy slices ``is_normal``."""
-    if mode == "none":
-        return float(p.tumor_index)
-    if mode == "specificity":
-        normal_scores = scores[is_normal]
-        if normal_scores.size == 0:
-            return float(p.tumor_index)
-        # the lowest threshold that keeps target_specificity of the normals at or below it
-        k = max(0, math.ceil(p.target_specificity * normal_scores.size - 1e-9) - 1)
-        return float(np.sort(normal_scores)[k])
-    if mode == "sensitivity":
-        # the highest threshold with at least target_sensitivity of the tumour slices
-        # above it: just below the k-th highest tumour score (the next lower val score)
-        tumour = np.sort(scores[~is_normal])[::-1]
-        need = max(1, math.ceil(p.target_sensitivity * tumour.size - 1e-9))
-        kth = float(tumour[need - 1])
-        below = scores[scores < kth]
-        return float(below.max()) if below.size else kth - max(abs(kth), 1.0) * 1e-9
-    candidates = np.unique(scores)
-    pred = scores[None, :] > candidates[:, None]  # [T, N]: tumour above each threshold
-    pos = ~is_normal
-    tp = (pred & pos).sum(1)
-    fp = (pred & ~pos).sum(1)
-    fn = pos.sum() - tp
-    if mode == "youden":
-        value = tp / max(pos.sum(), 1) - fp / max((~pos).sum(), 1)
-    else:
-        value = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-    best = np.flatnonzero(value >= value.max() - 1e-12)[-1]  # ties: the higher threshold
-    return float(candidates[best])
 
 
 def dbscan_clusters(

@@ -14,9 +14,11 @@ from pydantic import BaseModel, Field
 
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import Classifier, ImageSet, StrictParams
+from synthmri.core.operating_point import Calibration, TargetSensitivity, TargetSpecificity
 from synthmri.core.supervised import BatchSize, SupervisedParams
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
@@ -37,6 +39,19 @@ class ClassifierParams(SupervisedParams):
     )
     class_weights: bool = Field(
         False, description="weight the loss by inverse class frequency of the training set"
+    )
+    calibration: Calibration = Field(
+        "none",
+        description="two classes only: after training, set the tumour threshold on the "
+        "validation part for target_sensitivity (or target_specificity, max Youden J or F1) "
+        "instead of calling the likelier class (none)",
+    )
+    target_sensitivity: TargetSensitivity = 0.9
+    target_specificity: TargetSpecificity = 0.9
+    normal_class: str = Field(
+        "normal",
+        description="with calibration: the healthy class (case-insensitive); if absent, a "
+        "class named no / healthy / normal",
     )
 
 
@@ -60,6 +75,9 @@ class NeuralClassifier(Classifier):
         self.size = 0
         self.channels = 1
         self.history: dict[str, Any] = {}
+        #: with ``calibration``: the threshold on the tumour-vs-normal logit margin and the
+        #: operating point it reached on the validation part (empty: the likelier class)
+        self.decision: dict[str, Any] = {}
 
     # ------------------------------------------------------------ subclass hooks
 
@@ -87,9 +105,14 @@ class NeuralClassifier(Classifier):
 
         x, y, names = self._training_data(train)
         k = len(names)
-        self.class_names, self.size, self.channels = names, train.size, train.channels
-        net = self.build_network(k, self.channels, pretrained=True)
         p = self.params
+        if p.calibration != "none" and k != 2:
+            raise DataError(
+                f"{self.name}: calibration {p.calibration} needs two classes, got {names}"
+            )
+        self.class_names, self.size, self.channels = names, train.size, train.channels
+        self.decision = {}
+        net = self.build_network(k, self.channels, pretrained=True)
         weight = None
         if p.class_weights:
             counts = torch.bincount(y, minlength=k).float()
@@ -115,6 +138,58 @@ class NeuralClassifier(Classifier):
         )
         self._net = net.eval()
         self._device = run.device
+        if p.calibration != "none":
+            self._calibrate(val_x, val_y, run)
+
+    def _calibrate(
+        self, val_x: torch.Tensor | None, val_y: torch.Tensor | None, run: RunContext
+    ) -> None:
+        """Set ``decision``: the threshold of ``calibration`` on the validation part's
+        tumour-vs-normal logit margins (skipped, with a note, without the classes it needs)."""
+        import numpy as np
+
+        from synthmri.core.operating_point import healthy_index, rates, threshold_for
+
+        p = self.params
+        normal = healthy_index(self.class_names, p.normal_class, self.name)
+        positive = (val_y.numpy() != normal) if val_y is not None else np.zeros(0, bool)
+        mode = p.calibration
+        if val_x is None or positive.all():
+            run.note(
+                f"{self.name}: calibration {mode} needs healthy validation images; the "
+                "likelier class decides"
+            )
+            return
+        if mode != "specificity" and not positive.any():
+            run.note(
+                f"{self.name}: calibration {mode} needs tumour validation images; using "
+                "target_specificity instead"
+            )
+            mode = "specificity"
+        margins = self._margins(self._logits(val_x), normal)
+        threshold = threshold_for(
+            mode,
+            margins,
+            positive,
+            target_sensitivity=p.target_sensitivity,
+            target_specificity=p.target_specificity,
+        )
+        reached = rates(margins, positive, threshold)
+        self.decision = {
+            "calibration": mode,
+            "normal_index": normal,
+            "threshold": threshold,
+            "val_sensitivity": reached["sensitivity"],
+            "val_specificity": reached["specificity"],
+            "val_auc": reached["auc"],
+        }
+        self.history["decision"] = dict(self.decision)
+        run.log(**{f"decision/{k}": v for k, v in self.decision.items()})
+
+    @staticmethod
+    def _margins(logits: torch.Tensor, normal: int) -> np.ndarray:
+        """Tumour-vs-normal log-odds of two-class ``logits``."""
+        return (logits[:, 1 - normal] - logits[:, normal]).double().numpy()
 
     def _training_data(self, train: ImageSet) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         if len(train) < 2:
@@ -162,10 +237,10 @@ class NeuralClassifier(Classifier):
     # ------------------------------------------------------------ prediction
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax class probabilities ``[N, n_classes]`` (on the CPU)."""
+        """Class probabilities ``[N, n_classes]`` (on the CPU): the softmax, or with a
+        calibrated ``decision`` a monotone map of the tumour margin that is 0.5 at its
+        threshold (so the likelier class is the calibrated call)."""
         import torch
-
-        from synthmri.core.training import predict_batched
 
         if self._net is None:
             raise PluginError(
@@ -175,9 +250,24 @@ class NeuralClassifier(Classifier):
         images = input_images(self.name, images, self.channels, self.size)
         if images.shape[0] == 0:
             return torch.empty(0, len(self.class_names))
+        logits = self._logits(images).float()
+        if not self.decision:
+            return torch.softmax(logits, dim=1)
+        # the calibrated decision: 0.5 at the threshold, a margin exactly on it stays normal
+        normal = int(self.decision["normal_index"])
+        shifted = torch.from_numpy(self._margins(logits, normal) - self.decision["threshold"])
+        tumour = torch.sigmoid(shifted).float()
+        tumour = torch.where(shifted > 0, tumour, tumour.clamp(max=0.5 - 1e-7))
+        out = torch.empty(len(tumour), 2)
+        out[:, 1 - normal], out[:, normal] = tumour, 1.0 - tumour
+        return out
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's logits of ``images`` (on the CPU)."""
+        from synthmri.core.training import predict_batched
+
         batch = max(64, 2 * self.params.batch_size)
-        logits = predict_batched(self._net, images, self._device, batch_size=batch)
-        return torch.softmax(logits.float(), dim=1)
+        return predict_batched(self._net, images, self._device, batch_size=batch).cpu()
 
     # ------------------------------------------------------------ state
 
@@ -194,6 +284,7 @@ class NeuralClassifier(Classifier):
             "size": self.size,
             "channels": self.channels,
             "weights": {k: v.detach().cpu().clone() for k, v in self._net.state_dict().items()},
+            "decision": dict(self.decision),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -226,6 +317,7 @@ class NeuralClassifier(Classifier):
             ) from None
         self._net = net.eval()
         self._device = torch.device("cpu")
+        self.decision = dict(state.get("decision", {}))
 
 
 def check_val_matches(plugin: str, train: ImageSet, val: ImageSet, names: list[str]) -> None:

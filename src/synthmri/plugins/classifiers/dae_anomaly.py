@@ -22,9 +22,9 @@ opening and eroded head mask.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from synthmri import hookimpl
 from synthmri.core.errors import DataError
@@ -58,6 +58,22 @@ class DAEAnomalyParams(AnomalyParams):
         "with several, each step draws one",
     )
     noise_std: float = Field(0.2, gt=0, description="standard deviation of the noise (paper: 0.2)")
+    corruption: Literal["noise", "patch", "both"] = Field(
+        "noise",
+        description="what the UNet learns to remove: coarse noise (the paper's), foreign "
+        "patches (an elliptical patch of another healthy slice blended in), or both (half "
+        "of each batch each)",
+    )
+    patch_radius: tuple[float, float] = Field(
+        (0.05, 0.2), description="range of a foreign patch's semi-axes, as shares of the side"
+    )
+
+    @field_validator("patch_radius")
+    @classmethod
+    def _ordered_shares(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1] <= 0.5:
+            raise ValueError(f"need 0 < low <= high <= 0.5, got {list(value)}")
+        return value
     log_every: int = Field(50, ge=1, description="steps between log.jsonl lines (host syncs)")
 
 
