@@ -23,6 +23,7 @@ from synthmri.core.errors import DataError
 __all__ = [
     "NORMAL_FALLBACKS",
     "Calibration",
+    "HealthyClass",
     "TargetSensitivity",
     "TargetSpecificity",
     "healthy_index",
@@ -32,6 +33,13 @@ __all__ = [
 
 Calibration = Literal["none", "sensitivity", "specificity", "youden", "f1"]
 """How a threshold is set on the validation part (``none``: not calibrated)."""
+HealthyClass = Annotated[
+    str,
+    Field(
+        description="the healthy class (case-insensitive); if absent, a class named "
+        "no / healthy / normal is used"
+    ),
+]
 TargetSensitivity = Annotated[
     float,
     Field(gt=0, le=1, description="calibration sensitivity: share of val tumours called tumour"),

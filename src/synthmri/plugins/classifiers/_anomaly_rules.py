@@ -22,7 +22,12 @@ import numpy as np
 from pydantic import Field
 
 from synthmri.core.interfaces import StrictParams
-from synthmri.core.operating_point import Calibration, TargetSensitivity, TargetSpecificity
+from synthmri.core.operating_point import (
+    Calibration,
+    HealthyClass,
+    TargetSensitivity,
+    TargetSpecificity,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -52,11 +57,7 @@ class AnomalyParams(StrictParams):
     """Params of the decision (error map, method, calibration) that every
     reconstruction-based anomaly classifier shares."""
 
-    normal_class: str = Field(
-        "normal",
-        description="the healthy class (case-insensitive); if absent, a class named "
-        "no / healthy / normal is used",
-    )
+    normal_class: HealthyClass = "normal"
     method: Literal["giaem", "dbscan", "kmeans", "global_kmeans"] = Field(
         "giaem", description="decision method: giaem, dbscan, kmeans or global_kmeans"
     )

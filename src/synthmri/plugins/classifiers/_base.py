@@ -14,7 +14,12 @@ from pydantic import BaseModel, Field
 
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import Classifier, ImageSet, StrictParams
-from synthmri.core.operating_point import Calibration, TargetSensitivity, TargetSpecificity
+from synthmri.core.operating_point import (
+    Calibration,
+    HealthyClass,
+    TargetSensitivity,
+    TargetSpecificity,
+)
 from synthmri.core.supervised import BatchSize, SupervisedParams
 
 if TYPE_CHECKING:
@@ -48,11 +53,7 @@ class ClassifierParams(SupervisedParams):
     )
     target_sensitivity: TargetSensitivity = 0.9
     target_specificity: TargetSpecificity = 0.9
-    normal_class: str = Field(
-        "normal",
-        description="with calibration: the healthy class (case-insensitive); if absent, a "
-        "class named no / healthy / normal",
-    )
+    normal_class: HealthyClass = "normal"
 
 
 class NeuralClassifier(Classifier):
