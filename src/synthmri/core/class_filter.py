@@ -5,11 +5,10 @@ min_probability: 0.5}``). A classifier plugin is trained on the real TRAIN part 
 validation part for its early stopping, as every experiment's classifier), and a sample drawn
 for class ``c`` is kept when the classifier gives ``c`` at least ``min_probability``; the
 generator is sampled again for the shortfall (a few rounds at most) until the class has its
-count. A conditional
-generator whose guided samples do not always show what their label says (a tumour-class slice
-without a lesion) then gives a set with less label noise. This is the "classifier filtering"
-of synthetic training data (e.g. He et al., ICLR 2023, with a CLIP model; here a classifier of
-the real train part, so nothing downloads).
+count. A conditional generator whose guided samples do not always show what their label says
+(a tumour-class slice without a lesion) then gives a set with less label noise. This is the
+"classifier filtering" of synthetic training data (e.g. He et al., ICLR 2023, with a CLIP
+model; here a classifier of the real train part, so nothing downloads).
 
 What it changes must be read with care: the kept set carries knowledge of the real labels
 through the filter, so TSTR with a filter measures generator and filter together (on 1000
