@@ -129,17 +129,18 @@ def train_dae(
         for step in range(params.iterations):
             idx = next(batches)
             x = data[idx]
-            # slices [0, k) get a foreign patch, the rest coarse noise
+            # slices [0, k) get a foreign patch, the rest coarse noise (drawn first)
             k = {"noise": 0, "patch": len(idx), "both": len(idx) // 2}[params.corruption]
-            noisy = x.clone()
+            heads, parts = fg[idx], []
             if k < len(idx):
                 res = grids[int(torch.randint(len(grids), (1,), generator=noise_gen))]
                 rest = x[k:]
                 noise = coarse_noise(tuple(rest.shape), res, params.noise_std, noise_gen)
-                noisy[k:] = rest + noise * fg[idx][k:]
+                parts.append(rest + noise * heads[k:])
             if k:
                 donors = x.roll(1, dims=0)[:k]
-                noisy[:k] = foreign_patches(x[:k], fg[idx][:k], donors, radius, noise_gen)
+                parts.insert(0, foreign_patches(x[:k], heads[:k], donors, radius, noise_gen))
+            noisy = parts[0] if len(parts) == 1 else torch.cat(parts)
             x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
             noisy = noisy.to(device, non_blocking=True).contiguous(memory_format=fmt)
             with run.autocast():
