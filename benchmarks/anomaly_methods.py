@@ -37,6 +37,14 @@ and names, per variant and method, the level with the highest *validation* AUC (
 numbers of every level are printed, but only the validation part chooses);
 ``--anomaly-thresholds`` adds the pixel percentile to what is compared and chosen that way.
 
+``--model oracle`` (phantoms only) is the ceiling of the decision: a perfect model of
+healthy slices, whose "reconstruction" of each slice is its noise-free healthy twin (the
+same phantom drawn without its tumour and without noise; a phantom's anatomy, pose,
+contrast and bias field do not depend on its label). What it misses, the error maps,
+thresholds, decision methods and masks lose, not the model; its Dice is bounded by what a
+healthy model can show (the tumour's whole footprint: core, oedema and mass effect) against
+the phantom's mask (the core only).
+
 Usage::
 
     python benchmarks/anomaly_methods.py                    # speed: 1000 x 128 px
@@ -46,6 +54,7 @@ Usage::
     python benchmarks/anomaly_methods.py --study --model diffusion_anomaly \
         --param iterations=800 --noise-levels 0.2 0.3 0.5
     python benchmarks/anomaly_methods.py --study --model dae_anomaly --param iterations=3000
+    python benchmarks/anomaly_methods.py --study --model oracle     # the decision's ceiling
 """
 
 from __future__ import annotations
@@ -59,10 +68,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthmri.core.errors import DataError
 from synthmri.core.phantoms import make_phantoms
 from synthmri.core.plugins import get_plugin
 from synthmri.core.training import RunContext
 from synthmri.nn.params import VAEParams
+from synthmri.plugins.classifiers._anomaly import AnomalyParams, ReconstructionAnomaly
 from synthmri.plugins.classifiers.vae_anomaly import METHODS, VAEAnomaly
 
 PUBLISHED: dict[str, Any] = {
@@ -82,6 +93,42 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "intensity-head": {"head_mask": "intensity"},
     "absolute": {"error_measure": "absolute"},
 }
+
+
+class OracleAnomaly(ReconstructionAnomaly):
+    """The decision's ceiling: each slice "reconstructed" as its noise-free healthy twin."""
+
+    name = "oracle"
+    Params = AnomalyParams
+
+    def __init__(self, params: Any = None, *, data: Any = None) -> None:
+        super().__init__(params)
+        # the recipe's phantoms as drawn, and the same slices without tumour and noise
+        cfg, seed = data
+        kw = {"contrast": cfg.contrast, "tumor_fraction": cfg.tumor_fraction}
+        self.drawn = make_phantoms(cfg.n, cfg.size, seed=seed, **kw).images.flatten(1)
+        kw["tumor_fraction"], kw["noise"] = 0.0, 0.0
+        self.twins = make_phantoms(cfg.n, cfg.size, seed=seed, **kw).images
+
+    def _train(self, healthy: Any, run: RunContext) -> None:
+        """Nothing to learn."""
+
+    def _reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        dist, idx = torch.cdist(
+            x.flatten(1), self.drawn, compute_mode="donot_use_mm_for_euclid_dist"
+        ).min(1)
+        if float(dist.max()) > 1e-3:
+            raise DataError("oracle: a slice is not one of the recipe's phantoms")
+        return self.twins[idx]
+
+    def _is_trained(self) -> bool:
+        return True
+
+    def _model_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_model_state(self, state: Any) -> None:
+        """Nothing to load."""
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -162,7 +209,7 @@ def study(args: argparse.Namespace) -> None:
 
     recipe = load_recipe("vae-anomaly", args.set)
     entry = next(m for e in recipe.experiments for m in e.models if m.plugin == VAEAnomaly.name)
-    cls = get_plugin("classifier", args.model)
+    cls: Any = get_plugin("classifier", args.model) if args.model != "oracle" else OracleAnomaly
     params = dict(entry.params)
     if args.model != VAEAnomaly.name:  # the recipe's decision params, the model's defaults
         decision = set(VAEAnomaly.Params.model_fields) - set(VAEParams.model_fields)
@@ -177,7 +224,8 @@ def study(args: argparse.Namespace) -> None:
         f"classes {train.class_names}; {args.model} params {params} (decision of "
         f"{entry.label!r})"
     )
-    model = cls({**params, "method": "giaem", "figures": False})
+    extra = {"data": (recipe.data, recipe.seed)} if args.model == "oracle" else {}
+    model = cls({**params, "method": "giaem", "figures": False}, **extra)
     torch.manual_seed(recipe.seed)
     _, fit_s, fit_cpu = timed(lambda: model.fit(train, val, run))
     size = model.history.get("vae_size", {})
@@ -295,8 +343,9 @@ def main() -> None:
     ap.add_argument(
         "--model",
         default=VAEAnomaly.name,
-        choices=[VAEAnomaly.name, "diffusion_anomaly", "dae_anomaly"],
-        help="study: the anomaly classifier (other than vae_anomaly: the recipe's decision params)",
+        choices=[VAEAnomaly.name, "diffusion_anomaly", "dae_anomaly", "oracle"],
+        help="study: the anomaly classifier (other than vae_anomaly: the recipe's decision "
+        "params); oracle: a perfect healthy model (phantoms only)",
     )
     ap.add_argument(
         "--param", action="append", default=[], help="study: model param key=value (YAML value)"

@@ -24,6 +24,38 @@ def test_sensitivity_keeps_the_target_share_of_positives_above() -> None:
     assert t == 0.05 and rates(SCORES, POSITIVE, t)["sensitivity"] == 1.0
 
 
+def test_sensitivity_takes_what_costs_no_specificity() -> None:
+    # separable classes: the target (0.6) is a floor, not a point to stop at
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.2, 0.1])
+    positive = np.array([True] * 5 + [False] * 3)
+    t = threshold_for("sensitivity", scores, positive, target_sensitivity=0.6)
+    assert t == 0.3 and rates(scores, positive, t)["sensitivity"] == 1.0
+    # a lower threshold that costs specificity is not taken, even where Youden's J would
+    # take it (at 0.3: 5 / 5 positives, 4 / 5 negatives, J 0.8 against 0.6 at 0.5)
+    scores = np.array([0.9, 0.8, 0.7, 0.4, 0.35, 0.5, 0.3, 0.2, 0.1, 0.05])
+    positive = np.array([True] * 5 + [False] * 5)
+    assert threshold_for("sensitivity", scores, positive, target_sensitivity=0.6) == 0.5
+    assert threshold_for("youden", scores, positive) == 0.3
+
+
+def test_sensitivity_is_the_most_specific_then_the_lowest() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scores = rng.normal(size=30).round(1)  # ties included
+        positive = rng.random(30) < 0.5
+        positive[:2] = [True, False]
+        target = float(rng.uniform(0.5, 1.0))
+        t = threshold_for("sensitivity", scores, positive, target_sensitivity=target)
+        got = rates(scores, positive, t)
+        assert got["sensitivity"] >= target - 1e-9
+        for other in np.unique(np.concatenate([scores, [scores.min() - 1]])):
+            r = rates(scores, positive, float(other))
+            if r["sensitivity"] >= target - 1e-9:
+                assert r["specificity"] <= got["specificity"]
+                if r["specificity"] == got["specificity"]:  # then no more positives
+                    assert r["sensitivity"] <= got["sensitivity"]
+
+
 def test_specificity_youden_and_f1() -> None:
     t = threshold_for("specificity", SCORES, POSITIVE, target_specificity=0.8)
     assert t == 0.4 and rates(SCORES, POSITIVE, t)["specificity"] == 0.8

@@ -77,10 +77,14 @@ def threshold_for(
     """The threshold of calibration ``mode`` on validation ``scores`` (``positive`` marks
     the tumour slices); ``score > threshold`` is called tumour.
 
-    ``sensitivity``: the highest threshold that still calls ``target_sensitivity`` of the
-    positives positive; ``specificity``: the lowest that keeps ``target_specificity`` of
-    the negatives at or below it; ``youden`` / ``f1``: the threshold with the largest J or
-    F1 (ties: the higher). Each mode needs the classes it counts (``ValueError``
+    ``sensitivity``: of the thresholds that call at least ``target_sensitivity`` of the
+    positives positive, those with the highest specificity, and of these the lowest: the
+    highest validation score left uncalled, lowered past positives while that calls no
+    further negative (a perfect ranking gets every positive, not just the target's share);
+    ``specificity``: the lowest that keeps ``target_specificity`` of the negatives at or
+    below it; ``youden`` / ``f1``: the threshold with the largest J or F1 (ties: the
+    higher). Thresholds are validation scores (or just below the lowest), so each mode's
+    boundary case favours its target. Each mode needs the classes it counts (``ValueError``
     otherwise; sensitivity, Youden and F1 need both).
     """
     scores = np.asarray(scores, dtype=np.float64)
@@ -95,17 +99,18 @@ def threshold_for(
         raise ValueError(f"unknown calibration mode {mode!r}")
     if positive_scores.size == 0 or negative_scores.size == 0:
         raise ValueError(f"calibration {mode} needs normal and tumour scores")
-    if mode == "sensitivity":
-        # just below the k-th highest positive score: the next lower validation score
-        ranked = np.sort(positive_scores)[::-1]
-        kth = float(ranked[max(1, math.ceil(target_sensitivity * ranked.size - 1e-9)) - 1])
-        below = scores[scores < kth]
-        return float(below.max()) if below.size else kth - max(abs(kth), 1.0) * 1e-9
     candidates = np.unique(scores)
+    if mode == "sensitivity":  # also "call everything": just below the lowest score
+        lowest = candidates[0] - max(abs(float(candidates[0])), 1.0) * 1e-9
+        candidates = np.concatenate([[lowest], candidates])
     pred = scores[None, :] > candidates[:, None]  # [T, N]: positive above each threshold
     tp = (pred & positive).sum(1)
     fp = (pred & ~positive).sum(1)
     fn = positive.sum() - tp
+    if mode == "sensitivity":
+        enough = tp >= target_sensitivity * positive.sum() - 1e-9
+        fp = np.where(enough, fp, np.iinfo(np.int64).max)
+        return float(candidates[np.flatnonzero(fp == fp.min())[0]])
     if mode == "youden":
         value = tp / positive.sum() - fp / (~positive).sum()
     else:

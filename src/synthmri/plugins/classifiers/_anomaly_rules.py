@@ -75,9 +75,10 @@ class AnomalyParams(StrictParams):
     )
     calibration: Calibration = Field(
         "sensitivity",
-        description="how the score threshold is set on the validation part: a target "
-        "sensitivity on its tumour slices (falls back to specificity without them), a "
-        "target specificity on its normal slices, max Youden J or F1, or none",
+        description="how the score threshold is set on the validation part: at least a "
+        "target sensitivity on its tumour slices at the best specificity (falls back to "
+        "specificity without them), a target specificity on its normal slices, max Youden "
+        "J or F1, or none",
     )
     target_sensitivity: TargetSensitivity = 0.9
     target_specificity: TargetSpecificity = 0.9

@@ -48,8 +48,8 @@ class ClassifierParams(SupervisedParams):
     calibration: Calibration = Field(
         "none",
         description="two classes only: after training, set the tumour threshold on the "
-        "validation part for target_sensitivity (or target_specificity, max Youden J or F1) "
-        "instead of calling the likelier class (none)",
+        "validation part for at least target_sensitivity at the best specificity (or "
+        "target_specificity, max Youden J or F1) instead of calling the likelier class (none)",
     )
     target_sensitivity: TargetSensitivity = 0.9
     target_specificity: TargetSpecificity = 0.9

@@ -55,19 +55,20 @@ chosen on a test part):
 The study's maps are ``error_measure: absolute, normalise: none, head_mask: intensity,
 clean_radius: 0, clean_min_area: 0`` (``benchmarks/anomaly_methods.py`` compares both).
 
-Calibration uses the validation part only (never the test part): the pixel threshold is
-the ``anomaly_threshold`` percentile of the errors of the validation part's normal slices
-(inside the head when ``foreground_only``); the score threshold (``tumor_index``) is set,
-by default, for recall: the highest threshold that still calls ``target_sensitivity`` of
-the validation tumour slices tumour (``calibration: sensitivity``);
-``calibration: specificity`` keeps ``target_specificity`` of the normal slices at or below
-it; ``youden`` or ``f1`` picks the threshold that maximises Youden's J (sensitivity +
-specificity - 1) or F1 (ties go to the higher threshold). Modes that need tumour slices
-fall back to ``specificity`` with a note when the validation part has none.
-``calibration: none`` uses ``tumor_index`` as given. Without a validation part both
-thresholds come from the training normals (with a note: they are optimistic there). The
-operating point reached (mode, thresholds, validation sensitivity, specificity and AUC,
-the error map) is kept in ``operating_point``, saved with the state and logged.
+Calibration uses the validation part only (never the test part): the pixel threshold is the
+``anomaly_threshold`` percentile of the errors of the validation part's normal slices
+(inside the head when ``foreground_only``); the score threshold (``tumor_index``) is set, by
+default, for recall: of the thresholds that call at least ``target_sensitivity`` of the
+validation tumour slices tumour, those with the highest specificity, and of these the lowest
+(``calibration: sensitivity``); ``calibration: specificity`` keeps ``target_specificity`` of
+the normal slices at or below it; ``youden`` or ``f1`` picks the threshold that maximises
+Youden's J (sensitivity + specificity - 1) or F1 (ties go to the higher threshold;
+``synthmri.core.operating_point``). Modes that need tumour slices fall back to
+``specificity`` with a note when the validation part has none. ``calibration: none`` uses
+``tumor_index`` as given. Without a validation part both thresholds come from the training
+normals (with a note: they are optimistic there). The operating point reached (mode,
+thresholds, validation sensitivity, specificity and AUC, the error map) is kept in
+``operating_point``, saved with the state and logged.
 
 The VAE's size (``base_channels`` / ``latent_dim``: ``auto``) follows the device and the
 number of healthy training slices (``synthmri.nn.vae.auto_vae_size``: the study's 32 / 512
