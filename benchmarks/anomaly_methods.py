@@ -101,10 +101,10 @@ class OracleAnomaly(ReconstructionAnomaly):
     name = "oracle"
     Params = AnomalyParams
 
-    def __init__(self, params: Any = None, *, data: Any = None) -> None:
+    def __init__(self, params: Any, *, data: tuple[Any, int]) -> None:
+        """``data``: the recipe's data config and seed (the phantoms to draw twins of)."""
         super().__init__(params)
-        # the recipe's phantoms as drawn, and the same slices without tumour and noise
-        cfg, seed = data
+        cfg, seed = data  # the phantoms as drawn, and the same without tumour and noise
         kw = {"contrast": cfg.contrast, "tumor_fraction": cfg.tumor_fraction}
         self.drawn = make_phantoms(cfg.n, cfg.size, seed=seed, **kw).images.flatten(1)
         kw["tumor_fraction"], kw["noise"] = 0.0, 0.0
