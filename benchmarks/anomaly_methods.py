@@ -54,6 +54,8 @@ Usage::
     python benchmarks/anomaly_methods.py --study --model diffusion_anomaly \
         --param iterations=800 --noise-levels 0.2 0.3 0.5
     python benchmarks/anomaly_methods.py --study --model dae_anomaly --param iterations=3000
+    python benchmarks/anomaly_methods.py --study --model dae_anomaly --param iterations=3000 \
+        --param corruption=inpaint                         # the inpainting repair (RIAD-style)
     python benchmarks/anomaly_methods.py --study --model oracle     # the decision's ceiling
 """
 

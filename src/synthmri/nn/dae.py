@@ -12,13 +12,21 @@ Beside the paper's noise, ``foreign_patches`` (after foreign patch interpolation
 another healthy slice blended into the head. It teaches the UNet to remove sharp-edged,
 textured deviations too, which coarse noise does not show it.
 
+And ``cell_sets`` for inpainting (after RIAD, Zavrtanik, Kristan & Skočaj, "Reconstruction
+by inpainting for visual anomaly detection", Pattern Recognition 2021): the slice is cut
+into square cells, the cells are dealt at random into disjoint sets, and the UNet learns to
+fill one set's cells (set to 0) from the rest. At test time each set is removed in turn and
+every pixel is taken from the pass whose hole held it (``inpaint``), so no pixel is
+"repaired" from itself: a tumour inside a hole is filled from the anatomy around it.
+
 ``build_dae`` makes the network from a plain config dict (kept in checkpoints);
-``train_dae`` trains it; ``coarse_noise`` and ``foreign_patches`` are the corruptions.
+``train_dae`` trains it; ``coarse_noise``, ``foreign_patches`` and ``cell_sets`` are the
+corruptions; ``inpaint`` is the inpainting model's repair of a slice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -32,7 +40,7 @@ if TYPE_CHECKING:
 
     from synthmri.core.training import RunContext
 
-__all__ = ["build_dae", "coarse_noise", "foreign_patches", "train_dae"]
+__all__ = ["build_dae", "cell_sets", "coarse_noise", "foreign_patches", "inpaint", "train_dae"]
 
 
 def build_dae(config: Mapping[str, Any]) -> nn.Module:
@@ -90,6 +98,36 @@ def foreign_patches(
     return x * (1 - weight) + donors * weight
 
 
+def cell_sets(shape: tuple[int, ...], grid: int, sets: int, generator: torch.Generator) -> Tensor:
+    """Holes for inpainting: bool ``[sets, N, 1, H, W]``, each slice's ``grid`` x ``grid``
+    cells dealt at random into ``sets`` disjoint sets that together cover the slice."""
+    n, _, h, w = shape
+    deal = torch.randint(sets, (n, 1, grid, grid), generator=generator)
+    holes = torch.stack([deal == k for k in range(sets)]).float()
+    return (
+        F.interpolate(holes.flatten(0, 1), size=(h, w), mode="nearest")
+        .view(sets, n, 1, h, w)
+        .bool()
+    )
+
+
+def inpaint(
+    net: Callable[[Tensor], Tensor],
+    x: Tensor,
+    grids: list[int],
+    sets: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """``net``'s repair of ``x`` ``[N, C, H, W]`` (on ``net``'s device): for each grid in
+    ``grids``, each of ``sets`` disjoint cell sets is removed in turn and filled by the
+    net, every pixel taken from the pass that filled it; the mean over ``grids``."""
+    out = torch.zeros_like(x)
+    for grid in grids:
+        for hole in cell_sets(tuple(x.shape), grid, sets, generator).to(x.device):
+            out += torch.where(hole, net(x.masked_fill(hole, 0.0)).float(), 0.0)
+    return out / len(grids)
+
+
 def train_dae(
     net: nn.Module,
     images: Tensor,
@@ -104,10 +142,11 @@ def train_dae(
     goes). ``params`` has ``iterations``, ``batch_size``, ``lr`` (Adam, cosine decay to 0),
     ``noise_resolution`` (grid sides; each step draws one), ``noise_std``, ``corruption``
     (``noise``; ``patch``: ``foreign_patches`` from the previous slice of the batch, semi-axes
-    ``patch_radius``; ``both``: patches in the first half of each batch, noise in the rest)
-    and ``log_every``. Logs the loss every ``log_every`` steps (the only host syncs), stops
-    with a TrainingError on NaN. Returns the logged history; ``net`` is left in eval mode
-    on ``run.device``."""
+    ``patch_radius``; ``both``: patches in the first half of each batch, noise in the rest;
+    ``inpaint``: one of ``inpaint_sets`` cell sets of a grid drawn from ``inpaint_grids`` set
+    to 0, the loss on those cells only) and ``log_every``. Logs the loss every
+    ``log_every`` steps (the only host syncs), stops with a TrainingError on NaN. Returns the
+    logged history; ``net`` is left in eval mode on ``run.device``."""
     if images.ndim != 4 or images.shape[0] == 0 or heads.shape[0] != images.shape[0]:
         raise DataError(f"{description}: need a non-empty [N, C, H, W] batch and one head each")
     device = run.device
@@ -129,23 +168,33 @@ def train_dae(
         for step in range(params.iterations):
             idx = next(batches)
             x = data[idx]
-            # slices [0, k) get a foreign patch, the rest coarse noise (drawn first)
-            k = {"noise": 0, "patch": len(idx), "both": len(idx) // 2}[params.corruption]
-            heads, parts = fg[idx], []
-            if k < len(idx):
-                res = grids[int(torch.randint(len(grids), (1,), generator=noise_gen))]
-                rest = x[k:]
-                noise = coarse_noise(tuple(rest.shape), res, params.noise_std, noise_gen)
-                parts.append(rest + noise * heads[k:])
-            if k:
-                donors = x.roll(1, dims=0)[:k]
-                parts.insert(0, foreign_patches(x[:k], heads[:k], donors, radius, noise_gen))
-            noisy = parts[0] if len(parts) == 1 else torch.cat(parts)
+            weight = None  # where the loss is taken: everywhere, or the cells to fill
+            if params.corruption == "inpaint":
+                cells = params.inpaint_grids[int(torch.randint(len(params.inpaint_grids), (1,),
+                                                               generator=noise_gen))]  # fmt: skip
+                holes = cell_sets(tuple(x.shape), cells, params.inpaint_sets, noise_gen)[0]
+                noisy = x.masked_fill(holes, 0.0)
+                weight = holes.expand_as(x).float().to(device, non_blocking=True)
+            else:  # slices [0, k) get a foreign patch, the rest coarse noise (drawn first)
+                k = {"noise": 0, "patch": len(idx), "both": len(idx) // 2}[params.corruption]
+                heads, parts = fg[idx], []
+                if k < len(idx):
+                    res = grids[int(torch.randint(len(grids), (1,), generator=noise_gen))]
+                    rest = x[k:]
+                    noise = coarse_noise(tuple(rest.shape), res, params.noise_std, noise_gen)
+                    parts.append(rest + noise * heads[k:])
+                if k:
+                    donors = x.roll(1, dims=0)[:k]
+                    parts.insert(0, foreign_patches(x[:k], heads[:k], donors, radius, noise_gen))
+                noisy = parts[0] if len(parts) == 1 else torch.cat(parts)
             x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
             noisy = noisy.to(device, non_blocking=True).contiguous(memory_format=fmt)
             with run.autocast():
                 out = model(noisy)
-            loss = F.mse_loss(out.float(), x)
+            if weight is None:
+                loss = F.mse_loss(out.float(), x)
+            else:  # RIAD's: the loss of the filled cells only
+                loss = ((out.float() - x) ** 2 * weight).sum() / weight.sum().clamp_min(1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -19,7 +19,14 @@ import torch
 from synthmri import ImageSet, RunContext, get_plugin
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.phantoms import make_phantoms
-from synthmri.nn.dae import build_dae, coarse_noise, foreign_patches, train_dae
+from synthmri.nn.dae import (
+    build_dae,
+    cell_sets,
+    coarse_noise,
+    foreign_patches,
+    inpaint,
+    train_dae,
+)
 from synthmri.plugins.classifiers.dae_anomaly import DAEAnomaly
 from synthmri.testing import check_classifier, round_trip
 
@@ -75,20 +82,41 @@ def test_foreign_patches_blend_an_ellipse_of_the_donor_inside_the_head() -> None
         assert 4 <= int(changed.sum()) <= int(torch.pi * 6.4 * 6.4) + 8  # semi-axes 3-6 px
 
 
+def test_cell_sets_deal_every_cell_to_one_set() -> None:
+    holes = cell_sets((2, 1, 32, 32), 8, 3, torch.Generator().manual_seed(0))
+    again = cell_sets((2, 1, 32, 32), 8, 3, torch.Generator().manual_seed(0))
+    assert holes.shape == (3, 2, 1, 32, 32) and holes.dtype == torch.bool
+    assert torch.equal(holes, again)
+    assert torch.equal(holes.sum(0), torch.ones(2, 1, 32, 32, dtype=torch.long))  # a partition
+    cells = holes[:, :, :, ::4, ::4]  # one pixel per 4 x 4 cell: each cell is one set's
+    assert torch.equal(holes, cells.repeat_interleave(4, -1).repeat_interleave(4, -2))
+    assert all(0 < int(h.sum()) < h.numel() for h in holes)  # every set holds some cells
+
+
+def test_inpaint_never_repairs_a_pixel_from_itself() -> None:
+    x = torch.rand(3, 1, 32, 32) + 0.5
+    gen = torch.Generator().manual_seed(0)
+    # an identity net returns the input, which is 0 in the pixels it is asked to fill
+    assert float(inpaint(torch.nn.Identity(), x, [8, 4], 3, gen).abs().max()) == 0.0
+    # a net that fills with a constant: every pixel is filled exactly once per grid
+    out = inpaint(lambda z: torch.full_like(z, 0.25), x, [8, 4], 3, gen)
+    assert torch.allclose(out, torch.full_like(x, 0.25))
+
+
 def test_training_learns_to_remove_noise(data: tuple[ImageSet, ImageSet]) -> None:
     healthy = data[0].images
     heads = torch.zeros(len(healthy), 1, SIZE, SIZE, dtype=torch.bool)
     heads[..., 8:24, 8:24] = True
     params = SimpleNamespace(iterations=60, batch_size=8, lr=3e-3, noise_resolution=[4],
-                             noise_std=0.2, corruption="noise",
-                             patch_radius=[0.05, 0.2], log_every=20)  # fmt: skip
+                             noise_std=0.2, corruption="noise", patch_radius=[0.05, 0.2],
+                             inpaint_grids=[8, 4], inpaint_sets=3, log_every=20)  # fmt: skip
     torch.manual_seed(0)
     net = build_dae({"channels": [8, 16], "res_units": 1, "image_channels": 1})
     history = train_dae(net, healthy, heads, params, RunContext(seed=0, device="cpu"))
     assert history["step"] == [20, 40, 60]
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     assert not net.training
-    for corruption in ("patch", "both"):
+    for corruption in ("patch", "both", "inpaint"):
         params.corruption = corruption
         torch.manual_seed(0)
         net = build_dae({"channels": [8, 16], "res_units": 1, "image_channels": 1})
@@ -132,6 +160,10 @@ def test_bad_params_and_data(data: tuple[ImageSet, ImageSet]) -> None:
             DAEAnomaly(quick(patch_radius=radius))
     with pytest.raises(PluginError, match="corruption"):
         DAEAnomaly(quick(corruption="blur"))
+    with pytest.raises(PluginError, match="inpaint_sets"):
+        DAEAnomaly(quick(inpaint_sets=1))
+    with pytest.raises(PluginError, match="inpaint_grids"):
+        DAEAnomaly(quick(inpaint_grids=[]))
     with pytest.raises(PluginError, match="not trained"):
         DAEAnomaly(quick()).predict_proba(data[1].images)
     odd = make_phantoms(12, 34, seed=0)

@@ -12,6 +12,11 @@ slice is the reconstruction that the ``vae_anomaly`` decision uses unchanged (ba
 inside the head, cleaned), the four decision methods and the calibration on the validation
 part only.
 
+Beyond the paper, ``corruption`` can also teach it foreign patches (sharp-edged deviations)
+or inpainting (RIAD-style: cells of the slice removed and filled from the rest, the repair
+filling every cell in turn, so no pixel is repaired from itself); ``docs/results.md`` has
+what validation preferred on each data set.
+
 Where it deviates from the paper: a narrower UNet sized for a CPU (``channels``) and fewer
 steps; Adam with a cosine decay of the learning rate; the head is the data loader's mask
 (the paper's data were skull-stripped, its foreground the non-zero voxels); the paper's
@@ -58,11 +63,21 @@ class DAEAnomalyParams(AnomalyParams):
         "with several, each step draws one",
     )
     noise_std: float = Field(0.2, gt=0, description="standard deviation of the noise (paper: 0.2)")
-    corruption: Literal["noise", "patch", "both"] = Field(
+    corruption: Literal["noise", "patch", "both", "inpaint"] = Field(
         "noise",
         description="what the UNet learns to remove: coarse noise (the paper's), foreign "
-        "patches (an elliptical patch of another healthy slice blended in), or both (half "
-        "of each batch each)",
+        "patches (an elliptical patch of another healthy slice blended in), both (half "
+        "of each batch each), or holes (inpaint: square cells set to 0, filled from the "
+        "rest; the repair fills every cell in turn, RIAD-style)",
+    )
+    inpaint_grids: list[Annotated[int, Field(ge=1)]] = Field(
+        [16, 8, 4],
+        min_length=1,
+        description="inpaint: sides of the grids of cells (16 at 64 px: 4 px cells); "
+        "training draws one per step, the repair averages over all",
+    )
+    inpaint_sets: int = Field(
+        3, ge=2, description="inpaint: disjoint cell sets per slice (one is a pass's holes)"
     )
     patch_radius: tuple[float, float] = Field(
         (0.05, 0.2), description="range of a foreign patch's semi-axes, as shares of the side"
@@ -138,17 +153,27 @@ class DAEAnomaly(ReconstructionAnomaly):
         return self.net is not None
 
     def _reconstruct(self, x: Tensor) -> Tensor:
-        """The UNet's output for each (noise-free) slice, in [0, 1] on the CPU."""
+        """The UNet's output for each (noise-free) slice, in [0, 1] on the CPU; with
+        ``corruption: inpaint``, its fill of every cell in turn (``synthmri.nn.dae.inpaint``,
+        the cells dealt from a fixed seed: the same images, the same repair)."""
         import torch
 
+        from synthmri.nn.dae import inpaint
+
         assert self.net is not None
+        net, p = self.net, self.params
         device = self.device or torch.device("cpu")
-        self.net.eval()
+        holes = torch.Generator().manual_seed(0)
+        net.eval()
+        outs = []
         with torch.no_grad():
-            outs = [
-                self.net(x[i : i + self.recon_batch].float().to(device)).float().clamp(0, 1).cpu()
-                for i in range(0, x.shape[0], self.recon_batch)
-            ]
+            for i in range(0, x.shape[0], self.recon_batch):
+                batch = x[i : i + self.recon_batch].float().to(device)
+                if p.corruption == "inpaint":
+                    out = inpaint(net, batch, p.inpaint_grids, p.inpaint_sets, holes)
+                else:
+                    out = net(batch)
+                outs.append(out.float().clamp(0, 1).cpu())
         return torch.cat(outs)
 
     def _model_state(self) -> dict[str, Any]:
