@@ -112,18 +112,17 @@ def cell_sets(shape: tuple[int, ...], grid: int, sets: int, generator: torch.Gen
 
 
 def inpaint(
-    net: Callable[[Tensor], Tensor],
-    x: Tensor,
-    grids: list[int],
-    sets: int,
-    generator: torch.Generator,
+    net: Callable[[Tensor], Tensor], x: Tensor, grids: list[int], sets: int, seed: int = 0
 ) -> Tensor:
     """``net``'s repair of ``x`` ``[N, C, H, W]`` (on ``net``'s device): for each grid in
     ``grids``, each of ``sets`` disjoint cell sets is removed in turn and filled by the
-    net, every pixel taken from the pass that filled it; the mean over ``grids``."""
+    net, every pixel taken from the pass that filled it; the mean over ``grids``. One deal
+    of the cells (from ``seed``) for every slice, so a slice's repair does not depend on the
+    slices beside it."""
+    generator = torch.Generator().manual_seed(seed)
     out = torch.zeros_like(x)
     for grid in grids:
-        for hole in cell_sets(tuple(x.shape), grid, sets, generator).to(x.device):
+        for hole in cell_sets((1, *x.shape[1:]), grid, sets, generator).to(x.device):
             out += torch.where(hole, net(x.masked_fill(hole, 0.0)).float(), 0.0)
     return out / len(grids)
 

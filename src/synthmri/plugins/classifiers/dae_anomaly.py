@@ -154,8 +154,8 @@ class DAEAnomaly(ReconstructionAnomaly):
 
     def _reconstruct(self, x: Tensor) -> Tensor:
         """The UNet's output for each (noise-free) slice, in [0, 1] on the CPU; with
-        ``corruption: inpaint``, its fill of every cell in turn (``synthmri.nn.dae.inpaint``,
-        the cells dealt from a fixed seed: the same images, the same repair)."""
+        ``corruption: inpaint``, its fill of every cell in turn (``synthmri.nn.dae.inpaint``:
+        one fixed deal of the cells, so a slice's repair does not depend on its batch)."""
         import torch
 
         from synthmri.nn.dae import inpaint
@@ -163,14 +163,13 @@ class DAEAnomaly(ReconstructionAnomaly):
         assert self.net is not None
         net, p = self.net, self.params
         device = self.device or torch.device("cpu")
-        holes = torch.Generator().manual_seed(0)
         net.eval()
         outs = []
         with torch.no_grad():
             for i in range(0, x.shape[0], self.recon_batch):
                 batch = x[i : i + self.recon_batch].float().to(device)
                 if p.corruption == "inpaint":
-                    out = inpaint(net, batch, p.inpaint_grids, p.inpaint_sets, holes)
+                    out = inpaint(net, batch, p.inpaint_grids, p.inpaint_sets)
                 else:
                     out = net(batch)
                 outs.append(out.float().clamp(0, 1).cpu())
