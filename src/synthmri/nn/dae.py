@@ -19,7 +19,8 @@ fill one set's cells (set to 0) from the rest. At test time each set is removed 
 every pixel is taken from the pass whose hole held it (``inpaint``), so no pixel is
 "repaired" from itself: a tumour inside a hole is filled from the anatomy around it.
 
-``build_dae`` makes the network from a plain config dict (kept in checkpoints);
+``build_dae`` makes the network from a plain config dict (kept in checkpoints), optionally
+``Residual`` (the UNet learns the correction);
 ``train_dae`` trains it; ``coarse_noise``, ``foreign_patches`` and ``cell_sets`` are the
 corruptions; ``inpaint`` is the inpainting model's repair of a slice.
 """
@@ -40,17 +41,38 @@ if TYPE_CHECKING:
 
     from synthmri.core.training import RunContext
 
-__all__ = ["build_dae", "cell_sets", "coarse_noise", "foreign_patches", "inpaint", "train_dae"]
+__all__ = [
+    "Residual",
+    "build_dae",
+    "cell_sets",
+    "coarse_noise",
+    "foreign_patches",
+    "inpaint",
+    "train_dae",
+]
+
+
+class Residual(torch.nn.Module):
+    """``x + net(x)``: the wrapped network learns the correction, not the slice (residual
+    learning, as DnCNN: Zhang et al., IEEE TIP 2017)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)
 
 
 def build_dae(config: Mapping[str, Any]) -> nn.Module:
     """The DAE's network: MONAI ``UNet`` (2D, ``channels`` per level, stride 2 between
     levels, ``res_units`` residual units per block, instance norm) from ``image_channels``
-    to ``image_channels``."""
+    to ``image_channels``; with ``residual`` (absent: false) wrapped in ``Residual``, so
+    the slice's own intensities reach the output past the UNet's instance norms."""
     from monai.networks.nets import UNet
 
     channels = [int(c) for c in config["channels"]]
-    return UNet(
+    net = UNet(
         spatial_dims=2,
         in_channels=int(config["image_channels"]),
         out_channels=int(config["image_channels"]),
@@ -58,6 +80,7 @@ def build_dae(config: Mapping[str, Any]) -> nn.Module:
         strides=[2] * (len(channels) - 1),
         num_res_units=int(config["res_units"]),
     )
+    return Residual(net) if config.get("residual", False) else net
 
 
 def coarse_noise(

@@ -20,6 +20,7 @@ from synthmri import ImageSet, RunContext, get_plugin
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.phantoms import make_phantoms
 from synthmri.nn.dae import (
+    Residual,
     build_dae,
     cell_sets,
     coarse_noise,
@@ -129,6 +130,17 @@ def test_training_learns_to_remove_noise(data: tuple[ImageSet, ImageSet]) -> Non
         assert history["loss"][-1] < 0.5 * history["loss"][0], corruption
 
 
+def test_residual_network_passes_the_slice_through(data: tuple[ImageSet, ImageSet]) -> None:
+    config = {"channels": [8, 16], "res_units": 1, "image_channels": 1}
+    assert not isinstance(build_dae(config), Residual)  # checkpoints without the key
+    net = build_dae({**config, "residual": True})
+    assert isinstance(net, Residual)
+    for weight in net.parameters():
+        torch.nn.init.zeros_(weight)  # no correction learnt yet
+    x = data[0].images[:4] * torch.tensor([0.2, 0.6, 1.0, 1.4]).view(4, 1, 1, 1)
+    assert torch.equal(net(x), x)  # whatever the slice's intensity (instance norms inside)
+
+
 def test_scores_are_deterministic_under_a_seed(data: tuple[ImageSet, ImageSet]) -> None:
     torch.manual_seed(1)
     a = fitted(data)
@@ -140,11 +152,32 @@ def test_scores_are_deterministic_under_a_seed(data: tuple[ImageSet, ImageSet]) 
     assert rec.shape == images.shape and 0 <= float(rec.min()) <= float(rec.max()) <= 1
 
 
-def test_state_round_trip(data: tuple[ImageSet, ImageSet]) -> None:
-    model = fitted(data)
+def test_restarts_keep_the_training_with_the_best_validation_auc(
+    data: tuple[ImageSet, ImageSet],
+) -> None:
+    train, val = data
+    singles = []
+    for seed in (4, 5, 6):  # what each restart trains on its own
+        model = DAEAnomaly(quick(iterations=2))
+        model.fit(train, val, RunContext(seed=seed, device="cpu"))
+        singles.append(model)
+    best = max(singles, key=lambda m: m.operating_point["val_auc"])  # the first of ties
+    assert best is not singles[0]  # so keeping the first would fail
+    chosen = DAEAnomaly(quick(iterations=2, restarts=3))
+    chosen.fit(train, val, RunContext(seed=4, device="cpu"))
+    assert chosen.operating_point == best.operating_point
+    assert chosen.history["restart_val_auc"] == best.operating_point["val_auc"]
+    images = val.images
+    assert np.array_equal(chosen.anomaly_scores(images), best.anomaly_scores(images))
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_state_round_trip(data: tuple[ImageSet, ImageSet], residual: bool) -> None:
+    model = fitted(data, residual=residual)
     state = round_trip(model.state_dict())
     restored = DAEAnomaly()
     restored.load_state_dict(state)
+    assert isinstance(restored.net, Residual) == residual
     images = data[1].images[:4]
     assert torch.allclose(restored.reconstruct(images), model.reconstruct(images), atol=1e-6)
     assert np.allclose(restored.anomaly_scores(images), model.anomaly_scores(images))
