@@ -136,6 +136,9 @@ class DAEAnomaly(ReconstructionAnomaly):
         task (``docs/results.md``, "dae_anomaly")."""
         import copy
 
+        if self.params.restarts == 1:
+            super().fit(train, val, run)
+            return
         best: tuple[float, dict[str, Any], dict[str, Any]] | None = None
         for i in range(self.params.restarts):
             attempt = copy.copy(run)
@@ -143,18 +146,16 @@ class DAEAnomaly(ReconstructionAnomaly):
             super().fit(train, val, attempt)
             auc = self.operating_point.get("val_auc")
             if auc is None:
-                if self.params.restarts > 1:
-                    run.note(f"{self.name}: no validation AUC to choose by; kept restart 0")
+                run.note(f"{self.name}: no validation AUC to choose by; kept restart 0")
                 return
             run.log(dae_restart=i, dae_val_auc=auc)
             if best is None or auc > best[0]:
                 best = (auc, self.state_dict(), self.history)
         assert best is not None
-        if self.params.restarts > 1:
-            self.load_state_dict(best[1])
-            assert self.net is not None
-            self.net.to(run.device)
-            self.device, self.history = run.device, {**best[2], "restart_val_auc": best[0]}
+        self.load_state_dict(best[1])
+        assert self.net is not None
+        self.net.to(run.device)
+        self.device, self.history = run.device, {**best[2], "restart_val_auc": best[0]}
 
     def _train(self, healthy: ImageSet, run: RunContext) -> None:
         """Train the UNet to remove coarse noise from the healthy training slices."""
