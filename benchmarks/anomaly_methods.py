@@ -56,6 +56,8 @@ Usage::
     python benchmarks/anomaly_methods.py --study --model dae_anomaly --param iterations=3000
     python benchmarks/anomaly_methods.py --study --model dae_anomaly --param iterations=3000 \
         --param corruption=inpaint                         # the inpainting repair (RIAD-style)
+    python benchmarks/anomaly_methods.py --study --model dae_anomaly --param iterations=3000 \
+        --param objective=localise                         # foreign patch interpolation (FPI)
     python benchmarks/anomaly_methods.py --study --model oracle     # the decision's ceiling
 """
 

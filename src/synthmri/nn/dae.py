@@ -10,7 +10,10 @@ tumour looks like to it, so its output on a tumour slice is a healthy-looking "r
 Beside the paper's noise, ``foreign_patches`` (after foreign patch interpolation, Tan et al.,
 "Detecting outliers with foreign patch interpolation", MELBA 2022): an elliptical patch of
 another healthy slice blended into the head. It teaches the UNet to remove sharp-edged,
-textured deviations too, which coarse noise does not show it.
+textured deviations too, which coarse noise does not show it. With ``objective: localise``
+the UNet learns the paper's own task instead: to predict, per pixel, the weight with which
+the patch was blended in (``patch_weights``); its prediction on a new slice is the anomaly
+map.
 
 And ``cell_sets`` for inpainting (after RIAD, Zavrtanik, Kristan & Skočaj, "Reconstruction
 by inpainting for visual anomaly detection", Pattern Recognition 2021): the slice is cut
@@ -48,6 +51,7 @@ __all__ = [
     "coarse_noise",
     "foreign_patches",
     "inpaint",
+    "patch_weights",
     "train_dae",
 ]
 
@@ -67,19 +71,27 @@ class Residual(torch.nn.Module):
 def build_dae(config: Mapping[str, Any]) -> nn.Module:
     """The DAE's network: MONAI ``UNet`` (2D, ``channels`` per level, stride 2 between
     levels, ``res_units`` residual units per block, instance norm) from ``image_channels``
-    to ``image_channels``; with ``residual`` (absent: false) wrapped in ``Residual``, so
-    the slice's own intensities reach the output past the UNet's instance norms."""
+    to ``out_channels`` (absent: ``image_channels``). MONAI's UNet instance-normalises its
+    last transposed convolution, so with one output channel each slice's output is built
+    from one normalised map: ``out_conv`` (absent: false) ends the UNet at ``channels[0]``
+    maps instead and adds a 1 x 1 convolution to ``out_channels``, which can set any level
+    and scale. With ``residual`` (absent: false) it is wrapped in ``Residual``, so the
+    slice's own intensities reach the output past the UNet's instance norms."""
     from monai.networks.nets import UNet
 
     channels = [int(c) for c in config["channels"]]
-    net = UNet(
+    out = int(config.get("out_channels", config["image_channels"]))
+    out_conv = bool(config.get("out_conv", False))
+    net: nn.Module = UNet(
         spatial_dims=2,
         in_channels=int(config["image_channels"]),
-        out_channels=int(config["image_channels"]),
+        out_channels=channels[0] if out_conv else out,
         channels=channels,
         strides=[2] * (len(channels) - 1),
         num_res_units=int(config["res_units"]),
     )
+    if out_conv:
+        net = torch.nn.Sequential(net, torch.nn.Conv2d(channels[0], out, 1))
     return Residual(net) if config.get("residual", False) else net
 
 
@@ -94,18 +106,14 @@ def coarse_noise(
     return F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def foreign_patches(
-    x: Tensor,
-    heads: Tensor,
-    donors: Tensor,
-    radius: tuple[float, float],
-    generator: torch.Generator,
+def patch_weights(
+    heads: Tensor, radius: tuple[float, float], generator: torch.Generator
 ) -> Tensor:
-    """``x`` ``[N, C, H, W]`` with, inside each head (``heads`` ``[N, 1, H, W]``), an
-    elliptical patch of the same place in its donor slice (``donors``, shaped as ``x``)
-    blended in with a weight drawn from U(0, 1): semi-axes drawn from ``radius`` (shares of
-    the side), centred on a head pixel."""
-    n, _, h, w = x.shape
+    """Where and how strongly a foreign patch is blended in: ``[N, 1, H, W]`` in [0, 1], per
+    slice an ellipse with semi-axes drawn from ``radius`` (shares of the side), centred on a
+    pixel of its head (``heads`` bool ``[N, 1, H, W]``), cut to the head, with one weight
+    drawn from U(0, 1)."""
+    n, _, h, w = heads.shape
     rnd = torch.rand(n, 5, generator=generator)
     lo, hi = radius
     axes = (lo + (hi - lo) * rnd[:, :2]) * torch.tensor([h, w])  # [N, 2] semi-axes in px
@@ -117,7 +125,19 @@ def foreign_patches(
     inside = ((yy - cy.view(n, 1, 1)) / axes[:, 0].view(n, 1, 1)) ** 2 + (
         (xx - cx.view(n, 1, 1)) / axes[:, 1].view(n, 1, 1)
     ) ** 2 <= 1.0
-    weight = (inside.unsqueeze(1) & heads.bool()).float() * rnd[:, 2].view(n, 1, 1, 1)
+    return (inside.unsqueeze(1) & heads.bool()).float() * rnd[:, 2].view(n, 1, 1, 1)
+
+
+def foreign_patches(
+    x: Tensor,
+    heads: Tensor,
+    donors: Tensor,
+    radius: tuple[float, float],
+    generator: torch.Generator,
+) -> Tensor:
+    """``x`` ``[N, C, H, W]`` with an elliptical patch of the same place in its donor slice
+    (``donors``, shaped as ``x``) blended in with the weights of ``patch_weights``."""
+    weight = patch_weights(heads, radius, generator)
     return x * (1 - weight) + donors * weight
 
 
@@ -166,7 +186,9 @@ def train_dae(
     (``noise``; ``patch``: ``foreign_patches`` from the previous slice of the batch, semi-axes
     ``patch_radius``; ``both``: patches in the first half of each batch, noise in the rest;
     ``inpaint``: one of ``inpaint_sets`` cell sets of a grid drawn from ``inpaint_grids`` set
-    to 0, the loss on those cells only) and ``log_every``. Logs the loss every
+    to 0, the loss on those cells only), ``objective`` (absent: ``repair``; ``localise``:
+    every slice gets a foreign patch and ``net`` learns its ``patch_weights``, one output
+    channel of logits, binary cross-entropy) and ``log_every``. Logs the loss every
     ``log_every`` steps (the only host syncs), stops with a TrainingError on NaN. Returns the
     logged history; ``net`` is left in eval mode on ``run.device``."""
     if images.ndim != 4 or images.shape[0] == 0 or heads.shape[0] != images.shape[0]:
@@ -182,6 +204,7 @@ def train_dae(
     noise_gen = run.generator(313)
     grids = [int(r) for r in params.noise_resolution]
     radius = (float(params.patch_radius[0]), float(params.patch_radius[1]))
+    localise = getattr(params, "objective", "repair") == "localise"
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     history: dict[str, list[float]] = {"step": [], "loss": []}
     total, since = torch.zeros((), device=device), 0
@@ -191,7 +214,11 @@ def train_dae(
             idx = next(batches)
             x = data[idx]
             weight = None  # where the loss is taken: everywhere, or the cells to fill
-            if params.corruption == "inpaint":
+            target = x  # what the net returns: the clean slice, or the patch weights
+            if localise:
+                target = patch_weights(fg[idx], radius, noise_gen)
+                noisy = x * (1 - target) + x.roll(1, dims=0) * target
+            elif params.corruption == "inpaint":
                 cells = params.inpaint_grids[int(torch.randint(len(params.inpaint_grids), (1,),
                                                                generator=noise_gen))]  # fmt: skip
                 holes = cell_sets(tuple(x.shape), cells, params.inpaint_sets, noise_gen)[0]
@@ -209,14 +236,16 @@ def train_dae(
                     donors = x.roll(1, dims=0)[:k]
                     parts.insert(0, foreign_patches(x[:k], heads[:k], donors, radius, noise_gen))
                 noisy = parts[0] if len(parts) == 1 else torch.cat(parts)
-            x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+            target = target.to(device, non_blocking=True)
             noisy = noisy.to(device, non_blocking=True).contiguous(memory_format=fmt)
             with run.autocast():
                 out = model(noisy)
-            if weight is None:
-                loss = F.mse_loss(out.float(), x)
+            if localise:  # FPI's: cross-entropy against the soft patch weights
+                loss = F.binary_cross_entropy_with_logits(out.float(), target)
+            elif weight is None:
+                loss = F.mse_loss(out.float(), target)
             else:  # RIAD's: the loss of the filled cells only
-                loss = ((out.float() - x) ** 2 * weight).sum() / weight.sum().clamp_min(1)
+                loss = ((out.float() - target) ** 2 * weight).sum() / weight.sum().clamp_min(1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

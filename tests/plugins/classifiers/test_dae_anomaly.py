@@ -26,6 +26,7 @@ from synthmri.nn.dae import (
     coarse_noise,
     foreign_patches,
     inpaint,
+    patch_weights,
     train_dae,
 )
 from synthmri.plugins.classifiers.dae_anomaly import DAEAnomaly
@@ -81,6 +82,40 @@ def test_foreign_patches_blend_an_ellipse_of_the_donor_inside_the_head() -> None
         weights = patch[changed].unique()
         assert len(weights) == 1 and 0 < float(weights[0]) < 1  # one blend weight per slice
         assert 4 <= int(changed.sum()) <= int(torch.pi * 6.4 * 6.4) + 8  # semi-axes 3-6 px
+
+
+def test_patch_weights_are_where_and_how_strongly_the_patch_is_blended() -> None:
+    x, donors = torch.rand(6, 1, 32, 32), torch.rand(6, 1, 32, 32)
+    heads = torch.zeros(6, 1, 32, 32, dtype=torch.bool)
+    heads[..., 6:26, 4:28] = True
+    weight = patch_weights(heads, (0.1, 0.2), torch.Generator().manual_seed(3))
+    out = foreign_patches(x, heads, donors, (0.1, 0.2), torch.Generator().manual_seed(3))
+    assert torch.allclose(out, x * (1 - weight) + donors * weight)
+    assert float(weight[~heads].abs().max()) == 0.0 and float(weight.min()) >= 0
+    assert all(0 < float(w.max()) < 1 for w in weight)  # every slice gets a patch
+
+
+def test_localise_learns_where_a_patch_was_blended() -> None:
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    disc = ((yy - 15.5) ** 2 + (xx - 15.5) ** 2 < 13**2).view(1, 1, 32, 32)
+    levels = torch.rand(48, 1, 1, 1, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    heads = disc.expand(48, 1, 32, 32)
+    images = disc * levels  # each "head" one level: a foreign patch is a step
+    healthy, new = images[:32], images[32:]
+    params = SimpleNamespace(iterations=200, batch_size=8, lr=3e-3, noise_resolution=[4],
+                             noise_std=0.2, corruption="patch", patch_radius=[0.15, 0.3],
+                             objective="localise", log_every=40)  # fmt: skip
+    torch.manual_seed(0)
+    net = build_dae({"channels": [8, 16], "res_units": 1, "image_channels": 1,
+                     "out_channels": 1, "out_conv": True})  # fmt: skip
+    history = train_dae(net, healthy, heads[:32], params, RunContext(seed=0, device="cpu"))
+    assert history["loss"][-1] < 0.6 * history["loss"][0]
+    # slices it never saw, each with a patch of another blended in at full weight
+    weight = (patch_weights(heads[32:], (0.15, 0.3), torch.Generator().manual_seed(9)) > 0)
+    with torch.no_grad():
+        pred = torch.sigmoid(net(torch.where(weight, new.roll(1, 0), new)))
+    inside, outside = pred[weight].mean(), pred[~weight & heads[32:]].mean()
+    assert float(inside) > 3 * float(outside)
 
 
 def test_cell_sets_deal_every_cell_to_one_set() -> None:
@@ -141,6 +176,16 @@ def test_residual_network_passes_the_slice_through(data: tuple[ImageSet, ImageSe
     assert torch.equal(net(x), x)  # whatever the slice's intensity (instance norms inside)
 
 
+def test_out_conv_sets_the_output_level_past_the_instance_norms() -> None:
+    net = build_dae({"channels": [8, 16], "res_units": 1, "image_channels": 1, "out_conv": True})
+    last = list(net.modules())[-1]
+    assert isinstance(last, torch.nn.Conv2d) and last.in_channels == 8
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.constant_(last.bias, 0.7)
+    out = net(torch.rand(2, 1, 32, 32))
+    assert out.shape == (2, 1, 32, 32) and torch.allclose(out, torch.full_like(out, 0.7))
+
+
 def test_scores_are_deterministic_under_a_seed(data: tuple[ImageSet, ImageSet]) -> None:
     torch.manual_seed(1)
     a = fitted(data)
@@ -171,13 +216,26 @@ def test_restarts_keep_the_training_with_the_best_validation_auc(
     assert np.array_equal(chosen.anomaly_scores(images), best.anomaly_scores(images))
 
 
-@pytest.mark.parametrize("residual", [False, True])
-def test_state_round_trip(data: tuple[ImageSet, ImageSet], residual: bool) -> None:
-    model = fitted(data, residual=residual)
+def test_localise_predictions_are_the_error_maps(data: tuple[ImageSet, ImageSet]) -> None:
+    model = fitted(data, objective="localise", smooth_sigma=0, foreground_only=False,
+                   normalise="none")  # fmt: skip
+    assert model.params.corruption == "patch" and model.params.error_measure == "absolute"
+    images = data[1].images
+    pred = model.reconstruct(images)
+    assert pred.shape == (len(images), 1, SIZE, SIZE) and float(pred.min()) >= 0
+    assert float(pred.max()) <= 1
+    assert torch.equal(model.error_maps(images)[0], pred)
+    assert model.selection == {}  # nothing to choose: the prediction is the map
+
+
+@pytest.mark.parametrize("extra", [{"residual": True}, {"objective": "localise"}])
+def test_state_round_trip(data: tuple[ImageSet, ImageSet], extra: dict[str, Any]) -> None:
+    model = fitted(data, **extra)
     state = round_trip(model.state_dict())
     restored = DAEAnomaly()
     restored.load_state_dict(state)
-    assert isinstance(restored.net, Residual) == residual
+    assert isinstance(restored.net, Residual) == bool(extra.get("residual"))
+    assert restored.params.objective == model.params.objective
     images = data[1].images[:4]
     assert torch.allclose(restored.reconstruct(images), model.reconstruct(images), atol=1e-6)
     assert np.allclose(restored.anomaly_scores(images), model.anomaly_scores(images))
@@ -202,6 +260,10 @@ def test_bad_params_and_data(data: tuple[ImageSet, ImageSet]) -> None:
         DAEAnomaly(quick(inpaint_sets=1))
     with pytest.raises(PluginError, match="inpaint_grids"):
         DAEAnomaly(quick(inpaint_grids=[]))
+    for wrong in ({"residual": True}, {"corruption": "inpaint"}, {"corruption": "noise"},
+                  {"error_measure": "ssim"}, {"match_intensity": True}):  # fmt: skip
+        with pytest.raises(PluginError, match=f"localise.*{next(iter(wrong))}"):
+            DAEAnomaly(quick(objective="localise", **wrong))
     with pytest.raises(PluginError, match="not trained"):
         DAEAnomaly(quick()).predict_proba(data[1].images)
     odd = make_phantoms(12, 34, seed=0)

@@ -369,13 +369,7 @@ class ReconstructionAnomaly(Classifier):
         import torch
         import torch.nn.functional as F
 
-        from synthmri.nn.anomaly_maps import (
-            absolute_error,
-            head_masks,
-            match_intensity,
-            ssim_error,
-            z_map,
-        )
+        from synthmri.nn.anomaly_maps import head_masks, match_intensity, ssim_error, z_map
 
         x = self._images(images)
         if recon is None:
@@ -397,11 +391,18 @@ class ReconstructionAnomaly(Classifier):
         if self.measure == "ssim":
             raw = ssim_error(x, recon, kernel_size=p.ssim_window)
         else:
-            raw = absolute_error(x, recon)
+            raw = self._absolute_error(x, recon)
         err = gaussian_smooth(raw, p.smooth_sigma) * fg
         if self.pixel_stats is not None:
             err = z_map(err, self.pixel_stats) * fg
         return err, fg
+
+    def _absolute_error(self, x: Tensor, recon: Tensor) -> Tensor:
+        """The absolute error map ``[N, 1, H, W]`` (a model that predicts the map itself
+        returns it here)."""
+        from synthmri.nn.anomaly_maps import absolute_error
+
+        return absolute_error(x, recon)
 
     def _anomalous(self, errors: Tensor, foreground: Tensor) -> Tensor:
         """Pixels above the pixel threshold inside the head, morphologically cleaned."""

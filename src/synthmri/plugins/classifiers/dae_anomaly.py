@@ -15,7 +15,13 @@ part only.
 Beyond the paper, ``corruption`` can also teach it foreign patches (sharp-edged deviations)
 or inpainting (RIAD-style: cells of the slice removed and filled from the rest, the repair
 filling every cell in turn, so no pixel is repaired from itself); ``docs/results.md`` has
-what validation preferred on each data set.
+what validation preferred on each data set. ``objective: localise`` trains the same UNet on
+a self-supervised task instead of a repair (foreign patch interpolation, Tan et al., MELBA
+2022): to predict, per pixel, the weight with which a patch of another healthy slice was
+blended in; on a new slice that prediction is the error map, and the rest of the decision
+is unchanged. ``out_conv`` ends the UNet with a 1 x 1 convolution from its first-level
+maps: MONAI's UNet instance-normalises its last up-convolution, and with one output channel
+some trainings never learnt to denoise (``docs/results.md``).
 
 Where it deviates from the paper: a narrower UNet sized for a CPU (``channels``) and fewer
 steps; Adam with a cosine decay of the learning rate; the head is the data loader's mask
@@ -29,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from synthmri import hookimpl
 from synthmri.core.errors import DataError
@@ -60,6 +66,12 @@ class DAEAnomalyParams(AnomalyParams):
         False,
         description="learn the correction (output = input + UNet(input)) instead of the "
         "slice, so the slice's intensities reach the output past the UNet's instance norms",
+    )
+    out_conv: bool = Field(
+        False,
+        description="end the UNet at channels[0] maps and add a 1 x 1 convolution to the "
+        "output, so the output is not built from one instance-normalised map (always on "
+        "with objective localise)",
     )
     restarts: int = Field(
         1,
@@ -94,13 +106,41 @@ class DAEAnomalyParams(AnomalyParams):
         (0.05, 0.2), description="range of a foreign patch's semi-axes, as shares of the side"
     )
 
+    objective: Literal["repair", "localise"] = Field(
+        "repair",
+        description="repair: the UNet returns the clean slice and the error is |slice - "
+        "repair|; localise (foreign patch interpolation, Tan et al.): it learns to predict "
+        "where and how strongly a foreign patch was blended in, and its prediction is the "
+        "error map (corruption patch, absolute map)",
+    )
+    log_every: int = Field(50, ge=1, description="steps between log.jsonl lines (host syncs)")
+
     @field_validator("patch_radius")
     @classmethod
     def _ordered_shares(cls, value: tuple[float, float]) -> tuple[float, float]:
         if not 0 < value[0] <= value[1] <= 0.5:
             raise ValueError(f"need 0 < low <= high <= 0.5, got {list(value)}")
         return value
-    log_every: int = Field(50, ge=1, description="steps between log.jsonl lines (host syncs)")
+
+    @model_validator(mode="after")
+    def _localise_predicts_the_map(self) -> DAEAnomalyParams:
+        if self.objective == "repair":
+            return self
+        wrong = {
+            "corruption": "corruption" in self.model_fields_set and self.corruption != "patch",
+            "error_measure": self.error_measure == "ssim",
+            "residual": self.residual,
+            "match_intensity": self.match_intensity,
+        }
+        if any(wrong.values()):
+            bad = ", ".join(k for k, v in wrong.items() if v)
+            raise ValueError(
+                f"objective localise predicts the error map itself: {bad} do not apply "
+                "(it learns foreign patches; the map is its prediction)"
+            )
+        # no validate_assignment loop: the resolved values are valid by construction
+        self.__dict__.update(corruption="patch", error_measure="absolute")
+        return self
 
 
 class DAEAnomaly(ReconstructionAnomaly):
@@ -178,6 +218,8 @@ class DAEAnomaly(ReconstructionAnomaly):
             "res_units": p.res_units,
             "residual": p.residual,
             "image_channels": self.channels,
+            "out_channels": 1 if p.objective == "localise" else self.channels,
+            "out_conv": p.out_conv or p.objective == "localise",
         }
         run.log(dae_channels=list(p.channels), dae_iterations=p.iterations,
                 dae_healthy_slices=len(healthy), dae_device=run.device.type)  # fmt: skip
@@ -195,7 +237,8 @@ class DAEAnomaly(ReconstructionAnomaly):
     def _reconstruct(self, x: Tensor) -> Tensor:
         """The UNet's output for each (noise-free) slice, in [0, 1] on the CPU; with
         ``corruption: inpaint``, its fill of every cell in turn (``synthmri.nn.dae.inpaint``:
-        one fixed deal of the cells, so a slice's repair does not depend on its batch)."""
+        one fixed deal of the cells, so a slice's repair does not depend on its batch); with
+        ``objective: localise``, its predicted patch weights ``[N, 1, H, W]``."""
         import torch
 
         from synthmri.nn.dae import inpaint
@@ -210,10 +253,19 @@ class DAEAnomaly(ReconstructionAnomaly):
                 batch = x[i : i + self.recon_batch].float().to(device)
                 if p.corruption == "inpaint":
                     out = inpaint(net, batch, p.inpaint_grids, p.inpaint_sets)
+                elif p.objective == "localise":
+                    out = torch.sigmoid(net(batch).float())
                 else:
                     out = net(batch)
                 outs.append(out.float().clamp(0, 1).cpu())
         return torch.cat(outs)
+
+    def _absolute_error(self, x: Tensor, recon: Tensor) -> Tensor:
+        """With ``objective: localise`` the UNet's prediction (the blend weight of a foreign
+        patch at each pixel) is the map; else ``|x - repair|``."""
+        if self.params.objective == "localise":
+            return recon
+        return super()._absolute_error(x, recon)
 
     def _model_state(self) -> dict[str, Any]:
         from synthmri.nn.tensors import cpu_state
