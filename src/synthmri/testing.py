@@ -178,6 +178,11 @@ def check_generator(
     assert torch.allclose(same.images, out.images, atol=1e-5), (
         "a generator restored from state_dict must sample the same images"
     )
+    if cls.warm_starts and not model.conditional:  # another class, from this model
+        warm = cls(p)
+        warm.start_from(round_trip(model.state_dict()))
+        warm.fit(data.of_class("normal"), RunContext(seed=1))
+        _check_images(warm.sample(n, seed=3).images, n, 1, size, "a warm-started sample()")
 
 
 def _fit_supervised(

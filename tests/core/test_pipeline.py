@@ -214,3 +214,31 @@ def test_an_experiment_with_seeds_trains_once_per_seed_and_summarises(
     # the segmentation experiment lists no seeds: its rows carry none, and no summary
     assert all("seed" not in r for r in metrics["segmentation"])
     assert "segmentation_summary" not in metrics
+
+
+WARM = """\
+name: warm
+seed: 0
+data: {n: 24, size: 32}
+generators:
+  - plugin: dcgan
+    warm_start: NORMAL
+    # a learning rate that leaves the weights where they start
+    params: {iterations: 2, batch_size: 4, ngf: 8, ndf: 8, lr: 1.0e-12}
+"""
+
+
+@pytest.mark.parametrize("executor", ["serial", "local"])
+def test_warm_start_starts_the_other_classes_from_its_model(tmp_path: Path, executor: str) -> None:
+    result = run_recipe(parse_recipe(WARM), out=tmp_path, executor=executor, workers=2)
+    assert result.run_dir is not None
+    ckpt = {
+        c: load_checkpoint(result.run_dir / "checkpoints" / f"generate-dcgan-{c}.pt")["state"]
+        for c in ("normal", "tumor")
+    }
+    for net in ("G", "D"):
+        normal, tumour = ckpt["normal"][net], ckpt["tumor"][net]
+        weights = [k for k in normal if k.endswith("weight")]
+        assert weights and all(torch.allclose(normal[k], tumour[k], atol=1e-6) for k in weights)
+    with pytest.raises(ConfigError, match="warm_start class 'healthy' is not one it trains"):
+        run_recipe(parse_recipe(WARM.replace("NORMAL", "healthy")), out=None)

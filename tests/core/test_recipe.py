@@ -163,3 +163,20 @@ def test_data_section_takes_the_loader_options() -> None:
     assert r.data.near_duplicate_threshold == 1.01 and r.data.layout == "nifti"
     with pytest.raises(RecipeError, match=r"did you mean .near_duplicate_threshold"):
         parse_recipe("name: x\ndata: {near_duplicat_threshold: 1}\n")
+
+
+@pytest.mark.parametrize(
+    ("entry", "what"),
+    [
+        ("{plugin: augment, warm_start: normal}", "'augment' cannot do it"),
+        (
+            "{plugin: dcgan, per_class: false, warm_start: normal, params: {conditional: true}}",
+            "needs per_class: true",
+        ),
+    ],
+)
+def test_warm_start_needs_a_per_class_plugin_that_can(entry: str, what: str) -> None:
+    with pytest.raises(RecipeError) as exc:
+        parse_recipe(f"name: w\ngenerators:\n  - {entry}\n", source="w.yaml")
+    assert exc.value.message.startswith("w.yaml:3:"), exc.value.message
+    assert f"generators.0.warm_start: {what}" in exc.value.message

@@ -248,18 +248,26 @@ class Generator(Plugin):
     recipe that changes one reuses the trained model on ``--resume`` and samples again.
     ``baseline = True`` marks a cheap baseline every learned generator must beat (the real
     train part transformed or recombined, or a classical model): the report then also names
-    the best learned generator.
+    the best learned generator. ``warm_starts = True`` says that ``fit`` can begin from
+    another trained model of the same plugin and params (``start_from``): a per-class recipe
+    entry may then train one class first and fine-tune the others from it (``warm_start``).
     """
 
     kind: ClassVar[str] = "generator"
     conditional: ClassVar[bool] = False
     baseline: ClassVar[bool] = False
     emits_masks: ClassVar[bool] = False
+    warm_starts: ClassVar[bool] = False
     sampling_params: ClassVar[frozenset[str]] = frozenset()
 
     def fit(self, train: ImageSet, run: RunContext) -> None:
         """Train on ``train`` (images, and labels/masks when the generator uses them)."""
         raise NotImplementedError
+
+    def start_from(self, state: Mapping[str, Any]) -> None:
+        """Make the next ``fit`` begin from ``state`` (the ``state_dict`` of a trained model
+        of this plugin with the same params) instead of a fresh initialisation."""
+        raise PluginError(f"{self.name}: cannot start from another trained model")
 
     def sample(self, n: int, label: int | None = None, seed: int | None = None) -> ImageSet:
         """``n`` new images in [0, 1] (with ``labels`` set to ``label`` when given)."""

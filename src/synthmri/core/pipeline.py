@@ -11,6 +11,7 @@ the written artifacts in :mod:`.artifacts`, the layout of ``metrics.json`` in
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import time
@@ -287,10 +288,12 @@ def train_generators(
     executor: Executor | None = None,
 ) -> dict[str, TrainedGenerator]:
     """Fit every generator entry (per class or conditional), reusing cached stages; the
-    stages to train are independent and run on ``executor`` (default: serial)."""
+    stages to train run on ``executor`` (default: serial), those that start from another
+    class's model (``warm_start``) after the others."""
     trained: dict[str, TrainedGenerator] = {}
     train_fp = fingerprint(train)
     jobs: list[StageJob] = []
+    later: list[StageJob] = []  # warm-started: they need their start class's model
     todo: dict[str, tuple[TrainedGenerator, str | None, str]] = {}
     seconds: dict[str, float] = {}
     owner: dict[str, TrainedGenerator] = {}
@@ -298,6 +301,7 @@ def train_generators(
         cls = get_plugin("generator", entry.plugin)
         classes = entry.resolve_classes(train.class_names)
         targets: list[str | None] = list(classes) if entry.per_class else [None]
+        first = _start_class(entry, classes)  # warm_start: the others start from its model
         tg = trained[entry.label] = TrainedGenerator(entry, {}, list(train.class_names))
         for cname in targets:
             key = f"generate/{entry.label}" + (f"/{cname}" if cname else "")
@@ -336,7 +340,11 @@ def train_generators(
                 "n_train": len(part),
             }
             args = (entry.plugin, entry.params, part, seed, meta)
-            jobs.append(StageJob(key, fit_generator_stage, lambda a=args: a, len(part)))
+            start = first if first != cname else None
+            make = functools.partial(_stage_args, args, tg.models, start)
+            (jobs if start is None else later).append(
+                StageJob(key, fit_generator_stage, make, len(part))
+            )
             todo[key] = (tg, cname, digest)
 
     def done(job: StageJob, result: StageResult) -> None:
@@ -349,12 +357,34 @@ def train_generators(
         tg.models[cname] = model
         seconds[job.key] = float(result.payload["train_seconds"])
 
-    (executor or SerialExecutor()).run(jobs, run, done, "generators")
+    for stages in (jobs, later):
+        (executor or SerialExecutor()).run(stages, run, done, "generators")
     for key, elapsed in seconds.items():  # in recipe order, whatever order they ended in
         timings[key] = round(elapsed, 3)
     for key, tg in owner.items():
         tg.train_seconds += seconds[key]
     return trained
+
+
+def _stage_args(
+    args: tuple[Any, ...], models: Mapping[str | None, Generator], start: str | None
+) -> tuple[Any, ...]:
+    """A generator stage's arguments, with the state of class ``start``'s model to begin
+    from (``warm_start``: trained, or loaded, before this stage starts) or None."""
+    return (*args, None if start is None else models[start].state_dict())
+
+
+def _start_class(entry: GeneratorEntry, classes: list[str]) -> str | None:
+    """The class ``warm_start`` names among ``classes`` (matched ignoring case), or None."""
+    if entry.warm_start is None:
+        return None
+    chosen = {c.lower(): c for c in classes}.get(entry.warm_start.lower())
+    if chosen is None:
+        raise ConfigError(
+            f"generator {entry.label!r}: warm_start class {entry.warm_start!r} is not one it "
+            f"trains (classes: {', '.join(classes)})"
+        )
+    return chosen
 
 
 def _training_config(entry: GeneratorEntry, sampling: frozenset[str]) -> dict[str, Any]:
@@ -494,9 +524,7 @@ def run_experiments(
                         fit_model_stage,
                         # the training set is built again when the stage starts (cheap),
                         # so only running stages hold theirs
-                        lambda e=entry, st=setting, s=seed: (
-                            *e, training_set(*st), val, test, s
-                        ),
+                        lambda e=entry, st=setting, s=seed: (*e, training_set(*st), val, test, s),
                         cost=len(data),
                     )
                 )

@@ -32,32 +32,12 @@ from synthmri.core.data.options import LoadOptions
 from synthmri.core.errors import ConfigError, PluginError, RecipeError
 from synthmri.core.interfaces import TRAIN_ON, format_validation_error
 from synthmri.core.memorisation import MemorisationGuard
+from synthmri.core.recipe_yaml import RecipeLoader, yaml_load
 
 #: the largest recipe file read
 MAX_RECIPE_BYTES = 4 * 1024 * 1024
 #: what ``device`` may say (``--device`` too)
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?|mps)$"
-
-
-class _RecipeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` where only true/false are booleans: ``yes``, ``no``, ``on`` and
-    ``off`` stay the strings a user wrote (``classes: [yes, no]`` names the folders ``yes/``
-    and ``no/``; a bool field still reads ``augment: yes`` as true)."""
-
-
-_RecipeLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
-
-
-def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_RecipeLoader)
 
 
 class _Strict(BaseModel):
@@ -75,7 +55,10 @@ class SplitConfig(_Strict):
         False, description="take the test part from the layout's Validation/Test folders"
     )
     train_fraction: float = Field(
-        1.0, gt=0.0, le=1.0, description="keep this share of the train part's groups (by "
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="keep this share of the train part's groups (by "
         "class, seeded) for everything the run trains, generators included; val and test "
         "stay whole: scarcity where the generators see only the classifier's real share",
     )
@@ -162,6 +145,12 @@ class GeneratorEntry(PluginEntry):
         default_factory=MemorisationGuard, exclude_if=lambda g: g == MemorisationGuard()
     )
     class_filter: ClassFilter | None = Field(None, exclude_if=lambda f: f is None)  # sampling
+    warm_start: str | None = Field(
+        None,
+        description="per class: train this class first and start the other classes' models "
+        "from it (fine-tuning) instead of from scratch; the plugin must support it",
+        exclude_if=lambda v: v is None,
+    )
 
     def resolve_classes(self, available: list[str]) -> list[str]:
         """The data's class names this entry trains for (``classes`` matched ignoring case;
@@ -255,8 +244,10 @@ class ExecutorConfig(_Strict):
         "CUDA) or ray (Ray tasks; extra synthmri[ray], RAY_ADDRESS joins a cluster)",
     )
     workers: int | None = Field(
-        None, ge=1, description="local: processes (default: cores, capped by memory); "
-        "ray: CPUs of a Ray started here"
+        None,
+        ge=1,
+        description="local: processes (default: cores, capped by memory); "
+        "ray: CPUs of a Ray started here",
     )
     cpus_per_stage: float = Field(1.0, gt=0, description="ray: CPUs each stage asks for")
     gpus_per_stage: float = Field(1.0, ge=0, description="ray on CUDA: GPUs per stage (0.5 shares)")
@@ -355,8 +346,8 @@ def parse_recipe(
 ) -> Recipe:
     """Parse recipe YAML text (see ``load_recipe``)."""
     try:
-        raw = _yaml_load(text)
-        node = yaml.compose(text, Loader=_RecipeLoader)
+        raw = yaml_load(text)
+        node = yaml.compose(text, Loader=RecipeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -390,7 +381,7 @@ def apply_override(raw: dict[str, Any], item: str) -> tuple[str, ...]:
         raise RecipeError(f"--set {item!r}: expected key.path=value")
     key, value_text = item.split("=", 1)
     try:
-        value = _yaml_load(value_text) if value_text.strip() else None
+        value = yaml_load(value_text) if value_text.strip() else None
     except yaml.YAMLError:
         value = value_text
     parts = key.strip().split(".")
@@ -563,6 +554,11 @@ def check_recipe_plugins(
                 hint="give each entry a distinct `name`",
             )
         labels[gen.label] = cls
+        if gen.warm_start is not None and not (gen.per_class and cls.warm_starts):
+            why = "needs per_class: true" if cls.warm_starts else f"{gen.plugin!r} cannot do it"
+            raise RecipeError(
+                f"{at(('generators', i, 'warm_start'))}: generators.{i}.warm_start: {why}"
+            )
         if gen.class_filter is not None:
             check("classifier", gen.class_filter, ("generators", i, "class_filter"))
     for i, exp in enumerate(recipe.experiments):

@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,11 +80,13 @@ def fit_generator_stage(
     part: ImageSet,
     seed: int,
     meta: dict[str, Any],
+    start_from: Mapping[str, Any] | None,
     run: RunContext,
 ) -> StageResult:
     """The work of a generator stage (in this process or a worker): fit ``plugin`` on
-    ``part`` seeded with the stage's ``seed``; the checkpoint payload (``meta`` plus the
-    state and the seconds) and the fitted model."""
+    ``part`` seeded with the stage's ``seed``, from the trained model ``start_from`` when given
+    (``warm_start``); the checkpoint payload (``meta`` plus the state and the seconds) and
+    the fitted model."""
     import time
 
     from synthmri.core.executors import StageResult
@@ -93,6 +95,8 @@ def fit_generator_stage(
 
     start = time.perf_counter()
     model = get_plugin("generator", plugin)(params)
+    if start_from is not None:
+        model.start_from(start_from)
     seed_everything(seed)
     run.seed = seed
     model.fit(part, run)

@@ -14,6 +14,7 @@ from synthmri import GAN, GANParams, RunContext
 from synthmri.core.errors import ConfigError, DataError
 from synthmri.core.interfaces import ImageSet
 from synthmri.core.phantoms import make_phantoms
+from synthmri.core.plugins import get_plugin
 from synthmri.nn.diffaugment import resolve_policy
 from synthmri.testing import check_generator
 
@@ -95,3 +96,25 @@ def test_diffaugment_policy() -> None:
         GANParams(diffaugment="zoom")
     with pytest.raises(ConfigError, match="zoom"):
         resolve_policy("zoom", 10)
+
+
+def test_start_from_begins_at_the_given_weights() -> None:
+    dcgan = get_plugin("generator", "dcgan")
+    data = make_phantoms(16, 32, seed=0)
+    params = {**dcgan.quick_params, "iterations": 2}
+    first = dcgan(params)
+    first.fit(data.of_class("normal"), RunContext(seed=0))
+    still = {**params, "lr": 1e-12}  # the weights stay where they start
+    warm, cold = dcgan(still), dcgan(still)
+    warm.start_from(first.state_dict())
+    for model in (warm, cold):
+        model.fit(data.of_class("tumor"), RunContext(seed=1))
+    for net in ("G", "D"):
+        a, w, c = (m.state_dict()[net] for m in (first, warm, cold))
+        weights = [k for k in a if k.endswith("weight")]
+        assert all(torch.allclose(w[k], a[k], atol=1e-6) for k in weights)
+        assert not all(torch.allclose(c[k], a[k], atol=1e-6) for k in weights)
+    wider = dcgan({**params, "ngf": 16})
+    wider.start_from(first.state_dict())
+    with pytest.raises(DataError, match="the model to start from does not fit"):
+        wider.fit(data.of_class("tumor"), RunContext(seed=1))

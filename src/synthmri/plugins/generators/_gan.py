@@ -19,7 +19,8 @@ to [-1, 1] on the run's device, seeds, builds and prepares the networks (device,
 DistributedDataParallel under torchrun), keeps an EMA of G, makes the optimisers, feeds
 minibatches, logs the losses' means and the batch diversity every ``log_every`` steps
 (the only host sync), stops on NaN, notes a mode collapse, saves sample grids, and
-recomputes the EMA generator's BatchNorm statistics at the end. ``sample`` draws per
+recomputes the EMA generator's BatchNorm statistics at the end; after ``start_from`` it
+fine-tunes another trained model's G and D instead of new ones. ``sample`` draws per
 class or conditionally (with masks when ``emits_masks``), reproducibly for a seed, and
 ``state_dict`` / ``load_state_dict`` round-trip config, class names and weights.
 
@@ -61,18 +62,12 @@ class GANParams(AdaptiveAugmentParams):
     batch_size: int = Field(32, ge=1, description="images per step (per process under DDP)")
     diffaugment: str | None = Field(
         "auto",
-        description=(
-            "DiffAugment policy on real and fake images before the discriminator: 'auto' "
-            f"('{AUTO_POLICY}' below {AUTO_THRESHOLD} training images, else off), a comma "
-            "list of color/translation/cutout, or null/'' for off"
-        ),
+        description="DiffAugment policy on real and fake images before the discriminator: "
+        f"'auto' ('{AUTO_POLICY}' below {AUTO_THRESHOLD} training images, else off), a comma "
+        "list of color/translation/cutout, or null/'' for off",
     )
     ema: float | None = Field(
-        0.999,
-        gt=0.0,
-        lt=1.0,
-        description="EMA decay of the generator weights used for "
-        "sampling; null = sample from the raw generator",
+        0.999, gt=0.0, lt=1.0, description="EMA decay of the G weights sampled; null = the raw G"
     )
     log_every: int = Field(50, ge=1, description="steps between log.jsonl lines (host syncs)")
     sample_every: int = Field(
@@ -189,9 +184,11 @@ class GAN(Generator):
     share of the real batch's (from 1/5 of the steps on; 0 = never)."""
     grid_n: ClassVar[int] = 64
     sample_batch: ClassVar[int] = 256
+    warm_starts: ClassVar[bool] = True
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
+        self.start_state: Mapping[str, Any] | None = None  # start_from
         self.conditional = bool(getattr(self.params, "conditional", False))
         self.emits_masks = bool(getattr(self.params, "emits_masks", False))
         self.G: nn.Module | None = None  # raw generator (unwrapped)
@@ -306,6 +303,8 @@ class GAN(Generator):
 
         torch.manual_seed(run.seed)
         g_raw, d_raw = self._networks(self.config)
+        if self.start_state is not None:  # optimisers, EMA and augmentation start afresh
+            self._load_weights(g_raw, d_raw, self.start_state, "the model to start from")
         G, D = run.prepare(g_raw), run.prepare(d_raw)
         if run.world_size > 1:  # G and D run more than once per step: keep BN buffers local
             G.broadcast_buffers = D.broadcast_buffers = False  # type: ignore[assignment]
@@ -482,6 +481,19 @@ class GAN(Generator):
 
     # ------------------------------------------------------------ checkpoints
 
+    def start_from(self, state: Mapping[str, Any]) -> None:
+        """Begin the next ``fit`` from the G and D weights of ``state`` (fine-tuning)."""
+        self.start_state = state
+
+    def _load_weights(
+        self, G: nn.Module, D: nn.Module, state: Mapping[str, Any], what: str
+    ) -> None:
+        try:
+            G.load_state_dict(state["G"])
+            D.load_state_dict(state["D"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise DataError(f"{self.name}: {what} does not fit this plugin ({exc})") from None
+
     def state_dict(self) -> dict[str, Any]:
         """Network config, class names, params, and the G (raw and EMA) and D weights."""
         from synthmri.nn.tensors import cpu_state as cpu
@@ -517,8 +529,7 @@ class GAN(Generator):
             config = dict(state["config"])
             conditional, emits_masks = bool(state["conditional"]), bool(state["emits_masks"])
             G, D = self._networks(config)
-            G.load_state_dict(state["G"])
-            D.load_state_dict(state["D"])
+            self._load_weights(G, D, state, "checkpoint")
             G_ema = None
             if state.get("G_ema") is not None:
                 G_ema, _ = self._networks(config)
