@@ -524,7 +524,9 @@ def run_experiments(
                         fit_model_stage,
                         # the training set is built again when the stage starts (cheap),
                         # so only running stages hold theirs
-                        lambda e=entry, st=setting, s=seed: (*e, training_set(*st), val, test, s),
+                        lambda e=entry, st=setting, s=seed: (
+                            *e, training_set(*st), val, test, s
+                        ),
                         cost=len(data),
                     )
                 )

@@ -55,10 +55,7 @@ class SplitConfig(_Strict):
         False, description="take the test part from the layout's Validation/Test folders"
     )
     train_fraction: float = Field(
-        1.0,
-        gt=0.0,
-        le=1.0,
-        description="keep this share of the train part's groups (by "
+        1.0, gt=0.0, le=1.0, description="keep this share of the train part's groups (by "
         "class, seeded) for everything the run trains, generators included; val and test "
         "stay whole: scarcity where the generators see only the classifier's real share",
     )
@@ -244,10 +241,8 @@ class ExecutorConfig(_Strict):
         "CUDA) or ray (Ray tasks; extra synthmri[ray], RAY_ADDRESS joins a cluster)",
     )
     workers: int | None = Field(
-        None,
-        ge=1,
-        description="local: processes (default: cores, capped by memory); "
-        "ray: CPUs of a Ray started here",
+        None, ge=1, description="local: processes (default: cores, capped by memory); "
+        "ray: CPUs of a Ray started here"
     )
     cpus_per_stage: float = Field(1.0, gt=0, description="ray: CPUs each stage asks for")
     gpus_per_stage: float = Field(1.0, ge=0, description="ray on CUDA: GPUs per stage (0.5 shares)")
