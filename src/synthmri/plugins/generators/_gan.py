@@ -303,8 +303,9 @@ class GAN(Generator):
 
         torch.manual_seed(run.seed)
         g_raw, d_raw = self._networks(self.config)
-        if self.start_state is not None:  # optimisers, EMA and augmentation start afresh
-            self._load_weights(g_raw, d_raw, self.start_state, "the model to start from")
+        start, self.start_state = self.start_state, None  # start_from: for this fit only
+        if start is not None:  # optimisers, EMA and augmentation start afresh
+            self._load_nets(g_raw, d_raw, start, "the model to start from")
         G, D = run.prepare(g_raw), run.prepare(d_raw)
         if run.world_size > 1:  # G and D run more than once per step: keep BN buffers local
             G.broadcast_buffers = D.broadcast_buffers = False  # type: ignore[assignment]
@@ -485,9 +486,7 @@ class GAN(Generator):
         """Begin the next ``fit`` from the G and D weights of ``state`` (fine-tuning)."""
         self.start_state = state
 
-    def _load_weights(
-        self, G: nn.Module, D: nn.Module, state: Mapping[str, Any], what: str
-    ) -> None:
+    def _load_nets(self, G: nn.Module, D: nn.Module, state: Mapping[str, Any], what: str) -> None:
         try:
             G.load_state_dict(state["G"])
             D.load_state_dict(state["D"])
@@ -529,7 +528,7 @@ class GAN(Generator):
             config = dict(state["config"])
             conditional, emits_masks = bool(state["conditional"]), bool(state["emits_masks"])
             G, D = self._networks(config)
-            self._load_weights(G, D, state, "checkpoint")
+            self._load_nets(G, D, state, "checkpoint")
             G_ema = None
             if state.get("G_ema") is not None:
                 G_ema, _ = self._networks(config)
