@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -194,6 +195,10 @@ def _fit_supervised(
     val = phantom_set(max(8, n // 4), size, seed=1)
     model = cls(p)
     model.fit(train, val, RunContext(seed=0))
+    score = model.validation_score()
+    assert score is None or (isinstance(score, float) and math.isfinite(score)), (
+        f"validation_score() must be None or a finite float, got {score!r}"
+    )
     return model, val, p  # type: ignore[return-value]
 
 

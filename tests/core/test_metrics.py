@@ -162,4 +162,12 @@ def test_generators_are_ranked_by_tstr_then_mixed_gain() -> None:
     assert a["closer_than_real"] == 1.0 and b["closer_than_real"] is None
     # a filtered entry shows its weakest class's acceptance; an unfiltered one has no column
     assert b["class_filter_kept"] == 0.6 and "class_filter_kept" not in a
+    assert "tstr_val_score" not in a  # no model reported a validation score
+    # with validation scores, the same comparison on the validation part
+    scores = [0.5, 0.8, 0.6, 0.7, 0.65, 0.5, 0.8, 0.8]  # in the order of the rows above
+    for r, v in zip(metrics["classification"], scores, strict=True):
+        r["val_score"] = v
+    b, a = rank_generators(metrics)
+    assert a["tstr_val_score"] == 0.6 and b["tstr_val_score"] == 0.7
+    assert a["mixed_val_gain"] == pytest.approx(0.15) and b["mixed_val_gain"] == 0.0
     assert rank_generators({"classification": [row("real", None, 1.0, 0.9)]}) == []

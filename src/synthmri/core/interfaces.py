@@ -274,7 +274,17 @@ class Generator(Plugin):
         raise NotImplementedError
 
 
-class Classifier(Plugin):
+class TrainedModel(Plugin):
+    """What an experiment trains and tests: the base of classifiers and segmenters."""
+
+    def validation_score(self) -> float | None:
+        """The fitted model's score on the real validation part (the one its early stopping
+        or calibration kept: accuracy, AUC or Dice), or None. The report shows it beside
+        the test figures, so that trainings can be compared without the test part."""
+        return None
+
+
+class Classifier(TrainedModel):
     """Tells tumour from no tumour (or more classes)."""
 
     kind: ClassVar[str] = "classifier"
@@ -299,7 +309,7 @@ class Classifier(Plugin):
         raise NotImplementedError(f"{self.name} does not localise tumours")
 
 
-class Segmenter(Plugin):
+class Segmenter(TrainedModel):
     """Predicts a tumour mask for each slice."""
 
     kind: ClassVar[str] = "segmenter"

@@ -542,7 +542,8 @@ def run_experiments(
     for key, spec in rows:  # in recipe order, whatever order the stages ended in
         payload = payloads[key]
         timings[key] = round(float(payload.get("seconds", 0.0)), 3)
-        predictions.append(row := Predictions(**spec, output=payload["output"]))
+        extra = {"val_score": payload.get("val_score")}  # None: none (or an older cache)
+        predictions.append(row := Predictions(**spec, output=payload["output"], extra=extra))
         if payload.get("masks") is not None:
             # a localising classifier: its masks are an unsupervised segmentation
             predictions.append(

@@ -10,9 +10,11 @@ largest memorised fraction (``privacy`` or ``image_quality``: near-exact copies)
 largest share of samples the memorisation guard found closer to a training image than real
 validation images are (``memorisation``: copies that are not exact); for an entry sampled
 through a class filter, the lowest share of a class's samples it kept (``class_filter_kept``:
-that entry's TSTR measures generator and filter together). Rows are sorted by TSTR, then by
-the mixed gain. With several seeds the means over seeds are used
-(``<section>_summary``).
+that entry's TSTR measures generator and filter together). When the models report a
+validation score (``val_score``), the TSTR and the mixed gain on the validation part are
+given too (``tstr_val_score``, ``mixed_val_gain``): what a choice between generators should
+rest on. Rows are sorted by TSTR, then by the mixed gain. With several seeds the means over
+seeds are used (``<section>_summary``).
 """
 
 from __future__ import annotations
@@ -68,10 +70,13 @@ def _ranked(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) -> 
         tstr = find("synthetic", gen, None)
         row[f"tstr_{m}"] = None if tstr is None else tstr[m]
         row[f"tstr_{m}_ci"] = None if tstr is None else tstr.get(f"{m}_ci")
-        row["tstr_minus_real"] = None if tstr is None or full is None else tstr[m] - full[m]
+        row["tstr_minus_real"] = _gain(tstr, full, m)
         mixed, alone = find("mixed", gen, smallest), find("real", None, smallest)
         row["smallest_real_fraction"] = smallest
-        row["mixed_gain"] = None if mixed is None or alone is None else mixed[m] - alone[m]
+        row["mixed_gain"] = _gain(mixed, alone, m)
+        if any("val_score" in r for r in mine):  # the same two on the validation part
+            row["tstr_val_score"] = None if tstr is None else tstr.get("val_score")
+            row["mixed_val_gain"] = _gain(mixed, alone, "val_score")
         row.update(_quality(metrics, gen))
         out.append(row)
     return sorted(
@@ -81,6 +86,13 @@ def _ranked(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) -> 
             -(r["mixed_gain"] if r["mixed_gain"] is not None else -1e9),
         ),
     )
+
+
+def _gain(a: dict[str, Any] | None, b: dict[str, Any] | None, name: str) -> float | None:
+    """``a[name] - b[name]``, or None when either is missing."""
+    if a is None or b is None or a.get(name) is None or b.get(name) is None:
+        return None
+    return float(a[name]) - float(b[name])
 
 
 def _quality(metrics: dict[str, Any], gen: str) -> dict[str, Any]:

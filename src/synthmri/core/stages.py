@@ -138,6 +138,7 @@ def fit_model_stage(
             payload = {"output": model.predict_proba(test.images).detach().float().cpu()}
             if model.localises and test.masks is not None:
                 payload["masks"] = model.predict_masks(test.images).detach().float().cpu()
+    payload["val_score"] = model.validation_score()
     payload["seconds"] = time.perf_counter() - start
     return StageResult(payload)
 

@@ -114,7 +114,8 @@ def train_supervised(
     (higher is better) after each epoch (or check); training stops after ``patience``
     of them without improvement and the best weights are restored. ``augment(x)`` (or
     ``augment(x, y)`` with ``augment_target``) is applied to each training batch.
-    Returns the history.
+    Returns the history: losses, validation scores, the best one (``best_score``; None
+    without validation) and where it was reached.
     """
     import torch
 
@@ -187,6 +188,7 @@ def train_supervised(
     if best_state is not None:
         unwrap(net).load_state_dict(best_state)
     unwrap(net).eval()
+    history["best_score"] = best_score if best_state is not None else None
     history["epochs_run"] = len(history["train_loss"])
     history["steps_run"] = done
     return history

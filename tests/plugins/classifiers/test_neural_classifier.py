@@ -34,6 +34,9 @@ def test_fit_predict_and_stateround_trip(name: str, params: dict, phantoms: Imag
     assert proba.shape == (64, 2)
     assert torch.allclose(proba.sum(1), torch.ones(64), atol=1e-5)
     assert bool(((proba >= 0) & (proba <= 1)).all())
+    # the validation score is that of the model kept (accuracy, the default monitor)
+    val_accuracy = float((model.predict(val.images) == val.labels).float().mean())
+    assert model.validation_score() == pytest.approx(val_accuracy, abs=1e-5)
 
     state = round_trip(model.state_dict())
     assert state["class_names"] == ["normal", "tumor"] and state["size"] == 32
@@ -47,6 +50,7 @@ def test_fit_without_validation(phantoms: ImageSet) -> None:
     model = BrainCNN({"epochs": 2, "batch_size": 16, "class_weights": True})
     model.fit(phantoms.subset(range(40)), None, RunContext(device="cpu"))
     assert model.history["epochs_run"] == 2 and model.history["val_score"] == []
+    assert model.validation_score() is None
     assert model.predict_proba(phantoms.images[:5]).shape == (5, 2)
 
 

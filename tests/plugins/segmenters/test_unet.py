@@ -36,6 +36,10 @@ def test_segmenter_fits_and_predicts_probabilities(cls, phantoms: ImageSet) -> N
     model = cls({**SMALL, "epochs": 1})
     model.fit(phantoms.subset(range(40)), phantoms.subset(range(40, 48)), RunContext(seed=0))
     assert model.history["epochs_run"] >= 1 and len(model.history["val_score"]) >= 1
+    # the validation Dice of the weights kept (pooled over the validation pixels)
+    val = phantoms.subset(range(40, 48))
+    kept = val_dice(model.predict(val.images) > 0.5, val.masks > 0.5)
+    assert model.validation_score() == pytest.approx(kept, abs=1e-6)
     prob = model.predict(phantoms.images)
     assert prob.shape == (48, 1, 32, 32) and prob.dtype == torch.float32
     assert torch.isfinite(prob).all() and prob.min() >= 0 and prob.max() <= 1
@@ -148,4 +152,5 @@ def test_recipe_runs_the_segmentation_path(tmp_path) -> None:
     for r in rows:
         assert r["n_test"] == metrics["data"]["n_test"]
         assert r["dice_all"] is not None and 0.0 <= r["dice_all"] <= 1.0
+        assert 0.0 <= r["val_score"] <= 1.0  # the UNet's validation Dice, beside the test's
     assert any("overlay" in p.name for p in (result.run_dir / "figures").iterdir())

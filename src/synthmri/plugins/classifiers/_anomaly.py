@@ -460,6 +460,11 @@ class ReconstructionAnomaly(Classifier):
         out[:, self.normal_index] = 1.0 - p
         return out.float()
 
+    def validation_score(self) -> float | None:
+        """The validation AUC of the calibrated scores (None when calibrated elsewhere)."""
+        op = self.operating_point
+        return op.get("val_auc") if op.get("calibrated_on") == "validation" else None
+
     def predict_proba(self, images: Tensor) -> Tensor:
         """Class probabilities ``[N, n_classes]``: the non-normal classes share the tumour
         probability (a monotone map of the anomaly score, 0.5 at the threshold)."""

@@ -142,6 +142,10 @@ class NeuralClassifier(Classifier):
         if p.calibration != "none":
             self._calibrate(val_x, val_y, run)
 
+    def validation_score(self) -> float | None:
+        """The best validation score of the training (``monitor``), or None."""
+        return self.history.get("best_score")
+
     def _calibrate(
         self, val_x: torch.Tensor | None, val_y: torch.Tensor | None, run: RunContext
     ) -> None:

@@ -67,7 +67,7 @@ def metric_value(x: Any, digits: int | None = 6) -> float | None:
 def result_head(pred: Predictions, model_key: str) -> dict[str, Any]:
     """The columns that say which training a result row is: the model (under
     ``model_key``), generator, train_on, real_fraction, the experiment seed when the
-    experiment lists seeds, and n_train."""
+    experiment lists seeds, n_train, and the model's validation score when it has one."""
     head: dict[str, Any] = {
         model_key: pred.model,
         "generator": pred.generator,
@@ -77,6 +77,8 @@ def result_head(pred: Predictions, model_key: str) -> dict[str, Any]:
     if pred.seed is not None:
         head["seed"] = pred.seed
     head["n_train"] = pred.n_train
+    if pred.extra.get("val_score") is not None:
+        head["val_score"] = metric_value(pred.extra["val_score"], 4)
     return head
 
 

@@ -254,6 +254,10 @@ class MonaiSegmenter(Segmenter):
             epochs_run=self.history.get("epochs_run", 0),
         )
 
+    def validation_score(self) -> float | None:
+        """The best validation Dice of the training (``val_score``), or None."""
+        return self.history.get("best_score")
+
     # -- inference
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Tumour probabilities ``[N, 1, H, W]`` in [0, 1] (sigmoid), on the CPU."""
