@@ -14,6 +14,7 @@ from synthmri.nn.gan_training import (
     MinibatchStd,
     PixelNorm,
     d_loss,
+    freeze_first_layers,
     g_loss,
     mode_seeking_loss,
     r1_penalty,
@@ -141,3 +142,18 @@ def test_adaptive_augment_needs_the_discriminator_logits() -> None:
             ada.augment(x, "color")
     with pytest.raises(ValueError, match="target"):
         AdaptiveAugment(1.5, batch=4)
+
+
+def test_freeze_first_layers_stops_the_first_weights_and_their_norms() -> None:
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(4, 4, 3),
+        nn.Linear(4, 1),
+    )
+    freeze_first_layers(net, 1)
+    assert [p.requires_grad for p in net.parameters()] == [False] * 4 + [True] * 4
+    freeze_first_layers(net, 0)  # nothing
+    with pytest.raises(ConfigError, match="x: 3 layers, but the network has 3 weight layers"):
+        freeze_first_layers(net, 3, "x")

@@ -14,7 +14,9 @@
   no batch statistics, no learned scale);
 - ``AdaptiveAugment``: the adaptive augmentation probability of StyleGAN2-ADA (Karras et
   al. 2020), driven by the overfitting heuristic ``r_t = E[sign(D(real))]`` and applied to
-  DiffAugment's ops (each op on each sample with probability ``p``).
+  DiffAugment's ops (each op on each sample with probability ``p``);
+- ``freeze_first_layers``: FreezeD (Mo et al. 2020), the fine-tuning remedy that keeps a
+  pretrained discriminator's lower layers fixed and trains only the rest.
 
 Everything stays on the device: the controller updates ``p`` with tensor ops, so it adds
 no host synchronisation to a training step.
@@ -37,6 +39,7 @@ __all__ = [
     "MinibatchStd",
     "PixelNorm",
     "d_loss",
+    "freeze_first_layers",
     "g_loss",
     "mode_seeking_loss",
     "r1_penalty",
@@ -195,3 +198,32 @@ class AdaptiveAugment:
             chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
             x = torch.where(chosen, diff_augment(x, op, image_channels), x)
         return x
+
+
+_WEIGHTS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def freeze_first_layers(net: nn.Module, n: int, field: str = "freeze_d") -> None:
+    """Stop the gradients of ``net``'s first ``n`` convolution / linear layers (in the
+    order the module registers them) and of the norm layers before the next one.
+
+    Batch norm statistics still update in training mode. ``field`` names the setting in
+    the error raised when ``n`` would leave no weight layer to train.
+    """
+    if n <= 0:
+        return
+    layers = sum(isinstance(m, _WEIGHTS) for m in net.modules())
+    if n >= layers:
+        raise ConfigError(
+            f"{field}: {n} layers, but the network has {layers} weight layers",
+            hint=f"freeze fewer than {layers}",
+        )
+    seen = 0
+    for m in net.modules():
+        if isinstance(m, _WEIGHTS):
+            if seen == n:
+                return
+            seen += 1
+        if isinstance(m, _WEIGHTS + _NORMS):
+            m.requires_grad_(False)

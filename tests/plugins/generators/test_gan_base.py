@@ -118,3 +118,24 @@ def test_start_from_begins_at_the_given_weights() -> None:
     wider.start_from(first.state_dict())
     with pytest.raises(DataError, match="the model to start from does not fit"):
         wider.fit(data.of_class("tumor"), RunContext(seed=1))
+
+
+def test_freeze_d_keeps_the_first_layers_of_a_warm_started_d() -> None:
+    dcgan = get_plugin("generator", "dcgan")
+    data = make_phantoms(16, 32, seed=0)
+    params = {**dcgan.quick_params, "iterations": 2, "freeze_d": 1}
+    first = dcgan({**params, "freeze_d": 0})
+    first.fit(data.of_class("normal"), RunContext(seed=0))
+    warm, cold = dcgan(params), dcgan(params)
+    warm.start_from(first.state_dict())
+    for model in (warm, cold):
+        model.fit(data.of_class("tumor"), RunContext(seed=1))
+    start = first.state_dict()["D"]
+    convs = [k for k in start if k.endswith("weight") and start[k].dim() == 4]
+    kept = [torch.equal(warm.state_dict()["D"][k], start[k]) for k in convs]
+    assert kept[0] and not any(kept[1:])  # only the first layer stays as it started
+    assert all(p.requires_grad for p in cold.D.parameters())  # from scratch: no effect
+    deep = dcgan({**params, "freeze_d": 9})
+    deep.start_from(first.state_dict())
+    with pytest.raises(ConfigError, match="freeze_d: 9 layers, but the network has 4"):
+        deep.fit(data.of_class("tumor"), RunContext(seed=1))

@@ -40,6 +40,7 @@ from synthmri.core.errors import ConfigError, DataError, TrainingError
 from synthmri.core.interfaces import Generator, ImageSet, StrictParams
 from synthmri.nn.diffaugment import AUTO_POLICY, AUTO_THRESHOLD, check_policy, resolve_policy
 from synthmri.nn.params import AdaptiveAugmentParams
+from synthmri.plugins.generators._gan_log import BlockLog
 
 if TYPE_CHECKING:
     import torch
@@ -72,6 +73,13 @@ class GANParams(AdaptiveAugmentParams):
     log_every: int = Field(50, ge=1, description="steps between log.jsonl lines (host syncs)")
     sample_every: int = Field(
         0, ge=0, description="steps between sample grids in figures/ (0 = only at the end)"
+    )
+    freeze_d: int = Field(
+        0,
+        ge=0,
+        description="FreezeD (Mo et al. 2020): a model fine-tuned from another (warm_start) "
+        "keeps the first N weight layers of D (and the norms between them) as they start; "
+        "no effect on a model trained from scratch",
     )
 
     @field_validator("diffaugment")
@@ -161,12 +169,15 @@ class GANTraining:
     @contextlib.contextmanager
     def frozen_d(self) -> Iterator[None]:
         """D's weights need no gradient in G's step: inside this block they have none,
-        which saves the weight-gradient half of D's backward pass (call ``t.d``)."""
+        which saves the weight-gradient half of D's backward pass (call ``t.d``). Layers
+        frozen for the whole fit (``freeze_d``) stay frozen after it."""
+        trainable = [q for q in self.d.parameters() if q.requires_grad]
         self.d.requires_grad_(False)
         try:
             yield
         finally:
-            self.d.requires_grad_(True)
+            for q in trainable:
+                q.requires_grad_(True)
 
 
 # ------------------------------------------------------------------ the base
@@ -286,7 +297,7 @@ class GAN(Generator):
         from synthmri.core.training import minibatches, unwrap
         from synthmri.nn.batchnorm import latent_batches, recalibrate_bn
         from synthmri.nn.ema import EMA
-        from synthmri.nn.gan_training import AdaptiveAugment
+        from synthmri.nn.gan_training import AdaptiveAugment, freeze_first_layers
         from synthmri.nn.tensors import IndexBlocks, latent_seeded
 
         p = self.params
@@ -306,6 +317,7 @@ class GAN(Generator):
         start, self.start_state = self.start_state, None  # start_from: for this fit only
         if start is not None:  # optimisers, EMA and augmentation start afresh
             self._load_nets(g_raw, d_raw, start, "the model to start from")
+            freeze_first_layers(d_raw, p.freeze_d, f"{self.name}: freeze_d")
         G, D = run.prepare(g_raw), run.prepare(d_raw)
         if run.world_size > 1:  # G and D run more than once per step: keep BN buffers local
             G.broadcast_buffers = D.broadcast_buffers = False  # type: ignore[assignment]
@@ -352,7 +364,7 @@ class GAN(Generator):
         t.buffers = self.start_training(t)
 
         with run.progress(p.iterations, run.stage or self.name) as bar:
-            log = _BlockLog(self, run, bar)
+            log = BlockLog(self.name, p.iterations, self.collapse_ratio, run, bar)
             for step in range(p.iterations):
                 out = self.train_step(t)
                 if t.ada is not None:
@@ -362,7 +374,8 @@ class GAN(Generator):
                 log.add(out.losses)
                 last = step == p.iterations - 1
                 if (step + 1) % p.log_every == 0 or last:
-                    log.write(step + 1, out, t.image_channels)
+                    ch = t.image_channels
+                    log.write(step + 1, out.fake[:, :ch], out.real[:, :ch])
                 if p.sample_every and (step + 1) % p.sample_every == 0 and not last:
                     self._save_grid(run, fixed_z, fixed_y, f"samples-{step + 1:06d}")
 
@@ -540,60 +553,3 @@ class GAN(Generator):
         self.class_names = list(state.get("class_names", []))
         self.G, self.D, self.G_ema = G.eval(), D.eval(), None if G_ema is None else G_ema.eval()
         self.device = torch.device("cpu")
-
-
-class _BlockLog:
-    """Sums a run's step losses; every ``log_every`` steps writes their means and the
-    batch diversity to ``log.jsonl`` (one host sync), stops on NaN, notes a collapse."""
-
-    def __init__(self, gan: GAN, run: RunContext, bar: Any) -> None:
-        self.gan, self.run, self.bar = gan, run, bar
-        self.names: list[str] = []
-        self.sums: Tensor | None = None
-        self.count = self.done = 0
-        self.collapse_from = max(1, gan.params.iterations // 5)
-        self.warned = False
-
-    def add(self, losses: Mapping[str, Tensor]) -> None:
-        """Add one step's losses."""
-        import torch
-
-        values = torch.stack([v.detach().float() for v in losses.values()])
-        if self.sums is None:
-            self.names, self.sums = list(losses), values
-        else:
-            self.sums = self.sums + values
-        self.count += 1
-
-    def write(self, step: int, out: GANStep, image_channels: int) -> None:
-        """The log line after ``step`` steps."""
-        import torch
-
-        from synthmri.core.training import check_finite
-        from synthmri.nn.tensors import batch_diversity
-
-        assert self.sums is not None
-        with torch.no_grad():
-            diversity = torch.stack(
-                [
-                    batch_diversity(out.fake[:, :image_channels]),
-                    batch_diversity(out.real[:, :image_channels]),
-                ]
-            )
-            values = torch.cat([self.sums / self.count, diversity]).tolist()  # the host sync
-        means = dict(zip(self.names, values[:-2], strict=True))
-        div, div_real = values[-2:]
-        name = self.gan.name
-        check_finite(means["loss_d"], f"{name} discriminator loss")
-        check_finite(means["loss_g"], f"{name} generator loss")
-        self.run.log(step=step, **means, diversity=div, diversity_real=div_real)
-        ratio = self.gan.collapse_ratio
-        if ratio > 0 and not self.warned and step >= self.collapse_from and div < ratio * div_real:
-            self.warned = True
-            self.run.note(
-                f"{name}: possible mode collapse at step {step}: sample diversity {div:.3g} "
-                f"is under {100 * ratio:g} % of the real {div_real:.3g}"
-            )
-        self.bar.advance(step - self.done, loss_d=means["loss_d"], loss_g=means["loss_g"])
-        self.done = step
-        self.sums, self.count = None, 0
