@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from pydantic import Field, field_validator
@@ -171,13 +172,18 @@ class GANTraining:
         """D's weights need no gradient in G's step: inside this block they have none,
         which saves the weight-gradient half of D's backward pass (call ``t.d``). Layers
         frozen for the whole fit (``freeze_d``) stay frozen after it."""
-        trainable = [q for q in self.d.parameters() if q.requires_grad]
-        self.d.requires_grad_(False)
+        for q in self._trainable_d:
+            q.requires_grad_(False)
         try:
             yield
         finally:
-            for q in trainable:
+            for q in self._trainable_d:
                 q.requires_grad_(True)
+
+    @cached_property
+    def _trainable_d(self) -> list[nn.Parameter]:
+        """D's parameters that train (all but ``freeze_d``'s), listed once per fit."""
+        return [q for q in self.d.parameters() if q.requires_grad]
 
 
 # ------------------------------------------------------------------ the base
