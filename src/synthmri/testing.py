@@ -184,6 +184,11 @@ def check_generator(
         warm.start_from(round_trip(model.state_dict()))
         warm.fit(data.of_class("normal"), RunContext(seed=1))
         _check_images(warm.sample(n, seed=3).images, n, 1, size, "a warm-started sample()")
+    if cls.takes_negatives and not model.conditional:  # learns from the other class
+        nda = cls(p)
+        nda.use_negatives(data.of_class("normal"))
+        nda.fit(train, RunContext(seed=1))
+        _check_images(nda.sample(n, seed=3).images, n, 1, size, "sample() after negatives")
 
 
 def _fit_supervised(

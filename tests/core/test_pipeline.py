@@ -240,5 +240,32 @@ def test_warm_start_starts_the_other_classes_from_its_model(tmp_path: Path, exec
         normal, tumour = ckpt["normal"][net], ckpt["tumor"][net]
         weights = [k for k in normal if k.endswith("weight")]
         assert weights and all(torch.allclose(normal[k], tumour[k], atol=1e-6) for k in weights)
-    with pytest.raises(ConfigError, match="warm_start class 'healthy' is not one it trains"):
+    with pytest.raises(ConfigError, match="warm_start class 'healthy' is not one of its classes"):
         run_recipe(parse_recipe(WARM.replace("NORMAL", "healthy")), out=None)
+
+
+def test_negatives_go_to_the_other_classes_models(tmp_path: Path) -> None:
+    base = WARM.replace("    warm_start: NORMAL\n", "").replace("lr: 1.0e-12", "lr: 2.0e-4")
+    states = {}
+    for tag, recipe in [
+        ("plain", base),
+        ("nda", base.replace("dcgan\n", "dcgan\n    negatives: Normal\n")),
+    ]:
+        run_dir = run_recipe(parse_recipe(recipe), out=tmp_path / tag).run_dir
+        assert run_dir is not None
+        states[tag] = {
+            c: load_checkpoint(run_dir / "checkpoints" / f"generate-dcgan-{c}.pt")["state"]["G"]
+            for c in ("normal", "tumor")
+        }
+    same = [
+        torch.equal(v, states["nda"]["normal"][k]) for k, v in states["plain"]["normal"].items()
+    ]
+    assert all(same)  # the negatives' own class trains as without them
+    changed = [
+        torch.equal(v, states["nda"]["tumor"][k]) for k, v in states["plain"]["tumor"].items()
+    ]
+    assert not all(changed)  # the tumour model's D saw normal slices among its fakes
+    with pytest.raises(ConfigError, match="negatives class 'healthy' is not one of its classes"):
+        run_recipe(
+            parse_recipe(base.replace("dcgan\n", "dcgan\n    negatives: healthy\n")), out=None
+        )

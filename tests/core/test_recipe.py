@@ -165,18 +165,22 @@ def test_data_section_takes_the_loader_options() -> None:
         parse_recipe("name: x\ndata: {near_duplicat_threshold: 1}\n")
 
 
+@pytest.mark.parametrize("key", ["warm_start", "negatives"])
 @pytest.mark.parametrize(
     ("entry", "what"),
     [
-        ("{plugin: augment, warm_start: normal}", "'augment' cannot do it"),
+        ("{plugin: augment, KEY: normal}", "'augment' cannot do it"),
         (
-            "{plugin: dcgan, per_class: false, warm_start: normal, params: {conditional: true}}",
+            "{plugin: dcgan, per_class: false, KEY: normal, params: {conditional: true}}",
             "needs per_class: true",
         ),
     ],
 )
-def test_warm_start_needs_a_per_class_plugin_that_can(entry: str, what: str) -> None:
+def test_warm_start_and_negatives_need_a_per_class_plugin_that_can(
+    key: str, entry: str, what: str
+) -> None:
+    entry = entry.replace("KEY", key)
     with pytest.raises(RecipeError) as exc:
         parse_recipe(f"name: w\ngenerators:\n  - {entry}\n", source="w.yaml")
     assert exc.value.message.startswith("w.yaml:3:"), exc.value.message
-    assert f"generators.0.warm_start: {what}" in exc.value.message
+    assert f"generators.0.{key}: {what}" in exc.value.message

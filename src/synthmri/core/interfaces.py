@@ -251,6 +251,9 @@ class Generator(Plugin):
     the best learned generator. ``warm_starts = True`` says that ``fit`` can begin from
     another trained model of the same plugin and params (``start_from``): a per-class recipe
     entry may then train one class first and fine-tune the others from it (``warm_start``).
+    ``takes_negatives = True`` says that ``fit`` can also learn from negatives
+    (``use_negatives``): real slices it must not make, such as another class's; a per-class
+    recipe entry names that class (``negatives``).
     """
 
     kind: ClassVar[str] = "generator"
@@ -258,6 +261,7 @@ class Generator(Plugin):
     baseline: ClassVar[bool] = False
     emits_masks: ClassVar[bool] = False
     warm_starts: ClassVar[bool] = False
+    takes_negatives: ClassVar[bool] = False
     sampling_params: ClassVar[frozenset[str]] = frozenset()
 
     def fit(self, train: ImageSet, run: RunContext) -> None:
@@ -268,6 +272,11 @@ class Generator(Plugin):
         """Make the next ``fit`` begin from ``state`` (the ``state_dict`` of a trained model
         of this plugin with the same params) instead of a fresh initialisation."""
         raise PluginError(f"{self.name}: cannot start from another trained model")
+
+    def use_negatives(self, negatives: ImageSet) -> None:
+        """Make the next ``fit`` also learn from ``negatives``: real slices (of the training
+        set's size) that its samples must not look like."""
+        raise PluginError(f"{self.name}: cannot learn from negatives")
 
     def sample(self, n: int, label: int | None = None, seed: int | None = None) -> ImageSet:
         """``n`` new images in [0, 1] (with ``labels`` set to ``label`` when given)."""

@@ -42,9 +42,12 @@ from synthmri.core.stages import (
     StageCache,
     class_part,
     content_hash,
+    entry_class,
     fingerprint,
     fit_generator_stage,
     fit_model_stage,
+    generator_stage_args,
+    generator_stage_config,
     mark_failed,
     new_run_dir,
     stage_seed,
@@ -301,7 +304,8 @@ def train_generators(
         cls = get_plugin("generator", entry.plugin)
         classes = entry.resolve_classes(train.class_names)
         targets: list[str | None] = list(classes) if entry.per_class else [None]
-        first = _start_class(entry, classes)  # warm_start: the others start from its model
+        first = entry_class(entry, "warm_start", classes)  # the others start from its model
+        negative = entry_class(entry, "negatives", train.class_names)
         tg = trained[entry.label] = TrainedGenerator(entry, {}, list(train.class_names))
         for cname in targets:
             key = f"generate/{entry.label}" + (f"/{cname}" if cname else "")
@@ -314,7 +318,7 @@ def train_generators(
                 )
             model = cls(entry.params)
             digest = content_hash(
-                _training_config(entry, cls.sampling_params),
+                generator_stage_config(entry, cls.sampling_params),
                 cname,
                 train_fp,
                 recipe.seed,
@@ -339,9 +343,12 @@ def train_generators(
                 "class_names": list(train.class_names),
                 "n_train": len(part),
             }
-            args = (entry.plugin, entry.params, part, seed, meta)
+            negatives = None
+            if negative not in (None, cname):  # NDA: the negatives class's real train slices
+                negatives = random_subset(train.of_class(negative), entry.max_train_images, seed)
+            args = (entry.plugin, entry.params, part, negatives, seed, meta)
             start = first if first != cname else None
-            make = functools.partial(_stage_args, args, tg.models, start)
+            make = functools.partial(generator_stage_args, args, tg.models, start)
             (jobs if start is None else later).append(
                 StageJob(key, fit_generator_stage, make, len(part))
             )
@@ -364,36 +371,6 @@ def train_generators(
     for key, tg in owner.items():
         tg.train_seconds += seconds[key]
     return trained
-
-
-def _stage_args(
-    args: tuple[Any, ...], models: Mapping[str | None, Generator], start: str | None
-) -> tuple[Any, ...]:
-    """A generator stage's arguments, with the state of class ``start``'s model to begin
-    from (``warm_start``: trained, or loaded, before this stage starts) or None."""
-    return (*args, None if start is None else models[start].state_dict())
-
-
-def _start_class(entry: GeneratorEntry, classes: list[str]) -> str | None:
-    """The class ``warm_start`` names among ``classes`` (matched ignoring case), or None."""
-    if entry.warm_start is None:
-        return None
-    chosen = {c.lower(): c for c in classes}.get(entry.warm_start.lower())
-    if chosen is None:
-        raise ConfigError(
-            f"generator {entry.label!r}: warm_start class {entry.warm_start!r} is not one it "
-            f"trains (classes: {', '.join(classes)})"
-        )
-    return chosen
-
-
-def _training_config(entry: GeneratorEntry, sampling: frozenset[str]) -> dict[str, Any]:
-    """The entry as its training stage's key sees it: without the plugin's sampling params
-    and the class filter, which act on sampling (a plugin without them keeps the keys of
-    earlier runs)."""
-    config = entry.model_dump(mode="json", exclude={"class_filter"})
-    config["params"] = {k: v for k, v in config["params"].items() if k not in sampling}
-    return config
 
 
 def load_generator(

@@ -148,6 +148,13 @@ class GeneratorEntry(PluginEntry):
         "from it (fine-tuning) instead of from scratch; the plugin must support it",
         exclude_if=lambda v: v is None,
     )
+    negatives: str | None = Field(
+        None,
+        description="per class: the other classes' models also learn from this class's real "
+        "train slices as negatives, images they must not make (e.g. normal for the tumour "
+        "model); the plugin must support it",
+        exclude_if=lambda v: v is None,
+    )
 
     def resolve_classes(self, available: list[str]) -> list[str]:
         """The data's class names this entry trains for (``classes`` matched ignoring case;
@@ -549,11 +556,10 @@ def check_recipe_plugins(
                 hint="give each entry a distinct `name`",
             )
         labels[gen.label] = cls
-        if gen.warm_start is not None and not (gen.per_class and cls.warm_starts):
-            why = "needs per_class: true" if cls.warm_starts else f"{gen.plugin!r} cannot do it"
-            raise RecipeError(
-                f"{at(('generators', i, 'warm_start'))}: generators.{i}.warm_start: {why}"
-            )
+        for key, able in (("warm_start", cls.warm_starts), ("negatives", cls.takes_negatives)):
+            if getattr(gen, key) is not None and not (gen.per_class and able):
+                why = "needs per_class: true" if able else f"{gen.plugin!r} cannot do it"
+                raise RecipeError(f"{at(('generators', i, key))}: generators.{i}.{key}: {why}")
         if gen.class_filter is not None:
             check("classifier", gen.class_filter, ("generators", i, "class_filter"))
     for i, exp in enumerate(recipe.experiments):

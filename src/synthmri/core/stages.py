@@ -27,8 +27,8 @@ from synthmri.core.files import OutputDir, read_limited, resolve_inside
 
 if TYPE_CHECKING:
     from synthmri.core.executors import StageResult
-    from synthmri.core.interfaces import Classifier, ImageSet, Segmenter
-    from synthmri.core.recipe import Experiment
+    from synthmri.core.interfaces import Classifier, Generator, ImageSet, Segmenter
+    from synthmri.core.recipe import Experiment, GeneratorEntry
     from synthmri.core.training import RunContext
 
 __all__ = [
@@ -36,9 +36,12 @@ __all__ = [
     "check_resume_dir",
     "class_part",
     "content_hash",
+    "entry_class",
     "fingerprint",
     "fit_generator_stage",
     "fit_model_stage",
+    "generator_stage_args",
+    "generator_stage_config",
     "mark_failed",
     "new_run_dir",
     "stage_seed",
@@ -74,10 +77,43 @@ def stage_seed(seed: int, key: str) -> int:
     return (seed * 1_000_003 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)) % 2**31
 
 
+def entry_class(entry: GeneratorEntry, key: str, classes: Sequence[str]) -> str | None:
+    """The class that the entry's ``key`` (``warm_start``, ``negatives``) names among
+    ``classes`` (matched ignoring case), or None when it names none."""
+    name = getattr(entry, key)
+    if name is None:
+        return None
+    chosen = {c.lower(): c for c in classes}.get(name.lower())
+    if chosen is None:
+        raise ConfigError(
+            f"generator {entry.label!r}: {key} class {name!r} is not one of its classes "
+            f"({', '.join(classes)})"
+        )
+    return chosen
+
+
+def generator_stage_config(entry: GeneratorEntry, sampling: frozenset[str]) -> dict[str, Any]:
+    """The entry as its training stage's key sees it: without the plugin's sampling params
+    and the class filter, which act on sampling (a plugin without them keeps the keys of
+    earlier runs)."""
+    config = entry.model_dump(mode="json", exclude={"class_filter"})
+    config["params"] = {k: v for k, v in config["params"].items() if k not in sampling}
+    return config
+
+
+def generator_stage_args(
+    args: tuple[Any, ...], models: Mapping[str | None, Generator], start: str | None
+) -> tuple[Any, ...]:
+    """A generator stage's arguments, with the state of class ``start``'s model to begin
+    from (``warm_start``: trained, or loaded, before this stage starts) or None."""
+    return (*args, None if start is None else models[start].state_dict())
+
+
 def fit_generator_stage(
     plugin: str,
     params: dict[str, Any],
     part: ImageSet,
+    negatives: ImageSet | None,
     seed: int,
     meta: dict[str, Any],
     start_from: Mapping[str, Any] | None,
@@ -85,8 +121,8 @@ def fit_generator_stage(
 ) -> StageResult:
     """The work of a generator stage (in this process or a worker): fit ``plugin`` on
     ``part`` seeded with the stage's ``seed``, from the trained model ``start_from`` when given
-    (``warm_start``); the checkpoint payload (``meta`` plus the state and the seconds) and
-    the fitted model."""
+    (``warm_start``), learning from ``negatives`` when given; the checkpoint payload
+    (``meta`` plus the state and the seconds) and the fitted model."""
     import time
 
     from synthmri.core.executors import StageResult
@@ -97,6 +133,8 @@ def fit_generator_stage(
     model = get_plugin("generator", plugin)(params)
     if start_from is not None:
         model.start_from(start_from)
+    if negatives is not None:
+        model.use_negatives(negatives)
     seed_everything(seed)
     run.seed = seed
     model.fit(part, run)

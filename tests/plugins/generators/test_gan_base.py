@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from synthmri import GAN, GANParams, RunContext
-from synthmri.core.errors import ConfigError, DataError
+from synthmri.core.errors import ConfigError, DataError, PluginError
 from synthmri.core.interfaces import ImageSet
 from synthmri.core.phantoms import make_phantoms
 from synthmri.core.plugins import get_plugin
@@ -139,3 +139,41 @@ def test_freeze_d_keeps_the_first_layers_of_a_warm_started_d() -> None:
     deep.start_from(first.state_dict())
     with pytest.raises(ConfigError, match="freeze_d: 9 layers, but the network has 4"):
         deep.fit(data.of_class("tumor"), RunContext(seed=1))
+
+
+def test_negatives_take_their_share_of_ds_fake_batch() -> None:
+    dcgan = get_plugin("generator", "dcgan")
+    mixed: list[torch.Tensor] = []
+
+    class Recorded(dcgan):  # type: ignore[misc, valid-type]
+        def train_step(self, t: Any) -> Any:
+            mixed.append(t.fakes_for_d(torch.full((8, 1, 32, 32), 7.0)))
+            return super().train_step(t)
+
+    data = make_phantoms(24, 32, seed=0)
+    normal = data.of_class("normal")
+    model = Recorded({**dcgan.quick_params, "iterations": 2, "negative_share": 0.25})
+    model.use_negatives(normal)
+    model.fit(data.of_class("tumor"), RunContext(seed=0))
+    negatives = normal.images * 2 - 1  # as the GAN sees them, in [-1, 1]
+    for batch in mixed:
+        assert bool((batch[2:] == 7).all())  # a quarter of 8: two negatives, then the fakes
+        assert all(any(torch.equal(x, n) for n in negatives) for x in batch[:2])
+    model.fit(data.of_class("tumor"), RunContext(seed=0))  # negatives are for one fit only
+    assert bool((mixed[-1] == 7).all())
+    model.use_negatives(make_phantoms(8, 64, seed=1))
+    with pytest.raises(DataError, match=r"negatives are \(1, 64, 64\)"):
+        model.fit(data.of_class("tumor"), RunContext(seed=0))
+
+
+def test_a_gan_that_ignores_negatives_is_stopped(example: type[GAN]) -> None:
+    class Careless(example):  # type: ignore[misc, valid-type]
+        def train_step(self, t: Any) -> Any:
+            t.fakes_for_d = lambda fake: fake  # skips the base's mixing
+            return super().train_step(t)
+
+    data = make_phantoms(16, 32, seed=0)
+    model = Careless({**example.quick_params, "iterations": 2})
+    model.use_negatives(data.of_class("normal"))
+    with pytest.raises(PluginError, match="train_step ignores the negatives"):
+        model.fit(data.of_class("tumor"), RunContext(seed=0))

@@ -11,7 +11,9 @@ A GAN plugin subclasses ``GAN`` and writes only what is its own:
   builds the DCGAN pair);
 - ``train_step(t)``: one generator step and its discriminator step(s) on the
   ``GANTraining`` ``t`` (networks, optimisers, batches, DiffAugment), returning a
-  ``GANStep``: the losses to log and the last real and generated batches.
+  ``GANStep``: the losses to log and the last real and generated batches. Its D step
+  passes the fake batch through ``t.fakes_for_d``, which mixes in the negatives
+  (``use_negatives``, NDA) when the fit has them.
 
 The base does the rest. ``fit`` checks the data (square images of a supported size,
 finite values, labels when conditional), maps images (and masks, as a second channel)
@@ -22,7 +24,8 @@ minibatches, logs the losses' means and the batch diversity every ``log_every`` 
 recomputes the EMA generator's BatchNorm statistics at the end; after ``start_from`` it
 fine-tunes another trained model's G and D instead of new ones. ``sample`` draws per
 class or conditionally (with masks when ``emits_masks``), reproducibly for a seed, and
-``state_dict`` / ``load_state_dict`` round-trip config, class names and weights.
+``state_dict`` / ``load_state_dict`` round-trip config, class names and weights. The
+params every GAN shares and ``GANTraining`` live in ``_gan_training.py``.
 
 Importing this module loads no torch: plugin modules import it at module level.
 """
@@ -30,160 +33,24 @@ Importing this module loads no torch: plugin modules import it at module level.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, field_validator
-
-from synthmri.core.errors import ConfigError, DataError, TrainingError
+from synthmri.core.errors import ConfigError, DataError, PluginError, TrainingError
 from synthmri.core.interfaces import Generator, ImageSet, StrictParams
-from synthmri.nn.diffaugment import AUTO_POLICY, AUTO_THRESHOLD, check_policy, resolve_policy
-from synthmri.nn.params import AdaptiveAugmentParams
+from synthmri.nn.diffaugment import resolve_policy
 from synthmri.plugins.generators._gan_log import BlockLog
+from synthmri.plugins.generators._gan_training import GANParams, GANStep, GANTraining
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
     from synthmri.core.training import RunContext
-    from synthmri.nn.gan_training import AdaptiveAugment
-    from synthmri.nn.tensors import IndexBlocks
 
 __all__ = ["GAN", "GANParams", "GANStep", "GANTraining"]
 
-
-# ------------------------------------------------------------------ params
-
-
-class GANParams(AdaptiveAugmentParams):
-    """Training params every GAN here shares (``ada_*``: adaptive augmentation)."""
-
-    iterations: int = Field(2000, ge=1, description="generator steps")
-    batch_size: int = Field(32, ge=1, description="images per step (per process under DDP)")
-    diffaugment: str | None = Field(
-        "auto",
-        description="DiffAugment policy on real and fake images before the discriminator: "
-        f"'auto' ('{AUTO_POLICY}' below {AUTO_THRESHOLD} training images, else off), a comma "
-        "list of color/translation/cutout, or null/'' for off",
-    )
-    ema: float | None = Field(
-        0.999, gt=0.0, lt=1.0, description="EMA decay of the G weights sampled; null = the raw G"
-    )
-    log_every: int = Field(50, ge=1, description="steps between log.jsonl lines (host syncs)")
-    sample_every: int = Field(
-        0, ge=0, description="steps between sample grids in figures/ (0 = only at the end)"
-    )
-    freeze_d: int = Field(
-        0,
-        ge=0,
-        description="FreezeD (Mo et al. 2020): a model fine-tuned from another (warm_start) "
-        "keeps the first N weight layers of D (and the norms between them) as they start; "
-        "no effect on a model trained from scratch",
-    )
-
-    @field_validator("diffaugment")
-    @classmethod
-    def _valid_policy(cls, v: str | None) -> str | None:
-        if v is None or v == "auto":
-            return v
-        if v.strip().lower() in ("", "none", "off"):
-            return ""
-        return check_policy(v.lower())
-
-
-# ------------------------------------------------------------------ one training run
-
-
-class GANStep(NamedTuple):
-    """What ``GAN.train_step`` returns."""
-
-    losses: dict[str, Tensor]
-    """Scalar tensors, logged as their means over ``log_every`` steps; ``loss_d`` and
-    ``loss_g`` are required (a NaN in either stops training)."""
-    real: Tensor
-    """The last real batch the step used (for the logged batch diversity)."""
-    fake: Tensor
-    """The last generated batch."""
-
-
-@dataclass
-class GANTraining:
-    """The state of one ``GAN.fit``: what ``train_step`` works with."""
-
-    G: nn.Module
-    """The generator being trained (DDP-wrapped under torchrun)."""
-    D: nn.Module
-    """The discriminator being trained (DDP-wrapped under torchrun)."""
-    g: nn.Module
-    """The generator itself (unwrapped)."""
-    d: nn.Module
-    """The discriminator itself: call it for G's loss inside ``frozen_d`` (no DDP sync)."""
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    z: Tensor
-    """A latent buffer ``[batch, latent_dim]`` on the device: refill it with ``z.normal_()``."""
-    policy: str
-    """The DiffAugment policy ('' = off)."""
-    image_channels: int
-    """Image channels (the mask channel, when ``emits_masks``, comes after them)."""
-    autocast: Callable[[], contextlib.AbstractContextManager[Any]]
-    """bf16 autocast on CUDA, nothing on the CPU: ``with t.autocast(): ...``."""
-    data: Tensor
-    """The whole training set on the device, in [-1, 1] (``batch`` indexes it)."""
-    labels: Tensor | None
-    """Its labels on the device (None unless conditional)."""
-    blocks: IndexBlocks
-    """The minibatch order, moved to the device ``log_every`` steps at a time."""
-    buffers: dict[str, Tensor] = field(default_factory=dict)
-    """Tensors the GAN made once in ``start_training`` (e.g. loss targets)."""
-    ada: AdaptiveAugment | None = None
-    """The adaptive augmentation controller (``ada_target``), or None (plain DiffAugment)."""
-
-    def batch(self) -> tuple[Tensor, Tensor | None]:
-        """The next real minibatch in [-1, 1] and its labels (None unless conditional)."""
-        idx = self.blocks.next()
-        return self.data[idx], self.labels[idx] if self.labels is not None else None
-
-    def augment(self, x: Tensor) -> Tensor:
-        """DiffAugment of ``x`` with the run's policy (use it on real and fake alike); under
-        ``ada_target`` each op on each sample with the adaptive probability."""
-        from synthmri.nn.diffaugment import diff_augment
-
-        if self.ada is not None:
-            return self.ada.augment(x, self.policy, self.image_channels)
-        return diff_augment(x, self.policy, self.image_channels)
-
-    def observe_real(self, d_real: Tensor) -> None:
-        """D's logits on the augmented real batch, once per D step: they drive ``ada``."""
-        if self.ada is not None:
-            self.ada.observe(d_real)
-
-    @staticmethod
-    def update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
-        """One optimiser step on ``loss``: zero the gradients, backward, step."""
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    @contextlib.contextmanager
-    def frozen_d(self) -> Iterator[None]:
-        """D's weights need no gradient in G's step: inside this block they have none,
-        which saves the weight-gradient half of D's backward pass (call ``t.d``). Layers
-        frozen for the whole fit (``freeze_d``) stay frozen after it."""
-        for q in self._trainable_d:
-            q.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for q in self._trainable_d:
-                q.requires_grad_(True)
-
-    @cached_property
-    def _trainable_d(self) -> list[nn.Parameter]:
-        """D's parameters that train (all but ``freeze_d``'s), listed once per fit."""
-        return [q for q in self.d.parameters() if q.requires_grad]
+NDA = "pass D's fake batch through t.fakes_for_d in every D step"
 
 
 # ------------------------------------------------------------------ the base
@@ -202,10 +69,12 @@ class GAN(Generator):
     grid_n: ClassVar[int] = 64
     sample_batch: ClassVar[int] = 256
     warm_starts: ClassVar[bool] = True
+    takes_negatives: ClassVar[bool] = True
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
         self.start_state: Mapping[str, Any] | None = None  # start_from
+        self.negatives: ImageSet | None = None  # use_negatives
         self.conditional = bool(getattr(self.params, "conditional", False))
         self.emits_masks = bool(getattr(self.params, "emits_masks", False))
         self.G: nn.Module | None = None  # raw generator (unwrapped)
@@ -316,6 +185,7 @@ class GAN(Generator):
         data = self.training_tensor(train).to(device).contiguous(memory_format=fmt)
         labels = train.labels.to(device) if self.conditional else None  # type: ignore[union-attr]
         self.config = self.network_config(train.size, data.shape[1], n_classes)
+        negatives = self._negatives(train, fmt)
         latent_dim = int(self.config["latent_dim"])
 
         torch.manual_seed(run.seed)
@@ -364,6 +234,8 @@ class GAN(Generator):
             data=data,
             labels=labels,
             blocks=IndexBlocks(batches, first, p.log_every * self.batches_per_step, device),
+            negatives=negatives,
+            negative_share=p.negative_share,
         )
         if p.ada_target is not None:  # p from 0; "auto" = every op, whatever the data size
             t.ada = AdaptiveAugment(p.ada_target, batch=b, speed=p.ada_speed, device=device)
@@ -373,6 +245,8 @@ class GAN(Generator):
             log = BlockLog(self.name, p.iterations, self.collapse_ratio, run, bar)
             for step in range(p.iterations):
                 out = self.train_step(t)
+                if negatives is not None and not t.negatives_mixed:
+                    raise PluginError(f"{self.name}: train_step ignores the negatives", hint=NDA)
                 if t.ada is not None:
                     out.losses["aug_p"] = t.ada.p
                 if ema is not None:
@@ -391,6 +265,23 @@ class GAN(Generator):
         for net in (g_raw, d_raw):
             net.eval()
         self._save_grid(run, fixed_z, fixed_y, "samples")
+
+    def _negatives(self, train: ImageSet, fmt: torch.memory_format) -> Tensor | None:
+        """The negatives of this fit (``use_negatives``; then forgotten) as ``train`` is
+        prepared, on its device; a DataError if they do not fit ``train``."""
+        negatives, self.negatives = self.negatives, None
+        if negatives is None:
+            return None
+        from synthmri.nn.tensors import check_training_set
+
+        check_training_set(negatives, f"{self.name} (negatives)", False)
+        if negatives.images.shape[1:] != train.images.shape[1:]:
+            raise DataError(
+                f"{self.name}: the negatives are {tuple(negatives.images.shape[1:])}, "
+                f"the training images {tuple(train.images.shape[1:])}"
+            )
+        x = self.training_tensor(negatives).to(self.device)
+        return x.contiguous(memory_format=fmt)
 
     def _save_grid(self, run: RunContext, z: Tensor, y: Tensor | None, name: str) -> None:
         if run.out_dir is None or not run.is_main:
@@ -504,6 +395,10 @@ class GAN(Generator):
     def start_from(self, state: Mapping[str, Any]) -> None:
         """Begin the next ``fit`` from the G and D weights of ``state`` (fine-tuning)."""
         self.start_state = state
+
+    def use_negatives(self, negatives: ImageSet) -> None:
+        """Mix ``negatives`` into D's fakes in the next ``fit`` (``negative_share``)."""
+        self.negatives = negatives
 
     def _load_nets(self, G: nn.Module, D: nn.Module, state: Mapping[str, Any], what: str) -> None:
         try:

@@ -171,7 +171,7 @@ class DCGAN(GAN):
             if p.r1_gamma > 0:
                 real_a = real_a.detach().requires_grad_(True)
             d_real = t.D(real_a, y)
-            d_fake = t.D(t.augment(fake.detach()), y)
+            d_fake = t.D(t.augment(t.fakes_for_d(fake.detach())), y)
             loss_d = d_loss(d_real, d_fake, p.loss, p.label_smoothing)
             if p.r1_gamma > 0:
                 r1 = r1_penalty(d_real, real_a)

@@ -180,7 +180,7 @@ class FastGAN(GAN):
             real_a = t.augment(real)
             d_real, rec_whole, rec_part = t.D(real_a, y, part)
             t.observe_real(d_real)  # drives adaptive augmentation (ada_target)
-            d_fake = t.D(t.augment(fake.detach()), y)
+            d_fake = t.D(t.augment(t.fakes_for_d(fake.detach())), y)
             loss_adv = d_loss(d_real, d_fake, "hinge")
             loss_rec = reconstruction_loss(
                 (rec_whole, rec_part), t.d.targets(real_a, part), p.recon_loss

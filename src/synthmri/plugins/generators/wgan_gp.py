@@ -130,7 +130,7 @@ class WGANGP(GAN):
                 fake = t.g(t.z, y)
             with t.autocast():
                 real_a = t.augment(real)
-                fake_a = t.augment(fake).to(real_a.dtype)
+                fake_a = t.augment(t.fakes_for_d(fake)).to(real_a.dtype)
                 x_hat = torch.lerp(fake_a, real_a, eps).requires_grad_(True)
                 yy = None if y is None else torch.cat([y, y, y])
                 scores = t.D(torch.cat([real_a, fake_a, x_hat]), yy).float()
