@@ -143,16 +143,17 @@ class GANTraining:
 
     def fakes_for_d(self, fake: Tensor) -> Tensor:
         """D's fake batch: ``fake``, its first ``round(negative_share * batch)`` images
-        replaced by random negatives when the fit has them (NDA). Every D step calls it."""
+        (at least one generated image left) replaced by random negatives when the fit has
+        them (NDA). Every D step calls it."""
         import torch
 
         self.negatives_mixed = True
-        k = 0 if self.negatives is None else round(self.negative_share * fake.shape[0])
-        if k == 0:
+        neg, b = self.negatives, fake.shape[0]
+        k = 0 if neg is None else min(round(self.negative_share * b), b - 1)
+        if neg is None or k == 0:
             return fake
-        assert self.negatives is not None
-        idx = torch.randint(len(self.negatives), (k,), device=self.negatives.device)
-        return torch.cat([self.negatives[idx].to(fake.dtype), fake[k:]])
+        idx = torch.randint(len(neg), (k,), device=neg.device)
+        return torch.cat([neg[idx].to(fake.dtype), fake[k:]])
 
     def observe_real(self, d_real: Tensor) -> None:
         """D's logits on the augmented real batch, once per D step: they drive ``ada``."""
