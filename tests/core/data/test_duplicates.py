@@ -3,6 +3,9 @@ duplicate groups with the layout's groups."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from synthmri.core.data import find_duplicate_groups
@@ -25,6 +28,31 @@ def test_find_duplicate_groups_unit() -> None:
     # 3000 items stay quick (vectorised)
     many = torch.rand(3000, 256, generator=rng)
     assert len(set(find_duplicate_groups([str(i) for i in range(3000)], many, 0.98))) == 3000
+
+
+def test_aligned_search_finds_rotated_and_mirrored_copies() -> None:
+    rng = torch.Generator().manual_seed(1)
+    # four distinct textured discs on black (as a head on its background), 32 px
+    texture = torch.nn.functional.avg_pool2d(torch.rand(4, 1, 48, 48, generator=rng), 9, 1)
+    texture = 0.5 + 0.25 * (texture - texture.mean()) / texture.std()
+    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
+    thumbs = (texture * (((yy - 17) ** 2 + (xx - 17) ** 2) <= 11**2))[:, :, 2:34, 2:34]
+    turn = math.radians(10)
+    theta = torch.tensor(
+        [[[math.cos(turn), -math.sin(turn), 0.0], [math.sin(turn), math.cos(turn), 0.0]]]
+    )
+    grid = torch.nn.functional.affine_grid(theta, [1, 1, 32, 32], align_corners=False)
+    rotated = torch.nn.functional.grid_sample(thumbs[:1], grid, align_corners=False)
+    views = torch.cat([thumbs, rotated, thumbs[1:2].flip(3)]).reshape(6, -1)
+    digests = list("abcdef")
+    plain = find_duplicate_groups(digests, views, 0.98)
+    assert len(set(plain)) == 6  # a 10 degree turn and a mirror defeat plain correlation
+    aligned = find_duplicate_groups(digests, views, 0.98, aligned_threshold=0.97)
+    assert aligned[0] == aligned[4] and aligned[1] == aligned[5]
+    assert len(set(aligned)) == 4
+    assert find_duplicate_groups(digests, views, 0.98, aligned_threshold=1.01) == plain
+    with pytest.raises(ValueError, match="square"):
+        find_duplicate_groups(list("ab"), torch.rand(2, 12), 0.98, aligned_threshold=0.97)
 
 
 def test_merge_groups_unions_patients_and_duplicates() -> None:

@@ -427,9 +427,26 @@ def test_duplicates_share_a_group(tmp_path: Path) -> None:
     assert res.duplicate_groups == 1
     assert len(set(data.groups)) == 10
     # near-duplicate detection off: only the byte-identical copy is found
-    res = load_images(root, size=32, near_duplicate_threshold=1.01)
+    res = load_images(root, size=32, near_duplicate_threshold=1.01, near_duplicate_aligned=1.01)
     group = {Path(s).name: g for s, g in zip(res.data.sources, res.data.groups, strict=True)}
     assert group["yes_0.png"] == group["copy of yes_0.png"] != group["bigger.jpg"]
+
+
+def test_recropped_rotated_and_mirrored_copies_share_a_group(tmp_path: Path) -> None:
+    root = class_set(tmp_path / "d", per_class=6)
+    original = Image.fromarray(head(3, size=128))
+    # as augmented public sets hold them: mirrored and turned a little, zoomed in, shifted
+    copy = original.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(6, Image.Resampling.BILINEAR)
+    copy = copy.crop((4, 10, 122, 128)).resize((140, 140), Image.Resampling.BICUBIC)
+    save(copy, root / "yes" / "augmented.jpg", quality=80)
+    save(original, root / "no" / "original.png")
+    res = load_images(root, size=32)
+    group = {Path(s).name: g for s, g in zip(res.data.sources, res.data.groups, strict=True)}
+    assert group["original.png"] == group["augmented.jpg"]
+    assert len(set(res.data.groups)) == 13  # the 12 distinct heads are not joined
+    off = load_images(root, size=32, near_duplicate_aligned=1.01).data
+    group = {Path(s).name: g for s, g in zip(off.sources, off.groups, strict=True)}
+    assert group["original.png"] != group["augmented.jpg"]
 
 
 def test_patient_groups_merge_with_duplicates(tmp_path: Path) -> None:

@@ -1,6 +1,9 @@
 """Duplicate groups: byte-identical or near-identical images, merged with the layout's
 groups (patients, volumes) so that two copies of one image never end up on two sides of
-a split."""
+a split. Near-identical: the same picture at another size, JPEG quality or contrast
+(thumbnail correlation), and, with ``aligned_threshold``, re-cropped, zoomed, slightly
+rotated or mirrored copies (the best correlation over a grid of such transforms), as
+public sets built with augmentation hold."""
 
 from __future__ import annotations
 
@@ -9,7 +12,21 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["find_duplicate_groups", "merge_groups"]
+__all__ = [
+    "ALIGN_NEIGHBOURS",
+    "ALIGN_PREFILTER",
+    "aligned_similarity",
+    "find_duplicate_groups",
+    "merge_groups",
+]
+
+ALIGN_PREFILTER = 0.95
+"""Half-size thumbnail correlation a pair needs before the aligned comparison is tried."""
+ALIGN_NEIGHBOURS = 8
+"""... and one of the two must be among the other's nearest this many by it."""
+_ROTATIONS = (-10.0, -5.0, 0.0, 5.0, 10.0)  # degrees
+_SCALES = (0.85, 0.92, 1.0, 1.08, 1.17)
+_SHIFTS = (-2, -1, 0, 1, 2)  # pixels of the thumbnail
 
 
 def _components(rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
@@ -21,10 +38,71 @@ def _components(rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+def _unit(t: torch.Tensor) -> torch.Tensor:
+    """Rows centred and scaled to unit norm (float64); a constant row stays zero."""
+    t = t.reshape(t.shape[0], -1).double()
+    t = t - t.mean(dim=1, keepdim=True)
+    return t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _transforms(side: int) -> torch.Tensor:
+    """``[T, 2, 3]`` affine maps (``affine_grid`` convention): every rotation x zoom x
+    shift of the grid, each also mirrored left-right."""
+    import math
+
+    out = []
+    for flip in (1.0, -1.0):
+        for deg in _ROTATIONS:
+            c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+            for zoom in _SCALES:
+                for dx in _SHIFTS:
+                    for dy in _SHIFTS:
+                        out.append(
+                            [
+                                [flip * c / zoom, -s / zoom, 2 * dx / side],
+                                [flip * s / zoom, c / zoom, 2 * dy / side],
+                            ]
+                        )
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def _side(view: torch.Tensor) -> int:
+    """The side of the square thumbnails that are the rows of ``view``."""
+    side = round(view.shape[1] ** 0.5)
+    if side * side != view.shape[1]:
+        raise ValueError(f"thumbnails of {view.shape[1]} values are not square")
+    return side
+
+
+def aligned_similarity(view: torch.Tensor, pairs: np.ndarray) -> np.ndarray:
+    """For each pair ``(i, j)`` of rows of ``view`` (``[N, side * side]`` square
+    thumbnails): the highest Pearson correlation of thumbnail j with thumbnail i shifted,
+    rotated, zoomed and/or mirrored by one of the grid's transforms (``_transforms``)."""
+    import torch.nn.functional as F
+
+    n, side = view.shape[0], _side(view)
+    images = view.reshape(n, 1, side, side).float()
+    theta = _transforms(side)
+    grid = F.affine_grid(theta, [len(theta), 1, side, side], align_corners=False)
+    targets = _unit(images).float()
+    out = np.empty(len(pairs))
+    for i in np.unique(pairs[:, 0]):
+        rows = np.nonzero(pairs[:, 0] == i)[0]
+        warped = F.grid_sample(
+            images[i : i + 1].expand(len(theta), -1, -1, -1), grid, align_corners=False
+        ).reshape(len(theta), -1)
+        warped = warped - warped.mean(dim=1, keepdim=True)
+        warped = warped / warped.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        sims = warped @ targets[torch.from_numpy(pairs[rows, 1])].T
+        out[rows] = sims.max(dim=0).values.numpy()
+    return out
+
+
 def find_duplicate_groups(
     digests: Sequence[str],
     thumbnails: torch.Tensor | Sequence[torch.Tensor],
     threshold: float = 0.98,
+    aligned_threshold: float | None = None,
 ) -> list[int]:
     """A group index per item: byte-identical items (same digest) share a group, and so do
     near-identical ones (Pearson correlation of their thumbnails ``>= threshold``: the same
@@ -33,8 +111,15 @@ def find_duplicate_groups(
     ``thumbnails``: one tensor ``[N, ...]`` (flattened per item), or several such views
     (e.g. the whole frame and the head crop): two items match when any view does. A constant
     thumbnail matches only by digest; ``threshold > 1`` turns near-duplicate detection off.
+
+    ``aligned_threshold`` (square thumbnails; None or ``> 1``: off): a pair whose
+    half-size thumbnails, one of them mirrored or not, correlate at least
+    ``ALIGN_PREFILTER`` in a view, one among the other's ``ALIGN_NEIGHBOURS`` nearest
+    there, is also joined when its ``aligned_similarity`` in that view reaches this.
+
     Group indices count from 0 in order of first appearance. Vectorised: an ``N x N``
-    product per view, in row blocks (3000 items: well under a second).
+    product per view, in row blocks (3000 items: well under a second), and the aligned
+    comparison for the prefiltered pairs only.
     """
     n = len(digests)
     views = [thumbnails] if isinstance(thumbnails, torch.Tensor) else list(thumbnails)
@@ -52,24 +137,62 @@ def find_duplicate_groups(
             same_b.append(i)
     rows = [np.asarray(same_a, dtype=np.int64)]
     cols = [np.asarray(same_b, dtype=np.int64)]
-    if threshold <= 1.0:
-        for view in views:
-            t = view.reshape(n, -1).double()
-            t = t - t.mean(dim=1, keepdim=True)
-            norms = t.norm(dim=1, keepdim=True)
-            valid = (norms[:, 0] > 1e-8 * max(1.0, float(norms.max()))).numpy()
-            t = t / norms.clamp_min(1e-12)
-            block = 1024
-            for start in range(0, n, block):
-                sim = (t[start : start + block] @ t.T).numpy()
-                a, b = np.nonzero(sim >= threshold - 1e-9)
-                a += start
-                keep = (a < b) & valid[a] & valid[b]
-                rows.append(a[keep])
-                cols.append(b[keep])
+    aligned = aligned_threshold is not None and aligned_threshold <= 1.0
+    for view in views if threshold <= 1.0 or aligned else []:
+        flat = view.reshape(n, -1)
+        norms = (flat.double() - flat.double().mean(dim=1, keepdim=True)).norm(dim=1)
+        valid = (norms > 1e-8 * max(1.0, float(norms.max()))).numpy()
+        if threshold <= 1.0:
+            t = _unit(flat)
+            a, b = _pairs_above(t, t, threshold, valid)
+            rows.append(a)
+            cols.append(b)
+        if aligned:
+            side = _side(flat)
+            half = _unit(torch.nn.functional.avg_pool2d(flat.reshape(n, 1, side, side), 2))
+            mirrored = _unit(half.reshape(n, side // 2, side // 2).flip(2))
+            pairs = np.unique(
+                np.concatenate(
+                    [
+                        np.stack(
+                            _pairs_above(half, u, ALIGN_PREFILTER, valid, ALIGN_NEIGHBOURS),
+                            axis=1,
+                        )
+                        for u in (half, mirrored)
+                    ]
+                ),
+                axis=0,
+            )
+            a, b = pairs[:, 0], pairs[:, 1]
+            hit = aligned_similarity(flat, pairs) >= aligned_threshold - 1e-9
+            rows.append(a[hit])
+            cols.append(b[hit])
     labels = _components(np.concatenate(rows), np.concatenate(cols), n)
     renumber: dict[int, int] = {}
     return [renumber.setdefault(int(lab), len(renumber)) for lab in labels]
+
+
+def _pairs_above(
+    t: torch.Tensor, u: torch.Tensor, threshold: float, valid: np.ndarray, nearest: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``a < b`` whose unit rows ``t[a]``, ``u[b]`` have a dot product of at
+    least ``threshold`` (rows not ``valid``, i.e. constant, left out; ``t @ u.T``
+    symmetric); with ``nearest``, only pairs where one is among the other's ``nearest``
+    highest. Row blocks of 1024."""
+    rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    n = t.shape[0]
+    for start in range(0, n, 1024):
+        sim = (t[start : start + 1024] @ u.T).numpy()
+        hit = sim >= threshold - 1e-9
+        if 0 < nearest < n:
+            kth = np.partition(sim, n - nearest - 1, axis=1)[:, n - nearest - 1]
+            hit &= sim >= kth[:, None]
+        a, b = np.nonzero(hit)
+        a += start
+        keep = (a != b) & valid[a] & valid[b]
+        rows.append(np.minimum(a, b)[keep])
+        cols.append(np.maximum(a, b)[keep])
+    return np.concatenate(rows), np.concatenate(cols)
 
 
 def merge_groups(layout_groups: list[str | None], dup: list[int]) -> list[str]:

@@ -106,6 +106,10 @@ def load_images(
       ``LoadResult.dropped`` (0 turns the filter off).
     - ``near_duplicate_threshold``: thumbnail correlation above which two images are one
       duplicate group (``> 1``: byte-identical files only).
+    - ``near_duplicate_aligned``: the same for the best correlation over small shifts,
+      rotations, zooms and a left-right mirror (``find_duplicate_groups``'s
+      ``aligned_threshold``): the re-cropped, rotated or mirrored copies that sets built with
+      augmentation hold (``> 1``: off).
 
     ``progress(done, total)`` is called after each file. A bad option is a ConfigError that
     names it.
@@ -130,7 +134,10 @@ def load_images(
     root, layout, labelling = plan(path, opts)
     slices, skipped, dropped = _read_all(root, layout, labelling.items, opts, progress)
     dup = find_duplicate_groups(
-        [s.digest for s in slices], _thumbnail_views(slices), opts.near_duplicate_threshold
+        [s.digest for s in slices],
+        _thumbnail_views(slices),
+        opts.near_duplicate_threshold,
+        opts.near_duplicate_aligned,
     )
     data = ImageSet(
         images=torch.from_numpy(np.stack([s.image for s in slices]))[:, None],

@@ -50,6 +50,12 @@ class LoadOptions(BaseModel):
         description="thumbnail correlation that makes two images one duplicate group "
         "(> 1: byte-identical files only)",
     )
+    near_duplicate_aligned: float = Field(
+        0.97,
+        ge=0.0,
+        description="also one duplicate group: re-cropped, zoomed, slightly rotated or "
+        "mirrored copies whose thumbnails correlate this much once aligned (> 1: off)",
+    )
 
     @classmethod
     def build(cls, options: LoadOptions | None = None, **overrides: Any) -> LoadOptions:

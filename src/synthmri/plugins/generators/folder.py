@@ -134,6 +134,7 @@ class Folder(Generator):
             channel=p.channel,
             crop_foreground=p.crop_foreground,
             near_duplicate_threshold=2.0,  # groups are not used: skip the near-duplicate search
+            near_duplicate_aligned=2.0,
         ).data
         if loaded.labels is None:
             raise DataError(
