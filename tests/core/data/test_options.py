@@ -18,6 +18,7 @@ from synthmri.core.recipe import DataConfig
         ({"on_bad_file": "ignore"}, "on_bad_file"),
         ({"min_brain_fraction": 1.5}, "min_brain_fraction"),
         ({"near_duplicate_threshold": -0.5}, "near_duplicate_threshold"),
+        ({"near_duplicate_aligned": -1}, "near_duplicate_aligned"),
         ({"sise": 32}, "sise: unknown key"),
     ],
 )

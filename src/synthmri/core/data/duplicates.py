@@ -7,6 +7,7 @@ public sets built with augmentation hold."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,8 +49,6 @@ def _unit(t: torch.Tensor) -> torch.Tensor:
 def _transforms(side: int) -> torch.Tensor:
     """``[T, 2, 3]`` affine maps (``affine_grid`` convention): every rotation x zoom x
     shift of the grid, each also mirrored left-right."""
-    import math
-
     out = []
     for flip in (1.0, -1.0):
         for deg in _ROTATIONS:
