@@ -462,6 +462,7 @@ def test_patient_groups_merge_with_duplicates(tmp_path: Path) -> None:
 
 NAVONEEL = SHARED / "navoneel"
 LGG = SHARED / "lgg"
+MHANTOR = SHARED / "mhantor"
 
 
 @pytest.mark.skipif(not NAVONEEL.is_dir(), reason=f"real data not present: {NAVONEEL}")
@@ -480,6 +481,23 @@ def test_navoneel_duplicates_never_cross_a_split() -> None:
     assert len(side) == 253
     for copies in by_digest.values():
         assert len({side[s] for s in copies}) == 1, copies
+    assert not set(train.groups) & set(test.groups)
+
+
+@pytest.mark.skipif(not MHANTOR.is_dir(), reason=f"real data not present: {MHANTOR}")
+def test_mhantor_recropped_copies_share_a_group() -> None:
+    data = load_images(MHANTOR, size=64).data
+    assert len(data) == 400
+    names = [str(Path(s).relative_to(MHANTOR)) for s in data.sources]
+    group = dict(zip(names, data.groups, strict=True))
+    # copies of one picture, re-cropped or turned (checked by eye), two across the folders
+    for a, b in [
+        ("Train/Tumor/Tumor (87).jpg", "Validation/Tumor/Tumor (131).jpg"),
+        ("Train/Normal/Normal (27).jpg", "Validation/Normal/Normal (23).jpg"),
+        ("Train/Normal/Normal (82).jpg", "Train/Normal/Normal (95).jpg"),
+    ]:
+        assert group[a] == group[b], (a, b)
+    train, _, test = split_dataset(data, seed=0)
     assert not set(train.groups) & set(test.groups)
 
 
