@@ -138,8 +138,8 @@ def find_duplicate_groups(
     cols = [np.asarray(same_b, dtype=np.int64)]
     aligned = aligned_threshold is not None and aligned_threshold <= 1.0
     for view in views if threshold <= 1.0 or aligned else []:
-        flat = view.reshape(n, -1)
-        norms = (flat.double() - flat.double().mean(dim=1, keepdim=True)).norm(dim=1)
+        flat = view.reshape(n, -1).double()
+        norms = (flat - flat.mean(dim=1, keepdim=True)).norm(dim=1)
         valid = (norms > 1e-8 * max(1.0, float(norms.max()))).numpy()
         if threshold <= 1.0:
             t = _unit(flat)
