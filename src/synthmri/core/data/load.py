@@ -106,8 +106,8 @@ def load_images(
       ``LoadResult.dropped`` (0 turns the filter off).
     - ``near_duplicate_threshold``: thumbnail correlation above which two images are one
       duplicate group (``> 1``: byte-identical files only).
-    - ``near_duplicate_aligned``: the same for the best correlation over small shifts,
-      rotations, zooms and a left-right mirror (``find_duplicate_groups``'s
+    - ``near_duplicate_aligned``: the same for the best correlation inside the head over
+      small shifts, rotations, zooms and a left-right mirror (``find_duplicate_groups``'s
       ``aligned_threshold``): the re-cropped, rotated or mirrored copies that sets built with
       augmentation hold (``> 1``: off).
 

@@ -51,10 +51,11 @@ class LoadOptions(BaseModel):
         "(> 1: byte-identical files only)",
     )
     near_duplicate_aligned: float = Field(
-        0.97,
+        0.93,
         ge=0.0,
         description="also one duplicate group: re-cropped, zoomed, slightly rotated or "
-        "mirrored copies whose thumbnails correlate this much once aligned (> 1: off)",
+        "mirrored copies whose thumbnails, once aligned, correlate this much inside the "
+        "head (> 1: off)",
     )
 
     @classmethod
