@@ -490,13 +490,20 @@ def test_mhantor_recropped_copies_share_a_group() -> None:
     assert len(data) == 400
     names = [str(Path(s).relative_to(MHANTOR)) for s in data.sources]
     group = dict(zip(names, data.groups, strict=True))
-    # copies of one picture, re-cropped or turned (checked by eye), two across the folders
+    # copies of one picture, re-cropped, turned or with another contrast (checked by eye),
+    # three across the folders
     for a, b in [
         ("Train/Tumor/Tumor (87).jpg", "Validation/Tumor/Tumor (131).jpg"),
         ("Train/Normal/Normal (27).jpg", "Validation/Normal/Normal (23).jpg"),
         ("Train/Normal/Normal (82).jpg", "Train/Normal/Normal (95).jpg"),
+        ("Train/Tumor/Tumor (28).jpg", "Validation/Tumor/Tumor (177).jpg"),
     ]:
         assert group[a] == group[b], (a, b)
+    # and no group joins a Normal image with a Tumor one
+    classes: dict[str, set[str]] = {}
+    for name, g in group.items():
+        classes.setdefault(g, set()).add(name.split("/")[1])
+    assert max(len(c) for c in classes.values()) == 1
     train, _, test = split_dataset(data, seed=0)
     assert not set(train.groups) & set(test.groups)
 
