@@ -86,15 +86,20 @@ def _interior(images: torch.Tensor) -> torch.Tensor:
     return inside.reshape(len(images), -1)
 
 
+def _centre_inside(rows: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``rows`` minus their mean over ``masks`` (0/1, one row each), zero outside it."""
+    mean = (masks * rows).sum(1, keepdim=True) / masks.sum(1, keepdim=True).clamp_min(1.0)
+    return (rows - mean) * masks
+
+
 def _masked_correlation(
     warped: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor
 ) -> torch.Tensor:
     """``[W, R]`` Pearson correlations of the rows of ``warped`` with those of ``targets``,
     each over the pixels its target's row of ``masks`` (0/1) selects."""
-    k = masks.sum(1).clamp_min(1.0)
-    centred = (targets - (masks * targets).sum(1, keepdim=True) / k[:, None]) * masks
+    centred = _centre_inside(targets, masks)
     s_w = warped @ masks.T
-    var_w = ((warped * warped) @ masks.T - s_w**2 / k).clamp_min(0.0)
+    var_w = ((warped * warped) @ masks.T - s_w**2 / masks.sum(1).clamp_min(1.0)).clamp_min(0.0)
     norm = (var_w * (centred * centred).sum(1)).sqrt().clamp_min(1e-12)
     return (warped @ centred.T) / norm
 
@@ -105,9 +110,7 @@ def _grid(theta: torch.Tensor, side: int) -> torch.Tensor:
     axis = (torch.arange(side, dtype=torch.float32) * 2 + 1) / side - 1
     x, y = axis[None, None, :], axis[None, :, None]
     t = theta[:, :, :, None, None]
-    return torch.stack(
-        [t[:, i, 0] * x + t[:, i, 1] * y + t[:, i, 2] for i in (0, 1)], dim=-1
-    )
+    return torch.stack([t[:, i, 0] * x + t[:, i, 1] * y + t[:, i, 2] for i in (0, 1)], dim=-1)
 
 
 def aligned_similarity(view: torch.Tensor, pairs: np.ndarray) -> np.ndarray:
@@ -149,14 +152,13 @@ def _refine(
     grid in, it adds no freedom)."""
     theta = start.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([theta], lr=_REFINE_LR)
-    k = masks.sum(1).clamp_min(1.0)
-    t = (targets - (masks * targets).sum(1, keepdim=True) / k[:, None]) * masks
+    t = _centre_inside(targets, masks)
     t = t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
     best = torch.full((len(images),), -1.0)
     for _ in range(_REFINE_STEPS):
         grid = _grid(theta, images.shape[-1])
         w = F.grid_sample(images, grid, align_corners=False).reshape(len(images), -1)
-        w = (w - (masks * w).sum(1, keepdim=True) / k[:, None]) * masks
+        w = _centre_inside(w, masks)
         sims = (w * t).sum(1) / w.norm(dim=1).clamp_min(1e-12)
         best = torch.maximum(best, sims.detach())
         optimiser.zero_grad()
