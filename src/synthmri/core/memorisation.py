@@ -165,6 +165,8 @@ class MemorizationResult:
     ratio: torch.Tensor | None  # [N] nn_distance / median(reference_distance)
     distance_threshold: float | None  # below this feature distance: a copy
     memorized: torch.Tensor  # [N] bool
+    nn_aligned: torch.Tensor | None = None  # [N] aligned similarity to the nearest by it
+    nn_aligned_index: torch.Tensor | None = None  # [N]
 
     @property
     def fraction(self) -> float:
@@ -185,6 +187,7 @@ def find_memorized(
     ratio_threshold: float = 0.5,
     reference_percentile: float = 5.0,
     max_pairs: int = 2_000_000,
+    aligned_threshold: float = 2.0,
     device: torch.device | str = "cpu",
 ) -> MemorizationResult:
     """Flag synthetic images that copy a training image (the rule is in the module docstring;
@@ -194,12 +197,20 @@ def find_memorized(
     without them (or with fewer than two) the leave-one-out nearest-neighbour distances
     within the training set stand in. ``reference_distance`` gives those nearest-neighbour
     distances of new real images directly instead. Without features only the SSIM rule
-    applies.
+    applies. ``aligned_threshold`` (``<= 1``; default off): also a copy when the loader's
+    duplicate search would join the image with a training image (``nearest_aligned``:
+    shifted, turned, zoomed or mirrored, correlated inside the head).
     """
     import torch
 
     nn_ssim, nn_idx = nearest_ssim(synthetic, train, max_pairs=max_pairs, device=device)
     memorized = nn_ssim >= ssim_threshold
+    aligned = aligned_idx = None
+    if aligned_threshold <= 1.0:
+        from synthmri.core.data.duplicates import nearest_aligned
+
+        aligned, aligned_idx = nearest_aligned(synthetic.cpu(), train.cpu())
+        memorized = memorized | (aligned >= aligned_threshold - 1e-9)
     dist = dist_idx = ref = ratio = None
     threshold = None
     if synthetic_features is not None and train_features is not None and len(train_features):
@@ -229,6 +240,8 @@ def find_memorized(
         ratio=ratio,
         distance_threshold=threshold,
         memorized=memorized,
+        nn_aligned=aligned,
+        nn_aligned_index=aligned_idx,
     )
 
 

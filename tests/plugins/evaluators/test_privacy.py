@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,24 @@ def test_find_memorized_flags_copies_not_fresh_images(
     assert float(res_new.ratio.median()) > 0.5
     # SSIM rule alone (no features) still catches copies
     assert find_memorized(copies, train).fraction == 1.0
+
+
+def test_aligned_rule_flags_mirrored_copies(
+    parts: dict[str, ImageSet], make_inputs, tmp_path: Path
+) -> None:
+    train, fresh = parts["train"].images, parts["fresh"].images
+    mirrored = train[:40].flip(3)
+    # SSIM sees a mirrored copy as another image
+    assert find_memorized(mirrored, train, aligned_threshold=2.0).fraction == 0.0
+    res = find_memorized(mirrored, train, aligned_threshold=0.93)
+    assert res.fraction == 1.0 and res.nn_aligned_index.tolist() == list(range(40))
+    assert find_memorized(fresh, train, aligned_threshold=0.93).fraction == 0.0
+    # the evaluator applies it by default and says how many it flagged
+    synthetic = {"mirror": replace(parts["train"].subset(range(40)), images=mirrored)}
+    rows = PrivacyEvaluator({"features": "random"}).evaluate(
+        make_inputs(synthetic), RunContext(tmp_path, seed=0)
+    )["privacy"]
+    assert all(r["memorized_fraction"] == 1.0 == r["aligned_copy_fraction"] for r in rows)
 
 
 def test_privacy_evaluator_fails_a_copier_loudly(

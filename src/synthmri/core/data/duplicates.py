@@ -20,6 +20,7 @@ __all__ = [
     "aligned_similarity",
     "find_duplicate_groups",
     "merge_groups",
+    "nearest_aligned",
 ]
 
 ALIGN_PREFILTER = 0.95
@@ -243,6 +244,37 @@ def find_duplicate_groups(
     labels = _components(np.concatenate(rows), np.concatenate(cols), n)
     renumber: dict[int, int] = {}
     return [renumber.setdefault(int(lab), len(renumber)) for lab in labels]
+
+
+def nearest_aligned(
+    queries: torch.Tensor, pool: torch.Tensor, neighbours: int = ALIGN_NEIGHBOURS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each image of ``queries`` (``[Q, 1, H, W]``, square): its highest
+    ``aligned_similarity`` with an image of ``pool`` (``[P, 1, H, W]``), among the
+    ``neighbours`` nearest there by half-size thumbnail correlation (one mirrored or not),
+    and that image's index. The duplicate search's comparison across two sets: a query at
+    least ``data.near_duplicate_aligned`` from a pool image is, for the loader, its copy."""
+    q = len(queries)
+    if q == 0 or len(pool) == 0:
+        return torch.full((q,), -1.0, dtype=torch.float64), torch.zeros(q, dtype=torch.long)
+    images = torch.cat([queries, pool]).float()
+    side = min(32, images.shape[-1])
+    flat = F.adaptive_avg_pool2d(images, side).reshape(len(images), -1)
+    half = _unit(F.avg_pool2d(flat.reshape(-1, 1, side, side), 2))
+    mirrored = _unit(half.reshape(len(half), side // 2, side // 2).flip(2))
+    k = min(neighbours, len(pool))
+    near = torch.cat([(half[:q] @ u[q:].T).topk(k, dim=1).indices for u in (half, mirrored)], 1)
+    pairs = np.unique(
+        np.stack([np.repeat(np.arange(q), near.shape[1]), q + near.reshape(-1).numpy()], 1),
+        axis=0,
+    )
+    sims = torch.from_numpy(aligned_similarity(flat, pairs))
+    best = torch.full((q,), -1.0, dtype=torch.float64)
+    index = torch.zeros(q, dtype=torch.long)
+    for row, (i, j) in enumerate(pairs):
+        if sims[row] > best[i]:
+            best[i], index[i] = sims[row], int(j) - q
+    return best, index
 
 
 def _pairs_above(

@@ -7,7 +7,10 @@ The memorisation rule (``find_memorized``): a synthetic image is a memorised cop
 - its feature distance to the nearest training image is below ``ratio_threshold`` (0.5)
   times the ``reference_percentile``-th (5th) percentile of the real test images'
   nearest-training distances, i.e. it is far closer to a training image than almost any
-  new real image ever is.
+  new real image ever is, OR
+- the loader's duplicate search would join it with a training image (shifted, turned,
+  zoomed or mirrored, correlated inside the head at ``aligned_threshold``, 0.93): a copy
+  that flips or small affine transforms hide from SSIM.
 
 Importing this module loads no torch (nor matplotlib): they are imported inside the
 functions that use them.
@@ -154,6 +157,13 @@ class MemorizationParams(StrictParams):
         ge=1,
         description="most (synthetic, training) pairs compared by SSIM; above "
         "it, each synthetic image is compared with its nearest training images by pixel L2",
+    )
+    aligned_threshold: float = Field(
+        0.93,
+        ge=0,
+        description="a copy also when, shifted, turned, zoomed or mirrored, it correlates "
+        "this much inside the head with a training image: the loader's duplicate rule "
+        "(data.near_duplicate_aligned); > 1: off",
     )
 
     def rule(self) -> dict[str, Any]:

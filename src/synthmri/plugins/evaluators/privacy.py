@@ -1,9 +1,11 @@
 """Evaluator ``privacy``: is a synthetic image a copy of a real training image?
 
-For every synthetic image the evaluator finds its nearest real TRAINING image twice: by
-SSIM (pixels) and by feature distance (the extractor of ``_features``). A genuinely new
-real image is the yardstick: the real TEST images' nearest-neighbour distances to the
-training set say how close a new image of the same population typically comes.
+For every synthetic image the evaluator finds its nearest real TRAINING image three times:
+by SSIM (pixels), by feature distance (the extractor of ``_features``) and by the loader's
+aligned duplicate comparison (shifts, turns, zooms, mirror; correlation inside the head).
+A genuinely new real image is the yardstick: the real TEST images' nearest-neighbour
+distances to the training set say how close a new image of the same population typically
+comes.
 
 The rule (``find_memorized``, shared with ``image_quality`` in ``_common``): a synthetic
 image is a memorised copy when
@@ -12,7 +14,10 @@ image is a memorised copy when
 - its feature distance to the nearest training image is below ``ratio_threshold`` (0.5)
   times the ``reference_percentile``-th (5th) percentile of the real test images'
   nearest-training distances, i.e. it is far closer to a training image than almost any
-  new real image ever is.
+  new real image ever is, OR
+- aligned, it correlates at least ``aligned_threshold`` (0.93) inside the head with a
+  training image: the loader would call the two one duplicate group
+  (``aligned_copy_fraction`` is the share flagged so).
 
 ``nn_distance_ratio`` is the feature distance divided by the MEDIAN real-test distance
 (1 = as close as a typical new real image; near 0 = a copy). A generator whose memorised
@@ -129,6 +134,9 @@ class PrivacyEvaluator(Evaluator):
             for cname, idx in by_class(syn):
                 sel = res.memorized[idx]
                 ratio = None if res.ratio is None else metric_value(res.ratio[idx].median())
+                aligned = None
+                if res.nn_aligned is not None:
+                    aligned = (res.nn_aligned[idx] >= p.aligned_threshold - 1e-9).double().mean()
                 rows.append(
                     {
                         "generator": gen,
@@ -137,6 +145,7 @@ class PrivacyEvaluator(Evaluator):
                         "nn_ssim_mean": metric_value(res.nn_ssim[idx].mean()),
                         "nn_ssim_max": metric_value(res.nn_ssim[idx].max()),
                         "nn_distance_ratio_median": ratio,
+                        "aligned_copy_fraction": metric_value(aligned),
                         "n_synthetic": len(idx),
                         "features": extractor.name if extractor is not None else "none",
                     }
@@ -147,9 +156,10 @@ class PrivacyEvaluator(Evaluator):
                 run.note(
                     f"WARNING: generator {gen!r} memorises its training data: {frac:.0%} of its "
                     f"{len(syn)} synthetic images are near-copies of real training images "
-                    f"(SSIM >= {p.ssim_threshold:g} or feature distance < {p.ratio_threshold:g}"
-                    f" x the {p.reference_percentile:g}th percentile of real test images); do "
-                    "not share this set as anonymous data"
+                    f"(SSIM >= {p.ssim_threshold:g}, feature distance < {p.ratio_threshold:g}"
+                    f" x the {p.reference_percentile:g}th percentile of real test images, or "
+                    "a shifted, turned or mirrored copy); do not share this set as anonymous "
+                    "data"
                 )
             if p.figure_pairs:
                 closest_pairs_figure(syn_images, pool, res, gen, run, p.figure_pairs)
