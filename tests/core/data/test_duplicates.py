@@ -31,20 +31,28 @@ def test_find_duplicate_groups_unit() -> None:
     assert len(set(find_duplicate_groups([str(i) for i in range(3000)], many, 0.98))) == 3000
 
 
-def test_aligned_search_finds_rotated_and_mirrored_copies() -> None:
-    rng = torch.Generator().manual_seed(1)
-    # four distinct textured discs on black (as a head on its background), 32 px
-    texture = torch.nn.functional.avg_pool2d(torch.rand(4, 1, 48, 48, generator=rng), 9, 1)
+def discs(n: int, seed: int) -> torch.Tensor:
+    """``[n, 1, 32, 32]`` distinct textured discs on black (as heads on their background)."""
+    rng = torch.Generator().manual_seed(seed)
+    texture = torch.nn.functional.avg_pool2d(torch.rand(n, 1, 48, 48, generator=rng), 9, 1)
     texture = 0.5 + 0.25 * (texture - texture.mean()) / texture.std()
     yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
-    thumbs = (texture * (((yy - 17) ** 2 + (xx - 17) ** 2) <= 11**2))[:, :, 2:34, 2:34]
-    turn = math.radians(10)
-    theta = torch.tensor(
-        [[[math.cos(turn), -math.sin(turn), 0.0], [math.sin(turn), math.cos(turn), 0.0]]]
-    )
+    return (texture * (((yy - 17) ** 2 + (xx - 17) ** 2) <= 11**2))[:, :, 2:34, 2:34]
+
+
+def warp(
+    image: torch.Tensor, degrees: float, zoom: float = 1.0, shift: float = 0.0
+) -> torch.Tensor:
+    """``image`` (``[1, 1, 32, 32]``) turned, zoomed and shifted (``affine_grid`` units)."""
+    cos, sin = (f(math.radians(degrees)) / zoom for f in (math.cos, math.sin))
+    theta = torch.tensor([[[cos, -sin, shift], [sin, cos, -shift]]])
     grid = torch.nn.functional.affine_grid(theta, [1, 1, 32, 32], align_corners=False)
-    rotated = torch.nn.functional.grid_sample(thumbs[:1], grid, align_corners=False)
-    views = torch.cat([thumbs, rotated, thumbs[1:2].flip(3)]).reshape(6, -1)
+    return torch.nn.functional.grid_sample(image, grid, align_corners=False)
+
+
+def test_aligned_search_finds_rotated_and_mirrored_copies() -> None:
+    thumbs = discs(4, seed=1)
+    views = torch.cat([thumbs, warp(thumbs[:1], 10), thumbs[1:2].flip(3)]).reshape(6, -1)
     digests = list("abcdef")
     plain = find_duplicate_groups(digests, views, 0.98)
     assert len(set(plain)) == 6  # a 10 degree turn and a mirror defeat plain correlation
@@ -59,16 +67,8 @@ def test_aligned_search_finds_rotated_and_mirrored_copies() -> None:
 def test_aligned_search_refines_between_the_grid_points() -> None:
     # a turn of 7.5 degrees, a zoom of 1.04 and half a pixel's shift fall between the grid's
     # transforms: the grid alone reaches ~0.96 here, the refinement finds the copy
-    rng = torch.Generator().manual_seed(2)
-    texture = torch.nn.functional.avg_pool2d(torch.rand(3, 1, 48, 48, generator=rng), 9, 1)
-    texture = 0.5 + 0.25 * (texture - texture.mean()) / texture.std()
-    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
-    thumbs = (texture * (((yy - 17) ** 2 + (xx - 17) ** 2) <= 11**2))[:, :, 2:34, 2:34]
-    cos, sin = (f(math.radians(7.5)) / 1.04 for f in (math.cos, math.sin))
-    theta = torch.tensor([[[cos, -sin, 0.03], [sin, cos, -0.03]]])
-    grid = torch.nn.functional.affine_grid(theta, [1, 1, 32, 32], align_corners=False)
-    warped = torch.nn.functional.grid_sample(thumbs[:1], grid, align_corners=False)
-    views = torch.cat([thumbs, warped]).reshape(4, -1)
+    thumbs = discs(3, seed=2)
+    views = torch.cat([thumbs, warp(thumbs[:1], 7.5, 1.04, 0.03)]).reshape(4, -1)
     similarity = aligned_similarity(views, np.array([[0, 3], [1, 3], [1, 2], [2, 1]]))
     assert similarity[0] >= 0.98 and similarity[1:].max() < 0.9
     groups = find_duplicate_groups(list("abcd"), views, 0.98, aligned_threshold=0.98)
