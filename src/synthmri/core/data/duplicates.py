@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synthmri.core.data.preprocessing import THUMBNAIL_SIZE
+
 __all__ = [
     "ALIGN_NEIGHBOURS",
     "ALIGN_PREFILTER",
@@ -77,6 +79,13 @@ def _side(view: torch.Tensor) -> int:
     if side * side != view.shape[1]:
         raise ValueError(f"thumbnails of {view.shape[1]} values are not square")
     return side
+
+
+def _half_views(flat: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The half-size thumbnails of the rows of ``flat`` (``side`` squared), as unit rows,
+    and the same mirrored left-right: the aligned comparison's candidate search."""
+    half = _unit(F.avg_pool2d(flat.reshape(len(flat), 1, side, side), 2))
+    return half, _unit(half.reshape(len(half), side // 2, side // 2).flip(2))
 
 
 def _interior(images: torch.Tensor) -> torch.Tensor:
@@ -223,8 +232,7 @@ def find_duplicate_groups(
             cols.append(b)
         if aligned:
             side = _side(flat)
-            half = _unit(F.avg_pool2d(flat.reshape(n, 1, side, side), 2))
-            mirrored = _unit(half.reshape(n, side // 2, side // 2).flip(2))
+            half, mirrored = _half_views(flat, side)
             pairs = np.unique(
                 np.concatenate(
                     [
@@ -258,10 +266,9 @@ def nearest_aligned(
     if q == 0 or len(pool) == 0:
         return torch.full((q,), -1.0, dtype=torch.float64), torch.zeros(q, dtype=torch.long)
     images = torch.cat([queries, pool]).float()
-    side = min(32, images.shape[-1])
+    side = min(THUMBNAIL_SIZE, images.shape[-1])
     flat = F.adaptive_avg_pool2d(images, side).reshape(len(images), -1)
-    half = _unit(F.avg_pool2d(flat.reshape(-1, 1, side, side), 2))
-    mirrored = _unit(half.reshape(len(half), side // 2, side // 2).flip(2))
+    half, mirrored = _half_views(flat, side)
     k = min(neighbours, len(pool))
     near = torch.cat([(half[:q] @ u[q:].T).topk(k, dim=1).indices for u in (half, mirrored)], 1)
     pairs = np.unique(
