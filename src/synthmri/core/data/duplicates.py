@@ -113,8 +113,8 @@ def _masked_correlation(
     centred = _centre_inside(targets, masks)
     s_w = warped @ masks.T
     energy = (warped * warped) @ masks.T
-    # the floor: float32 cancellation leaves a variance of about 1e-7 of the energy where the
-    # warp is flat (moved out of the frame), which would turn rounding noise into a score
+    # a floor: the variance of a near-flat warp, a difference of two float32 sums, can be
+    # rounding noise, which would make a correlation out of nothing
     var_w = (energy - s_w**2 / masks.sum(1).clamp_min(1.0)).clamp_min(1e-5 * energy)
     norm = (var_w * (centred * centred).sum(1)).sqrt().clamp_min(1e-12)
     return (warped @ centred.T) / norm
