@@ -25,10 +25,10 @@ __all__ = [
     "nearest_aligned",
 ]
 
-ALIGN_PREFILTER = 0.7
+ALIGN_PREFILTER = 0.5
 """Half-size thumbnail correlation a pair needs before the aligned comparison is tried
-(copies turned by 10 degrees and zoomed by 15 % fall to about 0.75; on the shared sets no
-pair below 0.7 was joined)."""
+(copies turned by 10 degrees and zoomed by 15 % fall to about 0.75, and mhantor holds
+copies below 0.7; on the shared sets no pair below 0.5 was joined)."""
 ALIGN_NEIGHBOURS = 8
 """... and one of the two must be among the other's nearest this many by it."""
 _ROTATIONS = (-10.0, -5.0, 0.0, 5.0, 10.0)  # degrees
