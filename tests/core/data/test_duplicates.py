@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from synthmri.core.data import find_duplicate_groups
-from synthmri.core.data.duplicates import aligned_similarity, merge_groups
+from synthmri.core.data.duplicates import aligned_similarity, merge_groups, nearest_aligned
+from synthmri.core.phantoms import make_phantoms
 
 
 def test_find_duplicate_groups_unit() -> None:
@@ -106,3 +107,29 @@ def test_merge_groups_unions_patients_and_duplicates() -> None:
     # duplicate group, or takes the patient group of its duplicate
     groups = merge_groups(["p1", "p1", "p2", "p3", None, None], [0, 1, 2, 1, 3, 2])
     assert groups == ["p1+p3", "p1+p3", "p2", "p1+p3", "dup:3", "p2"]
+
+
+def test_nearest_aligned_finds_copies_shifted_by_a_pixel_of_the_image() -> None:
+    # one pixel diagonally at 64 px is half a pixel of the 32 px thumbnail: warping the
+    # thumbnail blurs it below the threshold, warping the 64 px image and pooling does not
+    pool = make_phantoms(16, 64, seed=5).images
+    shifted = torch.zeros(8, 1, 64, 64)
+    shifted[..., 1:, 1:] = pool[:8, :, :-1, :-1]
+    best, index = nearest_aligned(shifted, pool)
+    assert best.min() >= 0.93 and index.tolist() == list(range(8))
+    views = torch.nn.functional.avg_pool2d(torch.cat([pool[:8], shifted]), 2).reshape(16, -1)
+    pairs = np.stack([np.arange(8), np.arange(8) + 8], axis=1)
+    assert np.median(aligned_similarity(views, pairs)) < 0.93  # the thumbnails alone
+    sources = torch.cat([pool[:8], shifted])
+    assert aligned_similarity(views, pairs, sources).min() >= 0.93
+    # the loader's search takes the same sources, one tensor per view
+    digests = [str(i) for i in range(16)]
+    groups = find_duplicate_groups(digests, views, 0.98, 0.93, [sources])
+    assert groups[:8] == groups[8:] and len(set(groups)) == 8
+    assert len(set(find_duplicate_groups(digests, views, 0.98, 0.93))) > 8
+    with pytest.raises(ValueError, match="2 sources for 1 views"):
+        find_duplicate_groups(digests, views, 0.98, 0.93, [sources, sources])
+    fresh, _ = nearest_aligned(make_phantoms(8, 64, seed=6).images, pool)
+    assert fresh.max() < 0.93
+    with pytest.raises(ValueError, match="sources"):
+        aligned_similarity(views, pairs, sources[:, :, :48, :48])

@@ -62,6 +62,7 @@ class _Slice:
     mask: np.ndarray | None  # [size, size] float32 0/1
     has_tumor: bool | None  # mask foreground at full resolution (None: no mask file)
     thumbnail: np.ndarray  # [2, THUMBNAIL_SIZE**2] float32: whole frame, preprocessed
+    fine: np.ndarray  # the same views at twice the side (float16): the aligned warps' sources
     digest: str
     source: str
     item: Item
@@ -133,11 +134,13 @@ def load_images(
     opts = LoadOptions.build(options, **overrides)
     root, layout, labelling = plan(path, opts)
     slices, skipped, dropped = _read_all(root, layout, labelling.items, opts, progress)
+    views, sources = _thumbnail_views(slices)
     dup = find_duplicate_groups(
         [s.digest for s in slices],
-        _thumbnail_views(slices),
+        views,
         opts.near_duplicate_threshold,
         opts.near_duplicate_aligned,
+        sources,
     )
     data = ImageSet(
         images=torch.from_numpy(np.stack([s.image for s in slices]))[:, None],
@@ -369,16 +372,20 @@ def _slice(
         mask=out_mask,
         has_tumor=None if mask is None else bool(mask.any()),
         thumbnail=np.stack([thumbnail(norm), thumbnail(image)]),
+        fine=np.stack([thumbnail(x, 2 * THUMBNAIL_SIZE) for x in (norm, image)]).astype(np.float16),
         digest=digest,
         source=source,
         item=item,
     )
 
 
-def _thumbnail_views(slices: list[_Slice]) -> list[torch.Tensor]:
-    """The two thumbnail views duplicate detection compares: whole frame, preprocessed."""
+def _thumbnail_views(slices: list[_Slice]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The two thumbnail views duplicate detection compares (whole frame, preprocessed),
+    and the same at twice the side (``[N, 1, 2 * THUMBNAIL_SIZE, 2 * THUMBNAIL_SIZE]``)."""
     thumbs = torch.from_numpy(np.stack([s.thumbnail for s in slices]))
-    return [thumbs[:, 0], thumbs[:, 1]]
+    side = 2 * THUMBNAIL_SIZE
+    fine = torch.from_numpy(np.stack([s.fine for s in slices])).float()
+    return [thumbs[:, 0], thumbs[:, 1]], [fine[:, k].reshape(-1, 1, side, side) for k in (0, 1)]
 
 
 def _labels(slices: list[_Slice], labelling: _Labelling) -> torch.Tensor | None:

@@ -207,7 +207,7 @@ def preprocess(
     return out, out_mask
 
 
-def thumbnail(image: np.ndarray) -> np.ndarray:
-    """``image`` average-pooled to ``THUMBNAIL_SIZE`` squared, flattened (duplicate search)."""
+def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIZE) -> np.ndarray:
+    """``image`` average-pooled to ``side`` squared, flattened (duplicate search)."""
     t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    return F.adaptive_avg_pool2d(t, (THUMBNAIL_SIZE, THUMBNAIL_SIZE)).reshape(-1).numpy()
+    return F.adaptive_avg_pool2d(t, (side, side)).reshape(-1).numpy()
