@@ -69,6 +69,34 @@ def test_aligned_rule_flags_mirrored_copies(
     assert all(r["memorized_fraction"] == 1.0 == r["aligned_copy_fraction"] for r in rows)
 
 
+def test_closest_pairs_show_aligned_copies_beside_their_original(
+    parts: dict[str, ImageSet], make_inputs, tmp_path: Path
+) -> None:
+    # a mirrored copy is far from everything by SSIM: the figure shows it beside the
+    # training image the aligned comparison matched, marked as a copy
+    shown: list = []
+
+    class Capture(RunContext):
+        def save_figure(self, fig, name, caption=None):  # type: ignore[no-untyped-def]
+            shown.append(fig)
+            return super().save_figure(fig, name, caption)
+
+    train = parts["train"]
+    mirrored = replace(train.subset(range(4)), images=train.images[:4].flip(3))
+    synthetic = {"mirror": mirrored, "fresh": parts["fresh"].subset(range(4))}
+    PrivacyEvaluator({"features": "random", "figure_pairs": 4}).evaluate(
+        make_inputs(synthetic), Capture(tmp_path, seed=0)
+    )
+    titles = [[ax.get_title() for ax in fig.axes[:4]] for fig in shown]
+    assert all(t.startswith("aligned") and t.endswith("COPY") for t in titles[0])
+    assert not any(t.endswith("COPY") for t in titles[1])
+    # the bottom row is the matched original: the mirror of the top row's image
+    for j, ax in enumerate(shown[0].axes[4:8]):
+        original = torch.as_tensor(ax.get_images()[0].get_array())
+        top = torch.as_tensor(shown[0].axes[j].get_images()[0].get_array())
+        assert torch.allclose(original, top.flip(1))
+
+
 def test_privacy_evaluator_fails_a_copier_loudly(
     parts: dict[str, ImageSet], make_inputs, tmp_path: Path
 ) -> None:

@@ -174,23 +174,34 @@ def closest_pairs_figure(
     run: RunContext,
     n: int = 8,
 ) -> None:
-    """Save the ``n`` synthetic images closest to a training image (by SSIM) beside it."""
+    """Save the ``n`` synthetic images closest to a training image beside it: those flagged
+    as copies first, then by the higher of SSIM and the aligned similarity (a mirrored or
+    shifted copy is close by the second only), each beside its nearest by that measure."""
     if run.out_dir is None or len(res.nn_ssim) == 0:
         return
+    import torch
+
     plt = pyplot()
-    order = res.nn_ssim.argsort(descending=True)[:n].tolist()
+    aligned = res.nn_aligned if res.nn_aligned is not None else torch.full_like(res.nn_ssim, -1)
+    by_aligned = aligned > res.nn_ssim
+    score = torch.maximum(res.nn_ssim.double(), aligned.double()) + res.memorized.double()
+    order = score.argsort(descending=True)[:n].tolist()
     fig, axes = plt.subplots(2, len(order), figsize=(1.6 * len(order), 3.6), squeeze=False)
     for j, i in enumerate(order):
-        t = int(res.nn_ssim_index[i])
+        index = res.nn_aligned_index if res.nn_aligned_index is not None and by_aligned[i] else None
+        t = int((res.nn_ssim_index if index is None else index)[i])
         for r, img in enumerate((synthetic[i], train[t])):
             ax = axes[r, j]
             ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
         flag = " COPY" if bool(res.memorized[i]) else ""
-        axes[0, j].set_title(
-            f"SSIM {float(res.nn_ssim[i]):.3f}{flag}", fontsize=7, color="red" if flag else "black"
+        what = (
+            f"aligned {float(aligned[i]):.3f}"
+            if by_aligned[i]
+            else f"SSIM {float(res.nn_ssim[i]):.3f}"
         )
+        axes[0, j].set_title(f"{what}{flag}", fontsize=7, color="red" if flag else "black")
     axes[0, 0].set_ylabel(label, fontsize=8)
     axes[1, 0].set_ylabel("nearest real train", fontsize=8)
     fig.suptitle(f"privacy: {label} images closest to a real training image", fontsize=9)
@@ -198,8 +209,10 @@ def closest_pairs_figure(
         fig,
         f"privacy_closest_pairs_{label}",
         caption=f"The {label} images most similar to a real training image (top) and that "
-        "training image (bottom), by SSIM. Look for: pairs that are the same slice (marked "
-        "COPY): the generator memorised and would leak that training image.",
+        "training image (bottom): flagged copies first, then by SSIM or, where higher, the "
+        "correlation inside the head once shifted, turned or mirrored (aligned). Look for: "
+        "pairs that are the same slice (marked COPY): the generator memorised and would "
+        "leak that training image.",
     )
 
 
