@@ -183,9 +183,10 @@ def _directed(
     for lo in range(0, len(pairs), 4096):
         block = slice(lo, lo + 4096)
         i, j = (torch.from_numpy(pairs[block, k]) for k in (0, 1))
-        refined, at = _refine(images[i], flat[j], masks[j], start[block])
+        targets = _unit_inside(flat[j], masks[j])
+        refined, at = _refine(images[i], targets, masks[j], start[block])
         if sources is not None:
-            refined = torch.maximum(refined, _fine_score(sources[i], flat[j], masks[j], at))
+            refined = torch.maximum(refined, _fine_score(sources[i], targets, masks[j], at))
         best[block] = torch.maximum(best[block], refined)
     return best.double().numpy()
 
@@ -200,31 +201,32 @@ def _unit_inside(rows: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 def _fine_score(
     sources: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, theta: torch.Tensor
 ) -> torch.Tensor:
-    """The correlation over ``masks[k]`` of ``targets[k]`` with ``sources[k]`` warped by
-    ``theta[k]`` at its own size, then average-pooled to the targets' side."""
+    """The correlation over ``masks[k]`` of ``targets[k]`` (``_unit_inside`` rows) with
+    ``sources[k]`` warped by ``theta[k]`` at its own size, then average-pooled to the
+    targets' side."""
     side = round(targets.shape[1] ** 0.5)
     warped = F.grid_sample(sources, _grid(theta, sources.shape[-1]), align_corners=False)
     pooled = F.avg_pool2d(warped, sources.shape[-1] // side).reshape(len(sources), -1)
-    return (_unit_inside(pooled, masks) * _unit_inside(targets, masks)).sum(1)
+    return (_unit_inside(pooled, masks) * targets).sum(1)
 
 
 def _refine(
     images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, start: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The highest correlation of each warped ``images[k]`` with ``targets[k]`` over
-    ``masks[k]`` met while ascending it from the affine map ``start[k]``, each entry kept
-    within ``_REFINE_BOX`` of its start (about half a grid step: the refinement fills the
-    grid in, it adds no freedom), and the map where it was met."""
+    """The highest correlation of each warped ``images[k]`` with ``targets[k]``
+    (``_unit_inside`` rows) over ``masks[k]`` met while ascending it from the affine map
+    ``start[k]``, each entry kept within ``_REFINE_BOX`` of its start (about half a grid
+    step: the refinement fills the grid in, it adds no freedom), and the map where it was
+    met."""
     theta = start.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([theta], lr=_REFINE_LR)
-    t = _unit_inside(targets, masks)
     best = torch.full((len(images),), -1.0)
     at = start.clone()
     for _ in range(_REFINE_STEPS):
         grid = _grid(theta, images.shape[-1])
         w = F.grid_sample(images, grid, align_corners=False).reshape(len(images), -1)
         w = _centre_inside(w, masks)
-        sims = (w * t).sum(1) / w.norm(dim=1).clamp_min(1e-12)
+        sims = (w * targets).sum(1) / w.norm(dim=1).clamp_min(1e-12)
         better = sims.detach() > best
         at[better] = theta.detach()[better]
         best = torch.maximum(best, sims.detach())
