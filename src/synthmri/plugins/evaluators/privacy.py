@@ -188,8 +188,9 @@ def closest_pairs_figure(
     order = score.argsort(descending=True)[:n].tolist()
     fig, axes = plt.subplots(2, len(order), figsize=(1.6 * len(order), 3.6), squeeze=False)
     for j, i in enumerate(order):
-        index = res.nn_aligned_index if res.nn_aligned_index is not None and by_aligned[i] else None
-        t = int((res.nn_ssim_index if index is None else index)[i])
+        aligned_index = res.nn_aligned_index
+        near = aligned_index if by_aligned[i] and aligned_index is not None else res.nn_ssim_index
+        t = int(near[i])
         for r, img in enumerate((synthetic[i], train[t])):
             ax = axes[r, j]
             ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
