@@ -28,8 +28,9 @@ morphological clean-up). With ``--out``, each method's best/worst test cases are
 (``VAEAnomaly.case_figure``: the figure the pipeline cannot draw, since ``predict``
 never sees labels). Nothing is tuned on the test part.
 
-``--model diffusion_anomaly`` (or ``dae_anomaly``) runs the same study with the
-AnoDDPM-style diffusion model (or the denoising autoencoder) instead of the VAE: the
+``--model diffusion_anomaly`` (or ``dae_anomaly``, ``pca_anomaly``) runs the same study with
+the AnoDDPM-style diffusion model (or the denoising autoencoder, the PCA baseline) instead
+of the VAE: the
 recipe's decision params (threshold percentile, head erosion, calibration) with the
 plugin's own defaults for its model, changed by
 ``--param key=value``; ``--noise-levels`` scores one trained model at several noise levels
@@ -58,6 +59,7 @@ Usage::
         --param corruption=inpaint                         # the inpainting repair (RIAD-style)
     python benchmarks/anomaly_methods.py --study --model dae_anomaly --param iterations=3000 \
         --param objective=localise                         # foreign patch interpolation (FPI)
+    python benchmarks/anomaly_methods.py --study --model pca_anomaly --param components=20
     python benchmarks/anomaly_methods.py --study --model oracle     # the decision's ceiling
 """
 
@@ -347,7 +349,7 @@ def main() -> None:
     ap.add_argument(
         "--model",
         default=VAEAnomaly.name,
-        choices=[VAEAnomaly.name, "diffusion_anomaly", "dae_anomaly", "oracle"],
+        choices=[VAEAnomaly.name, "diffusion_anomaly", "dae_anomaly", "pca_anomaly", "oracle"],
         help="study: the anomaly classifier (other than vae_anomaly: the recipe's decision "
         "params); oracle: a perfect healthy model (phantoms only)",
     )
