@@ -30,10 +30,9 @@ never sees labels). Nothing is tuned on the test part.
 
 ``--model diffusion_anomaly`` (or ``dae_anomaly``, ``pca_anomaly``) runs the same study with
 the AnoDDPM-style diffusion model (or the denoising autoencoder, the PCA baseline) instead
-of the VAE: the
-recipe's decision params (threshold percentile, head erosion, calibration) with the
-plugin's own defaults for its model, changed by
-``--param key=value``; ``--noise-levels`` scores one trained model at several noise levels
+of the VAE: the recipe's decision params (threshold percentile, head erosion, calibration)
+with the plugin's own defaults for its model, changed by ``--param key=value``;
+``--noise-levels`` scores one trained model at several noise levels
 and names, per variant and method, the level with the highest *validation* AUC (the test
 numbers of every level are printed, but only the validation part chooses);
 ``--anomaly-thresholds`` adds the pixel percentile to what is compared and chosen that way.
