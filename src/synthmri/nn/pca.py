@@ -1,14 +1,10 @@
-"""A robust projection onto a linear subspace, and the healthy slices it is fitted on: the
-healthy model of ``pca_anomaly``.
+"""A robust projection onto a linear subspace: the healthy model of ``pca_anomaly``.
 
 Iteratively reweighted least squares with Tukey's biweight (an M-estimator of the
 coefficients; Huber & Ronchetti, "Robust Statistics", 2009): the pixels that do not fit
 the subspace (a tumour, to a subspace of healthy slices) get weight 0 and stop steering the
 fit, so they keep their residual. scikit-learn's PCA finds the subspace; it has no robust
 projection onto one, hence this function.
-
-``healthy_variants`` adds label-preserving copies of the healthy slices (mirrored, shifted) so
-that a few hundred slices span more of the poses and sides a healthy slice can have.
 """
 
 from __future__ import annotations
@@ -16,10 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["AUGMENTS", "TUKEY_C", "healthy_variants", "robust_projection"]
-
-#: the healthy-set augmentations ``healthy_variants`` knows
-AUGMENTS = ("none", "flip", "flip_shift")
+__all__ = ["TUKEY_C", "robust_projection"]
 
 #: Tukey's biweight constant (95 % efficiency under Gaussian residuals)
 TUKEY_C = 4.685
@@ -45,20 +38,3 @@ def robust_projection(
         eye = 1e-6 * torch.eye(axes.shape[0], dtype=x.dtype)
         coef = torch.linalg.solve(gram + eye, rhs.unsqueeze(-1)).squeeze(-1)
     return coef
-
-
-def healthy_variants(x: Tensor, augment: str) -> Tensor:
-    """``x [N, C, H, W]`` and its label-preserving copies: ``none`` (``x`` itself),
-    ``flip`` (+ left-right mirrored: 2N) or ``flip_shift`` (those 2N, each also moved by
-    ``max(1, W // 32)`` pixels up, down, left and right: 10N). A shift wraps around the
-    border, where a head slice is background."""
-    if augment not in AUGMENTS:
-        raise ValueError(f"unknown augment {augment!r}; choose one of {list(AUGMENTS)}")
-    if augment == "none":
-        return x
-    out = torch.cat([x, x.flip(-1)])
-    if augment == "flip_shift":
-        d = max(1, x.shape[-1] // 32)
-        moves = ((d, 0), (-d, 0), (0, d), (0, -d))
-        out = torch.cat([out, *(out.roll(m, dims=(-2, -1)) for m in moves)])
-    return out

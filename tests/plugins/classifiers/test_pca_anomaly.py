@@ -18,7 +18,7 @@ import torch
 from synthmri import ImageSet, RunContext, get_plugin
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.phantoms import make_phantoms
-from synthmri.nn.pca import healthy_variants, robust_projection
+from synthmri.nn.pca import robust_projection
 from synthmri.plugins.classifiers.pca_anomaly import PCAAnomaly
 from synthmri.testing import check_classifier, round_trip
 
@@ -87,27 +87,7 @@ def test_components_are_capped_by_the_healthy_slices(data: tuple[ImageSet, Image
     assert model.axes is not None and model.axes.shape == (5, SIZE * SIZE)
     listed = PCAAnomaly(quick(components=[100, 2, 50]))
     listed.fit(few, data[1], RunContext(seed=0, device="cpu"))
-    tried = set(listed.history["val_auc_tried"])
-    assert tried == {"none/2", "none/50"}  # 100 would repeat 50's fit
-    flipped = PCAAnomaly(quick(components=[100, 50], augment=["none", "flip"]))
-    flipped.fit(few, data[1], RunContext(seed=0, device="cpu"))  # 12 slices to fit: 11 axes
-    assert set(flipped.history["val_auc_tried"]) == {"none/50", "flip/50"}
-
-
-def test_healthy_variants_are_mirrors_and_shifts() -> None:
-    x = torch.rand(3, 1, SIZE, SIZE)
-    assert healthy_variants(x, "none") is x
-    flip = healthy_variants(x, "flip")
-    assert flip.shape == (6, 1, SIZE, SIZE)
-    assert torch.equal(flip[3:], x.flip(-1))
-    both = healthy_variants(x, "flip_shift")
-    assert both.shape == (30, 1, SIZE, SIZE)
-    assert torch.equal(both[:6], flip)
-    d = SIZE // 32
-    assert torch.equal(both[6:12, ..., d:, :], flip[..., :-d, :])  # moved down by d pixels
-    assert torch.equal(both[18:24, ..., d:], flip[..., :-d])  # moved right
-    with pytest.raises(ValueError, match="augment"):
-        healthy_variants(x, "rotate")
+    assert set(listed.history["components_val_auc"]) == {2, 50}  # 100 would repeat 50's fit
 
 
 def test_state_round_trip(data: tuple[ImageSet, ImageSet]) -> None:
@@ -130,8 +110,6 @@ def test_bad_params(data: tuple[ImageSet, ImageSet]) -> None:
         PCAAnomaly(quick(components=0))
     with pytest.raises(PluginError, match="robust_iterations"):
         PCAAnomaly(quick(robust_iterations=-1))
-    with pytest.raises(PluginError, match="augment"):
-        PCAAnomaly(quick(augment="rotate"))
     with pytest.raises(PluginError, match="not trained"):
         PCAAnomaly(quick()).predict_proba(data[1].images)
 
@@ -139,15 +117,13 @@ def test_bad_params(data: tuple[ImageSet, ImageSet]) -> None:
 def test_a_list_of_components_keeps_the_best_on_validation(
     data: tuple[ImageSet, ImageSet],
 ) -> None:
-    model = fitted(data, components=[1, 10], augment=["none", "flip_shift"])
-    tried = model.history["val_auc_tried"]
-    assert set(tried) == {"none/1", "none/10", "flip_shift/1", "flip_shift/10"}
-    kept = max(tried, key=lambda key: tried[key])
-    augment, k = kept.split("/")
-    assert model.axes is not None and model.axes.shape[0] == int(k)
-    assert model.history["augment"] == augment
+    model = fitted(data, components=[1, 10])
+    tried = model.history["components_val_auc"]
+    assert set(tried) == {1, 10}
+    kept = max(tried, key=lambda k: tried[k])
+    assert model.axes is not None and model.axes.shape[0] == kept
     assert model.operating_point["val_auc"] == tried[kept]
     assert model.params.components == [1, 10]  # the choice is the fit's, not the params'
-    alone = fitted(data, components=int(k), augment=augment)
+    alone = fitted(data, components=kept)
     images = data[1].images[:6]
     assert np.allclose(model.anomaly_scores(images), alone.anomaly_scores(images))

@@ -7,12 +7,8 @@ subspace: a tumour is not in it, so the residual shows where the tumour is. A le
 projection lets the tumour pull the whole slice's coefficients; with ``robust_iterations``
 (the default 3) the projection is refitted by iteratively reweighted least squares with
 Tukey's biweight on each pixel's residual (``synthmri.nn.pca.robust_projection``), so the
-pixels that do not fit the healthy subspace stop steering it and keep their error. With
-``augment`` the subspace is fitted on the healthy slices and their mirrored (``flip``) and
-also shifted (``flip_shift``) copies (``synthmri.nn.pca.healthy_variants``), so a few hundred
-slices span more of the poses a healthy slice can have. ``components`` and ``augment`` may
-each be a list: every combination is fitted and calibrated, and the one with the highest
-validation AUC is kept. The reconstruction goes through the ``vae_anomaly`` decision unchanged (base
+pixels that do not fit the healthy subspace stop steering it and keep their error. The
+reconstruction goes through the ``vae_anomaly`` decision unchanged (base
 ``ReconstructionAnomaly``, ``_anomaly.py``): the same error maps, the four decision methods
 and the calibration on the validation part only.
 
@@ -26,7 +22,7 @@ Importing this module loads no torch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -41,8 +37,6 @@ if TYPE_CHECKING:
     from synthmri.core.training import RunContext
 
 __all__ = ["PCAAnomaly", "PCAAnomalyParams"]
-
-Augment = Literal["none", "flip", "flip_shift"]  # synthmri.nn.pca.AUGMENTS
 
 
 class PCAAnomalyParams(AnomalyParams):
@@ -62,12 +56,6 @@ class PCAAnomalyParams(AnomalyParams):
         ge=0,
         description="reweighted refits of each slice's projection (Tukey's biweight on its "
         "residuals); 0: the least-squares projection",
-    )
-    augment: Augment | Annotated[list[Augment], Field(min_length=1)] = Field(
-        "none",
-        description="the healthy slices the subspace is fitted on: as they are (none), with "
-        "their left-right mirrors (flip), or those also shifted by 1/32 of the side up, "
-        "down, left and right (flip_shift: 10x); a list: each is tried, as components",
     )
 
 
@@ -91,71 +79,54 @@ class PCAAnomaly(ReconstructionAnomaly):
         self.axes: Tensor | None = None  # [K, D], orthonormal rows
 
     def fit(self, train: ImageSet, val: ImageSet | None, run: RunContext) -> None:
-        """As the base's; with a list of ``components`` or ``augment`` each combination
-        (components smallest first, up to the first that the healthy slices cap) is fitted
-        and calibrated on ``val``, and the one with the highest validation AUC is kept (the
-        earlier on ties; the first without a validation AUC to choose by). History
-        ``val_auc_tried``: ``{"augment/components": AUC}``."""
+        """As the base's; with a list of ``components`` each (smallest first, up to the
+        first that the healthy slices cap) is fitted and calibrated on ``val``, and the one
+        with the highest validation AUC is kept (the smaller on ties; the smallest without a
+        validation AUC to choose by)."""
         params = self.params
-
-        def listed(value: Any) -> list[Any]:
-            return [value] if isinstance(value, int | str) else list(dict.fromkeys(value))
-
-        grid = [(a, k) for a in listed(params.augment) for k in sorted(listed(params.components))]
-        tried: dict[str, float | None] = {}
-        capped: set[str] = set()
+        tried: dict[int, float | None] = {}
         best: tuple[float, dict[str, Any], dict[str, Any]] | None = None
-        for augment, k in grid:
-            if augment in capped:  # larger numbers of axes would repeat the capped fit
-                continue
-            self.params = params.model_copy(update={"components": k, "augment": augment})
+        ks = params.components
+        candidates = [ks] if isinstance(ks, int) else sorted(set(ks))
+        for k in candidates:
+            self.params = params.model_copy(update={"components": k})
             super().fit(train, val, run)
-            auc = tried[f"{augment}/{k}"] = self.operating_point.get("val_auc")
-            if len(grid) == 1:
+            auc = tried[k] = self.operating_point.get("val_auc")
+            if len(candidates) == 1:
                 break
             if auc is None:
-                run.note(f"{self.name}: no validation AUC to choose by; kept {augment}/{k}")
+                run.note(f"{self.name}: no validation AUC to choose components by; kept {k}")
                 best = None
                 break
-            run.log(pca_tried=f"{augment}/{k}", pca_val_auc=auc)
+            run.log(pca_components_tried=k, pca_val_auc=auc)
             if best is None or auc > best[0]:
                 best = (auc, self.state_dict(), self.history)
-            if self.history["components"] < k:
-                capped.add(augment)
+            if self.history["components"] < k:  # capped: larger ones would repeat this fit
+                break
         if best is not None:
             self.load_state_dict(best[1])
             self.history = best[2]
         self.params = params
-        self.history = {**self.history, "val_auc_tried": tried}
+        self.history = {**self.history, "components_val_auc": tried}
 
     def _train(self, healthy: ImageSet, run: RunContext) -> None:
-        """The mean and principal axes of the flattened healthy training slices (and their
-        ``augment`` copies)."""
+        """The mean and principal axes of the flattened healthy training slices."""
         import time
 
         import torch
         from sklearn.decomposition import PCA
 
-        from synthmri.nn.pca import healthy_variants
-
         start = time.process_time()
-        p = self.params
-        assert isinstance(p.components, int) and isinstance(p.augment, str)  # unrolled by fit
-        flat = healthy_variants(healthy.images, p.augment).flatten(1).double().numpy()
-        k = min(p.components, flat.shape[0] - 1, flat.shape[1])
+        flat = healthy.images.flatten(1).double().numpy()
+        assert isinstance(self.params.components, int)  # a list is unrolled by ``fit``
+        k = min(self.params.components, flat.shape[0] - 1, flat.shape[1])
         pca = PCA(n_components=k, random_state=run.seed).fit(flat)
         self.mean = torch.from_numpy(pca.mean_).float()
         self.axes = torch.from_numpy(pca.components_).float()
         explained = float(pca.explained_variance_ratio_.sum())
-        run.log(
-            pca_components=k,
-            pca_explained=explained,
-            pca_healthy_slices=len(healthy),
-            pca_fitted_slices=flat.shape[0],
-        )
+        run.log(pca_components=k, pca_explained=explained, pca_healthy_slices=len(healthy))
         self.history = {
             "components": k,
-            "augment": p.augment,
             "explained_variance": explained,
             "train_cpu_seconds": time.process_time() - start,
         }
