@@ -6,66 +6,112 @@
 # The machine may lack synthmri's pure-Python dependencies. Where it cannot reach a package
 # index, bring them as wheels in .whl/ (ignored by git) and they are installed first, e.g.:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux2014_x86_64 -d .whl monai==1.6.0 pydantic pydantic-core \
-#     annotated-types typing-inspection
-# (pydantic-core is the one binary wheel: match the machine's Python).
+#     --platform manylinux2014_x86_64 -d .whl monai==1.6.1 pydantic pydantic-core \
+#     annotated-types typing-inspection typing_extensions typer click
+# (pydantic-core is the one binary wheel: match the machine's Python; the last three only
+# where the machine's are older than synthmri's).
 #
-# Checks, each timed, each allowed to fail without stopping the others:
+# Checks, most telling first, each timed, each allowed to fail without stopping the others,
+# none started past the deadline (DEADLINE_S, default 500 s):
 #   1. the GPU is seen (name, memory, torch version);
 #   2. the main job end to end on CUDA (quickstart, tiny) with bf16 autocast and channels_last;
-#   3. the diffusion generator on CUDA: pixel space at 64 px with the GPU-sized UNet, a short
-#      fit and 50-step DDIM sampling, its seconds per step and images per second;
-#   4. the throughput benchmarks on CUDA (plugin loop against a plain PyTorch/MONAI loop).
+#   3. issue 19: diffusion_anomaly in pixel space (AnoDDPM's form; too slow on a CPU) on the
+#      vae-anomaly recipe's phantoms, 1500 steps, the noise level chosen on validation;
+#   4. issue 14: fastgan's seconds per step at the paper's widths (batch 8, 64 px), then the
+#      fastgan recipe at those widths on 1000 phantoms with as many steps as fit FASTGAN_S
+#      seconds per class (default 40: an end-to-end CUDA run, far too short for quality; at
+#      ~80 ms a step, the paper's 10000+ steps need FASTGAN_S=800 and a lease of their own);
+#   5. the diffusion generator: pixel space at 64 px with the GPU-sized UNet, a short fit and
+#      50-step DDIM sampling, its seconds per step and images per second;
+#   6. the throughput benchmarks on CUDA (plugin loop against a plain PyTorch/MONAI loop).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check-out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+DEADLINE_S=${DEADLINE_S:-500}
+FASTGAN_S=${FASTGAN_S:-40}
+LOGS=$(mktemp -d)  # one log per step; $OUT gets them all in checks.log
 if compgen -G ".whl/*.whl" >/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
-step() {  # step NAME TIMEOUT_S COMMAND...: run, time, log to $OUT/NAME.log, never stop
+step() {  # step NAME LIMIT_S COMMAND...: run, time, log to $OUT/checks.log, never stop
   local name=$1 limit=$2
   shift 2
+  local left=$((DEADLINE_S - SECONDS))
+  if ((left < 20)); then
+    echo "$name: skipped, deadline" | tee -a "$OUT/summary.txt"
+    return
+  fi
+  ((limit > left)) && limit=$left
   local t0=$SECONDS
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
-  echo "$name: exit $rc, $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
+  echo "$name: exit $rc, $((SECONDS - t0)) s (limit $limit s)" | tee -a "$OUT/summary.txt"
+  { echo "=== $name (exit $rc)"; cat "$LOGS/$name.log"; } >>"$OUT/checks.log"
 }
 
 step gpu 60 $PY -c "
-import torch
-print(torch.__version__, torch.version.cuda, torch.cuda.is_available())
+import torch, synthmri, monai, pydantic
+print(torch.__version__, torch.version.cuda, torch.cuda.is_available(), monai.__version__)
 p = torch.cuda.get_device_properties(0)
 print(p.name, round(p.total_memory / 2**30, 1), 'GiB')"
 
-step quickstart 150 $PY -m synthmri --quiet run quickstart --device cuda --out /tmp/gpu-runs \
+step quickstart 75 $PY -m synthmri --quiet run quickstart --device cuda --out /tmp/gpu-runs \
   --set data.n=96 --set data.size=64 --set generators.0.params.iterations=50 \
   --set experiments.0.models.0.params.epochs=2 --set experiments.0.models.1.params.epochs=2 \
   --set experiments.0.synthetic_per_class=32
 cp /tmp/gpu-runs/quickstart-*/metrics.json "$OUT/quickstart-metrics.json" 2>/dev/null
 
-step diffusion 180 $PY - <<'EOF'
+step anomaly_diffusion 200 $PY benchmarks/anomaly_methods.py --study --device cuda \
+  --variants default --model diffusion_anomaly --param latent=false \
+  --param iterations=1500 --noise-levels 0.3 0.4 --anomaly-thresholds 98
+
+# fastgan: steps for FASTGAN_S seconds per class, from a timed fit at the paper's widths
+step fastgan_speed 60 $PY - "$FASTGAN_S" <<'EOF'
+import sys, time, torch
+from synthmri.core.phantoms import make_phantoms
+from synthmri.core.training import RunContext
+from synthmri.plugins.generators.fastgan import FastGAN
+
+data = make_phantoms(500, 64, seed=0)
+ctx = RunContext(device="cuda", seed=0)
+FastGAN({"iterations": 10, "batch_size": 8}).fit(data, ctx)  # warm-up
+torch.cuda.synchronize(); t0 = time.perf_counter()
+FastGAN({"iterations": 60, "batch_size": 8}).fit(data, ctx)
+torch.cuda.synchronize(); per = (time.perf_counter() - t0) / 60
+print(f"fastgan 64 px, paper widths, batch 8: {per * 1000:.1f} ms/step")
+print("iterations", max(500, min(20000, int(float(sys.argv[1]) / per) // 100 * 100)))
+EOF
+ITERS=$(awk '/^iterations/ {print $2}' "$LOGS/fastgan_speed.log" 2>/dev/null)
+step fastgan 240 $PY -m synthmri --quiet run fastgan --device cuda --out /tmp/gpu-runs \
+  --set data.n=1000 \
+  --set "generators.0.params={iterations: ${ITERS:-2000}, batch_size: 8, lr: 2.0e-4}" \
+  --set 'evaluate=[classification, image_quality, privacy]'
+cp /tmp/gpu-runs/fastgan-*/metrics.json "$OUT/fastgan-metrics.json" 2>/dev/null
+cp /tmp/gpu-runs/fastgan-*/figures/generate-fastgan-samples.png "$OUT/" 2>/dev/null
+
+step diffusion 60 $PY - <<'EOF'
 import time, torch
 from synthmri.core.phantoms import make_phantoms
 from synthmri.core.training import RunContext
 from synthmri.plugins.generators.diffusion import Diffusion
 
 data = make_phantoms(256, 64, seed=0)
-model = Diffusion({"unet": "gpu128", "conditional": True, "iterations": 200, "batch_size": 64})
+model = Diffusion({"unet": "gpu128", "conditional": True, "iterations": 100, "batch_size": 64})
 t0 = time.perf_counter(); model.fit(data, RunContext(device="cuda", seed=0))
 torch.cuda.synchronize(); fit = time.perf_counter() - t0
 t0 = time.perf_counter(); s = model.sample(64, label=1, seed=0)
 torch.cuda.synchronize(); samp = time.perf_counter() - t0
-print(f"fit 200 steps: {fit:.1f} s ({fit / 200:.3f} s/step, batch 64, 64 px, gpu128)")
+print(f"fit 100 steps: {fit:.1f} s ({fit / 100:.3f} s/step, batch 64, 64 px, gpu128)")
 print(f"sample 64 images, 50 DDIM steps: {samp:.1f} s ({64 / samp:.1f} images/s)")
 print("peak GPU memory", round(torch.cuda.max_memory_allocated() / 2**30, 2), "GiB")
 EOF
 
-step dcgan_throughput 90 $PY benchmarks/dcgan_throughput.py --device cuda --size 128 --batch 64
-step classifier_throughput 90 $PY benchmarks/classifier_throughput.py --device cuda --size 128
-step unet_throughput 60 $PY benchmarks/unet_throughput.py --device cuda --size 128
+step dcgan_throughput 45 $PY benchmarks/dcgan_throughput.py --device cuda --size 128 --batch 64
+step classifier_throughput 45 $PY benchmarks/classifier_throughput.py --device cuda --size 128
+step unet_throughput 40 $PY benchmarks/unet_throughput.py --device cuda --size 128
 cat "$OUT/summary.txt"

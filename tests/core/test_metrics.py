@@ -126,7 +126,8 @@ def test_generators_are_ranked_by_tstr_then_mixed_gain() -> None:
             row("real", None, 1.0, 0.90),
             row("synthetic", "a", 0.0, 0.70),
             row("synthetic", "b", 0.0, 0.80),
-            row("mixed", "a", 0.1, 0.75),
+            row("mixed", "a", 0.1, 0.75)
+            | {"accuracy_gain": 0.15, "accuracy_gain_ci": [0.08, 0.22]},
             row("mixed", "b", 0.1, 0.62),
             row("mixed", "a", 1.0, 0.91),
             row("mixed", "b", 1.0, 0.92),
@@ -155,6 +156,7 @@ def test_generators_are_ranked_by_tstr_then_mixed_gain() -> None:
     assert b["tstr_accuracy"] == 0.80 and b["tstr_minus_real"] == pytest.approx(-0.10)
     assert b["smallest_real_fraction"] == 0.1 and b["mixed_gain"] == pytest.approx(0.02)
     assert a["mixed_gain"] == pytest.approx(0.15) and a["fid"] == 15.0
+    assert a["mixed_gain_ci"] == [0.08, 0.22] and b["mixed_gain_ci"] is None  # paired
     assert a["recall"] == pytest.approx(0.3)
     assert a["class_agreement"] == 0.3 and b["class_agreement"] is None  # the weakest class
     assert a["memorized_fraction"] == 0.1 and b["fid"] is None

@@ -123,6 +123,22 @@ def test_overlapping_intervals_are_called_noise() -> None:
     assert "(+3 points; the intervals overlap, so this is within the noise" in sentence
 
 
+def test_a_paired_interval_decides_what_is_noise() -> None:
+    mixed = _row("mixed", 0.83, (0.73, 0.92), gen="gan")
+    mixed.update(accuracy_gain=0.03, accuracy_gain_ci=[0.01, 0.05])
+    alone = _row("synthetic", 0.78, (0.68, 0.88), gen="gan", frac=0.0)
+    alone.update(accuracy_gain=-0.02, accuracy_gain_ci=[-0.06, 0.01])
+    rows = [_row("real", 0.80, (0.70, 0.90)), mixed, alone]
+    first, second = answer(_metrics(rows)).sentences
+    assert first.endswith(
+        "it reaches trained on all the real data (-2 points [-6, +1] on the same test images; "
+        "within the noise of the test part)."
+    )
+    assert second.endswith("to 83 % [73, 92] (+3 points [+1, +5] on the same test images).")
+    rows[1]["accuracy_gain"] = 0.10  # a gain against another row is not this difference's
+    assert "the intervals overlap" in answer(_metrics(rows)).sentences[1]
+
+
 def test_no_real_baseline_and_no_synthetic_data() -> None:
     (no_base,) = answer(_metrics([_row("synthetic", 0.7, (0.6, 0.8), gen="gan")])).sentences
     assert no_base.startswith("There is no real-data baseline in this run to compare with.")

@@ -14,11 +14,13 @@ A synthetic set sampled through a class filter (``synthmri.core.class_filter``) 
 such in the first sentence.
 
 It says so when synthetic data is no better than always answering the majority class, when
-it hurts, when the intervals overlap (the difference is within the noise of the test part),
-and when the run has no real baseline to compare with. The best synthetic result is the one
-described (the tables list the others). :func:`key_figure` picks the figure shown beside it:
-the metric against the real fraction when the run has several fractions
-(:func:`plot_against_fraction`), else the real-against-synthetic sample grid.
+it hurts, when a difference is within the noise of the test part, and when the run has no
+real baseline to compare with. A difference is printed with its paired interval when the
+evaluator gave one (``<metric>_gain_ci``: both rows scored on the same test images); for
+rows without it, two overlapping intervals count as within the noise. The best synthetic
+result is the one described (the tables list the others). :func:`key_figure` picks the
+figure shown beside it: the metric against the real fraction when the run has several
+fractions (:func:`plot_against_fraction`), else the real-against-synthetic sample grid.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 from synthmri.core.artifacts import GRID_CAPTION, pyplot
 from synthmri.core.files import OutputDir, safe_name
 
-__all__ = ["Answer", "Task", "answer", "key_figure", "plot_against_fraction"]
+__all__ = ["Answer", "Task", "answer", "key_figure", "paired_interval", "plot_against_fraction"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ class Task:
         """A difference: ``+23 points`` or ``+0.05``."""
         return f"{100 * d:+.0f} points" if self.percent else f"{d:+.2f}"
 
+    def gap_interval(self, ci: list[float]) -> str:
+        """The interval of a difference: ``[+15, +31]`` or ``[-0.02, +0.08]``."""
+        if self.percent:
+            return f"[{100 * ci[0]:+.0f}, {100 * ci[1]:+.0f}]"
+        return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
 
 TASKS = (
     Task("classification", "classifier", "accuracy", "an accuracy", percent=True),
@@ -93,6 +101,27 @@ def _overlap(a: dict[str, Any], b: dict[str, Any], metric: str) -> bool:
     return bool(ca[0] <= cb[1] and cb[0] <= ca[1])
 
 
+def paired_interval(row: dict[str, Any], ref: dict[str, Any], metric: str) -> list[float] | None:
+    """``row``'s paired interval of its difference from ``ref`` (``<metric>_gain_ci``), when
+    the evaluator compared it with that row (the gain is ``row - ref``); else None."""
+    gain, ci = row.get(f"{metric}_gain"), row.get(f"{metric}_gain_ci")
+    if gain is None or not (isinstance(ci, list) and len(ci) == 2 and None not in ci):
+        return None
+    if abs(float(gain) - (float(row[metric]) - float(ref[metric]))) >= 1e-3:
+        return None  # compared with another row
+    return [float(ci[0]), float(ci[1])]
+
+
+def _difference(row: dict[str, Any], ref: dict[str, Any], task: Task) -> tuple[bool, str]:
+    """Whether ``row - ref`` is within the test part's noise, and the paired interval to print
+    after the difference ("" when the row has none against ``ref``: then the rule is
+    whether the two rows' own intervals overlap)."""
+    ci = paired_interval(row, ref, task.metric)
+    if ci is None:
+        return _overlap(row, ref, task.metric), ""
+    return ci[0] <= 0 <= ci[1], f" {task.gap_interval(ci)} on the same test images"
+
+
 def _bounds(row: dict[str, Any], metric: str) -> tuple[float, float]:
     """The row's interval (its value at an end the row does not give)."""
     ci = row.get(f"{metric}_ci") or [None, None]
@@ -114,7 +143,7 @@ def _chance(metrics: dict[str, Any]) -> tuple[float, str] | None:
 
 
 def _share_of_real(fraction: float, metrics: dict[str, Any]) -> str:
-    """"all the" or "N % of the" (real data): ``fraction`` of the train part the run kept."""
+    """ "all the" or "N % of the" (real data): ``fraction`` of the train part the run kept."""
     share = fraction * float((metrics.get("data") or {}).get("train_fraction", 1.0))
     return "all the" if share >= 1 else f"{100 * share:.0f} % of the"
 
@@ -176,7 +205,11 @@ def _sentences(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) 
                 "real data"
             )
             text += f": {relation}"
-            if not _overlap(best, baseline, m) and best[m] < baseline[m]:
+            noise, paired = _difference(best, baseline, task)
+            if paired:
+                text += f" ({task.gap(best[m] - baseline[m])}{paired}"
+                text += "; within the noise of the test part)" if noise else ")"
+            elif not noise and best[m] < baseline[m]:
                 text += " (the intervals do not overlap)"
         if chance is not None:
             low = _bounds(best, m)[0]
@@ -200,11 +233,14 @@ def _sentences(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) 
         share = _share_of_real(fraction, metrics)
         verb = "raises" if d > 0 else "lowers" if d < 0 else "leaves"
         subject = "Adding it" if synthetic else f"Adding {row.get('generator')}'s synthetic data"
+        noise, paired = _difference(row, alone, task)
         text = (
             f"{subject} to {share} real data {verb} {row[key]}'s {task.name} "
-            f"from {task.with_ci(alone)} to {task.with_ci(row)} ({task.gap(d)}"
+            f"from {task.with_ci(alone)} to {task.with_ci(row)} ({task.gap(d)}{paired}"
         )
-        if _overlap(row, alone, m):
+        if noise and paired:
+            text += "; within the noise of the test part"
+        elif noise:
             text += "; the intervals overlap, so this is within the noise of the test part"
         elif d < 0:
             text += "; here the synthetic data hurts"

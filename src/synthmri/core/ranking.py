@@ -3,7 +3,8 @@
 :func:`rank_generators` gives one row per generator of a run: the headline metric of the model
 that does best on real data when trained on that generator's synthetic data alone (TSTR), its
 distance to the same model trained on all the real data, and the gain from adding the
-synthetic data to the smallest real share the run tried (mixed against real at that share);
+synthetic data to the smallest real share the run tried (mixed against real at that share),
+both with their paired intervals where the evaluator gave them (``<metric>_gain_ci``);
 then the mean FID and recall over classes and the lowest class agreement (``image_quality``:
 the share of a class's samples that a classifier of the real data calls that class), the
 largest memorised fraction (``privacy`` or ``image_quality``: near-exact copies) and the
@@ -22,7 +23,7 @@ from __future__ import annotations
 from statistics import mean
 from typing import Any
 
-from synthmri.core.answer import TASKS, Task, result_rows
+from synthmri.core.answer import TASKS, Task, paired_interval, result_rows
 
 __all__ = ["rank_generators"]
 
@@ -71,9 +72,11 @@ def _ranked(task: Task, rows: list[dict[str, Any]], metrics: dict[str, Any]) -> 
         row[f"tstr_{m}"] = None if tstr is None else tstr[m]
         row[f"tstr_{m}_ci"] = None if tstr is None else tstr.get(f"{m}_ci")
         row["tstr_minus_real"] = _gain(tstr, full, m)
+        row["tstr_minus_real_ci"] = _gain_ci(tstr, full, m)
         mixed, alone = find("mixed", gen, smallest), find("real", None, smallest)
         row["smallest_real_fraction"] = smallest
         row["mixed_gain"] = _gain(mixed, alone, m)
+        row["mixed_gain_ci"] = _gain_ci(mixed, alone, m)
         if any("val_score" in r for r in mine):  # the same two on the validation part
             row["tstr_val_score"] = None if tstr is None else tstr.get("val_score")
             row["mixed_val_gain"] = _gain(mixed, alone, "val_score")
@@ -93,6 +96,11 @@ def _gain(a: dict[str, Any] | None, b: dict[str, Any] | None, name: str) -> floa
     if a is None or b is None or a.get(name) is None or b.get(name) is None:
         return None
     return float(a[name]) - float(b[name])
+
+
+def _gain_ci(a: dict[str, Any] | None, b: dict[str, Any] | None, name: str) -> list[float] | None:
+    """The paired interval of ``a[name] - b[name]`` (``answer.paired_interval``), or None."""
+    return None if a is None or b is None else paired_interval(a, b, name)
 
 
 def _quality(metrics: dict[str, Any], gen: str) -> dict[str, Any]:

@@ -128,6 +128,37 @@ def test_bootstrap_is_seeded_and_fast(small: ImageSet) -> None:
     assert c["auc"] == a["auc"] and c["auc_ci"] == [None, None]
 
 
+def test_gain_over_real_has_a_paired_interval(small: ImageSet) -> None:
+    y, p = _example(240, 2, seed=5)
+    better = p.copy()
+    wrong = np.flatnonzero(p.argmax(1) != y)[:15]  # 15 errors of the real row put right
+    better[wrong] = better[wrong][:, ::-1]
+    names = ["normal", "tumor"]
+    preds = [
+        _pred(y, p, names, generator=None, train_on="real"),  # 0.5 real
+        _pred(y, p, names, model="other", generator=None, train_on="real"),  # same predictions
+        _pred(y, better, names, generator="gan", train_on="mixed"),  # 0.5 real + gan
+        _pred(y, better, names, generator="gan", train_on="mixed", real_fraction=0.2),
+        _pred(y, p, names, generator=None, train_on="real", real_fraction=1.0),
+        _pred(y, better, names, generator="gan", train_on="synthetic", real_fraction=0.0),
+    ]
+    rows, _ = _evaluate(preds, small, figures=False)
+    real, other, mixed, lone_mixed, full, synthetic = rows
+    assert real["accuracy_ci"] == other["accuracy_ci"]  # the same resamples for every row
+    assert "accuracy_gain" not in real and "accuracy_gain" not in lone_mixed  # no reference
+    assert mixed["accuracy_gain"] == pytest.approx(15 / 240)
+    assert mixed["accuracy_gain"] == pytest.approx(mixed["accuracy"] - real["accuracy"])
+    lo, hi = mixed["accuracy_gain_ci"]
+    assert 0 < lo < 15 / 240 < hi  # only gains: paired, the interval excludes 0 ...
+    assert real["accuracy_ci"][1] > mixed["accuracy_ci"][0]  # ... where the rows' overlap
+    # alone, the synthetic set is compared with the largest real fraction (TSTR - TRTR)
+    assert synthetic["accuracy_gain"] == pytest.approx(synthetic["accuracy"] - full["accuracy"])
+    seeded = [_pred(y, p, names, generator=None, train_on="real", seed=0),
+              _pred(y, better, names, generator="gan", seed=1)]  # fmt: skip
+    rows, _ = _evaluate(seeded, small, figures=False)
+    assert "accuracy_gain" not in rows[1]  # another seed's real row is no reference
+
+
 def test_undefined_auc_is_none(small: ImageSet) -> None:
     y = np.ones(20, dtype=np.int64)  # a test part with one class only
     p = np.tile([0.3, 0.7], (20, 1))

@@ -124,6 +124,25 @@ def test_bootstrap_ci() -> None:
     assert lo < 0.5 < hi
 
 
+def test_dice_gain_over_real_is_paired() -> None:
+    prob, target = _hand_case()
+    fixed = prob.clone()
+    fixed[4, 0, 1:3, 1:3] = 0.9  # the missed tumour found: Dice 0 -> 1 on slice 4
+    preds = [
+        _prediction(prob, target),
+        _prediction(fixed, target, generator="gan", train_on="mixed"),
+        _prediction(fixed, torch.flip(target, [0]), generator="gan", train_on="synthetic"),
+    ]
+    evaluator = SegmentationEvaluator({"figures": False})
+    real, mixed, other_test = evaluator.evaluate(_inputs(target, preds), RunContext())[
+        "segmentation"
+    ]
+    assert mixed["dice_gain"] == pytest.approx(1 / 3, abs=1e-4)  # over the 3 tumour slices
+    lo, hi = mixed["dice_gain_ci"]
+    assert 0 <= lo <= 1 / 3 <= hi
+    assert "dice_gain" not in real and "dice_gain" not in other_test  # other test masks
+
+
 def test_evaluator_rejects_mismatched_shapes() -> None:
     _, target = _hand_case()
     from synthmri.core.errors import DataError

@@ -1,5 +1,15 @@
 """What the evaluator plugins share: class splits, size matching, metric numbers, result
-labels, matplotlib, and the memorisation rule of ``privacy`` and ``image_quality``.
+labels, bootstrap intervals (of a row's metric and of its gain over real data), and the
+memorisation rule of ``privacy`` and ``image_quality``.
+
+The gain of a synthetic or mixed result row (``<metric>_gain``, ``add_gains``) is its metric
+minus that of the same model trained on real data alone, at the same real fraction (mixed)
+or at the largest one of the run (synthetic alone: TSTR - TRTR), with the same seed. Both
+were scored on the same test items, so its interval is a paired bootstrap of the per-item
+differences: far narrower than what comparing the two rows' own intervals suggests, and
+the right test of "is the difference more than the test part's noise". Every row's own
+interval uses the same resamples (seeded by the run seed and the test size only), so equal
+predictions get equal intervals whatever else the run holds.
 
 The memorisation rule (``find_memorized``): a synthetic image is a memorised copy when
 
@@ -21,6 +31,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import Field
 
 from synthmri.core.interfaces import Predictions, StrictParams
@@ -41,6 +52,8 @@ __all__ = [
     "BootstrapParams",
     "MemorizationParams",
     "MemorizationResult",
+    "add_gains",
+    "bootstrap_ci",
     "by_class",
     "find_memorized",
     "match_size",
@@ -103,6 +116,68 @@ class BootstrapParams(StrictParams):
         1000, ge=0, description="bootstrap resamples for the intervals (0: no intervals)"
     )
     confidence: float = Field(0.95, gt=0, lt=1, description="coverage of the intervals")
+
+
+def bootstrap_ci(
+    values: np.ndarray,
+    resamples: int,
+    confidence: float,
+    rng: np.random.Generator,
+    digits: int | None = None,
+) -> list[float | None]:
+    """Percentile bootstrap interval of the mean of ``values`` ([None, None] when empty)."""
+    n = len(values)
+    if n == 0 or resamples <= 0:
+        return [None, None]
+    means = values[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return [metric_value(lo, digits), metric_value(hi, digits)]
+
+
+def _real_reference(rows: list[dict[str, Any]], row: dict[str, Any], model_key: str) -> int | None:
+    """Index in ``rows`` of the real-data row a synthetic or mixed ``row`` is compared with:
+    the same model and seed trained on real data alone, at the same real fraction (mixed) or
+    at the largest one (synthetic alone); None for a real row or when there is none."""
+    if row["train_on"] not in ("synthetic", "mixed"):
+        return None
+    found = [
+        i
+        for i, r in enumerate(rows)
+        if r["train_on"] == "real"
+        and r[model_key] == row[model_key]
+        and r.get("seed") == row.get("seed")
+        and (
+            row["train_on"] == "synthetic"
+            or abs(float(r["real_fraction"]) - float(row["real_fraction"])) < 1e-9
+        )
+    ]
+    return max(found, key=lambda i: float(rows[i]["real_fraction"]), default=None)
+
+
+def add_gains(
+    rows: list[dict[str, Any]],
+    values: list[np.ndarray],
+    tests: list[np.ndarray],
+    metric: str,
+    model_key: str,
+    params: BootstrapParams,
+    seed: int,
+    digits: int | None = None,
+) -> None:
+    """Add ``<metric>_gain`` and ``<metric>_gain_ci`` (module docstring) to every synthetic
+    or mixed row of ``rows`` that has a real reference scored on the same test items.
+
+    ``values[i]`` are row ``i``'s per-item scores whose mean is ``metric`` (1/0 correct for
+    accuracy, per-slice Dice); ``tests[i]`` what identifies its test items (the targets)."""
+    for row, v, t in zip(rows, values, tests, strict=True):
+        j = _real_reference(rows, row, model_key)
+        if j is None or len(v) != len(values[j]) or not np.array_equal(t, tests[j]):
+            continue
+        d = np.asarray(v, dtype=float) - np.asarray(values[j], dtype=float)
+        rng = np.random.default_rng([seed, len(d)])
+        row[f"{metric}_gain"] = metric_value(d.mean(), digits) if len(d) else None
+        row[f"{metric}_gain_ci"] = bootstrap_ci(d, params.bootstrap, params.confidence, rng, digits)
 
 
 # ----------------------------------------------------------------------------- image sets

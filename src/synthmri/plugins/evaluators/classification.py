@@ -7,6 +7,8 @@ macro averages and the one-vs-rest AUC. Every metric gets a percentile bootstrap
 interval from ``bootstrap`` resamples of the test items, computed for all resamples
 at once: a resample is a row of item multiplicities, so confusion counts are one
 matrix product and the AUC is the Mann-Whitney statistic over score-sorted weights.
+Synthetic and mixed rows also get ``accuracy_gain`` over their real-data row, with a
+paired interval (``_common``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from synthmri.core.errors import DataError
 from synthmri.core.interfaces import EvalInputs, Evaluator, Predictions
 from synthmri.plugins.evaluators._common import (
     BootstrapParams,
+    add_gains,
     metric_value,
     result_head,
     result_label,
@@ -140,12 +143,15 @@ class ClassificationEvaluator(Evaluator):
     def evaluate(self, inputs: EvalInputs, run: RunContext) -> dict[str, list[dict[str, Any]]]:
         """One row per classification result (see DESIGN.md ``classification``)."""
         results = [p for p in inputs.predictions if p.task == "classify"]
-        rows, curves = [], []
-        for i, pred in enumerate(results):
+        rows, curves, targets, correct = [], [], [], []
+        for pred in results:
             target, proba = _arrays(pred)
-            row, curve = self._row(pred, target, proba, inputs.seed + i)
+            row, curve = self._row(pred, target, proba, inputs.seed)
             rows.append(row)
             curves.append(curve)
+            targets.append(target)
+            correct.append((proba.argmax(axis=1) == target).astype(float))
+        add_gains(rows, correct, targets, "accuracy", "classifier", self.params, inputs.seed)
         if self.params.figures and rows:
             _confusion_figure(rows, curves, run)
             _roc_figure(rows, curves, run)

@@ -18,7 +18,9 @@ Conventions for slices without tumour (empty true mask):
   so a normal slice with an empty prediction is correct), out of ``n_test``;
 - detection: a slice is predicted to hold a tumour when at least ``min_pixels``
   pixels are above the threshold; ``detection_sensitivity`` is measured on the
-  tumour slices, ``detection_specificity`` on the others (None when absent).
+  tumour slices, ``detection_specificity`` on the others (None when absent);
+- synthetic and mixed rows get ``dice_gain`` over their real-data row, with a paired
+  interval over the tumour slices (``_common``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from synthmri.core.errors import DataError
 from synthmri.core.interfaces import EvalInputs, Evaluator, Predictions
 from synthmri.plugins.evaluators._common import (
     BootstrapParams,
+    add_gains,
+    bootstrap_ci,
     metric_value,
     result_head,
     result_label,
@@ -49,19 +53,6 @@ __all__ = ["SegmentationEvaluator", "bootstrap_ci", "hd95_per_image", "segmentat
 
 OVERLAY_ROWS_PER_FIGURE = 8
 DIGITS = 4  # metric values are rounded to 4 decimals
-
-
-def bootstrap_ci(
-    values: np.ndarray, resamples: int, confidence: float, rng: np.random.Generator
-) -> list[float | None]:
-    """Percentile bootstrap interval of the mean of ``values`` ([None, None] when empty)."""
-    n = len(values)
-    if n == 0 or resamples <= 0:
-        return [None, None]
-    means = values[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
-    tail = 100 * (1 - confidence) / 2
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return [metric_value(lo, DIGITS), metric_value(hi, DIGITS)]
 
 
 def hd95_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -129,11 +120,14 @@ class SegmentationEvaluator(Evaluator):
     def evaluate(self, inputs: EvalInputs, run: RunContext) -> dict[str, list[dict[str, Any]]]:
         """One row per segmentation result (see DESIGN.md ``segmentation``)."""
         results = [p for p in inputs.predictions if p.task == "segment"]
-        rows, scores = [], []
-        for i, pred in enumerate(results):
-            row, score = self._row(pred, inputs.seed + i)
+        rows, scores, masks = [], [], []
+        for pred in results:
+            row, score = self._row(pred, inputs.seed)
             rows.append(row)
             scores.append(score)
+            masks.append(score["truth"].numpy())
+        dice = [s["dice"][s["tumor"]].numpy() for s in scores]
+        add_gains(rows, dice, masks, "dice", "segmenter", self.params, inputs.seed, DIGITS)
         if self.params.figures and rows:
             _overlay_figures(inputs, results, rows, scores, run, self.params.threshold)
             if len({r["real_fraction"] for r in rows if r["train_on"] != "synthetic"}) > 1:
@@ -144,6 +138,7 @@ class SegmentationEvaluator(Evaluator):
         prob, target = _arrays(pred)
         p = self.params
         s = segmentation_scores(prob, target, p.threshold, p.min_pixels)
+        s["truth"] = (target > 0.5).flatten(1)  # what identifies the test masks
         tumor, detected = s["tumor"], s["detected"]
         dice_t = s["dice"][tumor].numpy()
         iou_t = s["iou"][tumor].numpy()
@@ -155,9 +150,9 @@ class SegmentationEvaluator(Evaluator):
         row: dict[str, Any] = {
             **result_head(pred, "segmenter"),
             "dice": metric_value(dice_t.mean(), DIGITS) if n_tumor else None,
-            "dice_ci": bootstrap_ci(dice_t, p.bootstrap, p.confidence, rng),
+            "dice_ci": bootstrap_ci(dice_t, p.bootstrap, p.confidence, rng, DIGITS),
             "iou": metric_value(iou_t.mean(), DIGITS) if n_tumor else None,
-            "iou_ci": bootstrap_ci(iou_t, p.bootstrap, p.confidence, rng),
+            "iou_ci": bootstrap_ci(iou_t, p.bootstrap, p.confidence, rng, DIGITS),
             "hd95": metric_value(hd.mean(), DIGITS) if len(hd) else None,
             "correct_at_0.5": int((s["dice"] >= 0.5).sum()),
             "n_test": n,
