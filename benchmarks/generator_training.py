@@ -127,13 +127,8 @@ def plain_fastgan(images: Any, iters: int, batch: int, device: Any) -> None:
     import torch
 
     from synthmri.nn.diffaugment import AUTO_POLICY, diff_augment
-    from synthmri.nn.fastgan import (
-        build_fastgan,
-        d_hinge_loss,
-        g_hinge_loss,
-        reconstruction_loss,
-        widths_for,
-    )
+    from synthmri.nn.fastgan import build_fastgan, reconstruction_loss, widths_for
+    from synthmri.nn.gan_training import d_loss, g_loss
 
     size, latent = images.shape[-1], 256
     widths = {k: [FASTGAN_CPU[k][r] for r in res] for k, res in widths_for(size).items()}
@@ -153,11 +148,11 @@ def plain_fastgan(images: Any, iters: int, batch: int, device: Any) -> None:
         d_real, whole, piece = D(real, None, part)
         d_fake = D(diff_augment(fake.detach(), AUTO_POLICY))
         rec = reconstruction_loss((whole, piece), D.targets(real, part), "l1")
-        loss_d = d_hinge_loss(d_real, d_fake) + rec
+        loss_d = d_loss(d_real, d_fake, "hinge") + rec
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
-        loss_g = g_hinge_loss(D(diff_augment(fake, AUTO_POLICY)))
+        loss_g = g_loss(D(diff_augment(fake, AUTO_POLICY)), "hinge")
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()

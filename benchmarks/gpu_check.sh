@@ -17,8 +17,10 @@
 #   2. the main job end to end on CUDA (quickstart, tiny) with bf16 autocast and channels_last;
 #   3. issue 19: diffusion_anomaly in pixel space (AnoDDPM's form; too slow on a CPU) on the
 #      vae-anomaly recipe's phantoms, 1500 steps, the noise level chosen on validation;
-#   4. issue 14: fastgan's seconds per step at the paper's widths (batch 8, 64 px), then the
-#      fastgan recipe at those widths on 1000 phantoms with as many steps as fit FASTGAN_S
+#   4. issue 14: fastgan's seconds per step at the paper's widths (batch 8, 64 px) and at the
+#      CPU recipe's against a plain PyTorch loop of the same networks (is the GPU loop
+#      host-bound by the plugin or by the networks' many small kernels?), then the fastgan
+#      recipe at the paper's widths on 1000 phantoms with as many steps as fit FASTGAN_S
 #      seconds per class (default 40: an end-to-end CUDA run, far too short for quality; at
 #      ~80 ms a step, the paper's 10000+ steps need FASTGAN_S=800 and a lease of their own);
 #   5. the diffusion generator: pixel space at 64 px with the GPU-sized UNet, a short fit and
@@ -86,6 +88,8 @@ torch.cuda.synchronize(); per = (time.perf_counter() - t0) / 60
 print(f"fastgan 64 px, paper widths, batch 8: {per * 1000:.1f} ms/step")
 print("iterations", max(500, min(20000, int(float(sys.argv[1]) / per) // 100 * 100)))
 EOF
+step fastgan_vs_plain 60 $PY benchmarks/generator_training.py --device cuda \
+  --generators fastgan-cpu fastgan-plain --size 64 --batch 16 --iters 100
 ITERS=$(awk '/^iterations/ {print $2}' "$LOGS/fastgan_speed.log" 2>/dev/null)
 step fastgan 240 $PY -m synthmri --quiet run fastgan --device cuda --out /tmp/gpu-runs \
   --set data.n=1000 \

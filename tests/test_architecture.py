@@ -4,12 +4,15 @@
 - no plugin module imports another plugin module, and the shared library ``synthmri.nn``
   and the CLI import no plugin module (they reach plugins through the registry);
 - no test imports a private name;
-- no module is over ``MAX_LINES`` lines, except single-plugin modules.
+- no module is over ``MAX_LINES`` lines, except single-plugin modules;
+- every name the benchmark scripts import from synthmri exists (they run outside the
+  suite, so a renamed function would otherwise break them unnoticed).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -109,6 +112,21 @@ def test_no_test_imports_a_private_name() -> None:
                 continue
             bad += [f"{path.relative_to(ROOT)}:{line} imports {p}" for p in _private(module, names)]
     assert not bad, "tests must use public names:\n" + "\n".join(bad)
+
+
+def test_benchmarks_import_names_that_exist() -> None:
+    missing = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for module, names, line in _imports(path):
+            if module.split(".")[0] != "synthmri":
+                continue
+            found = importlib.import_module(module)
+            missing += [
+                f"{path.relative_to(ROOT)}:{line} imports {module}.{n}"
+                for n in names
+                if not hasattr(found, n) and f"{module}.{n}" not in MODULES
+            ]
+    assert not missing, "\n".join(missing)
 
 
 def test_modules_stay_small() -> None:
