@@ -88,6 +88,13 @@ def _(ctx: Any) -> Any:
     return e
 
 
+@case("validate: tumor_mask oedema")
+def _(ctx: Any) -> Any:
+    e = _validate(ctx, "data.tumor_mask=oedema")
+    e.names = ("data.tumor_mask",)
+    return e
+
+
 @case("validate: data.path does not exist")
 def _(ctx: Any) -> Any:
     e = _validate(ctx, "data.source=auto", f"data.path={ctx.inp / 'nowhere'}")

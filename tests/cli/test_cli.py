@@ -214,6 +214,20 @@ def test_phantoms_command_writes_class_folders(cli, tmp_path: Path) -> None:
     assert list(out_dir.glob("*/*_mask.png"))
     code, _, err = cli("phantoms", "--out", str(out_dir), "--n", "6")
     assert code == 2 and str(out_dir) in err  # never overwrites
+    code, _, err = cli("phantoms", "--out", str(tmp_path / "m"), "--n", "6", "--mask", "oedema")
+    assert code == 2 and "oedema" in err and not (tmp_path / "m").exists()
+
+
+def test_phantoms_command_writes_whole_tumour_masks(cli, tmp_path: Path) -> None:
+    area = {}
+    for mask in ("core", "whole"):
+        out_dir = tmp_path / mask
+        args = ("phantoms", "--out", str(out_dir), "--n", "6", "--size", "32", "--mask", mask)
+        assert cli(*args)[0] == 0
+        area[mask] = sum(
+            int((np.asarray(Image.open(p)) > 127).sum()) for p in out_dir.glob("tumor/*_mask.png")
+        )
+    assert area["whole"] > area["core"] > 0
 
 
 def test_generate_from_checkpoint(cli, tmp_path: Path, toy_plugins: str) -> None:

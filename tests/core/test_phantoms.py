@@ -140,6 +140,22 @@ def test_lesion_visible(contrast: str) -> None:
     assert float(change.min()) > 0.08
 
 
+def test_whole_tumour_mask_adds_the_visible_oedema() -> None:
+    """mask="whole": the same images, the core's mask plus the oedema, which shows."""
+    kw = {"tumor_fraction": 1.0, "contrast": "flair", **CLEAN}
+    core = make_phantoms(20, 32, seed=6, **kw)
+    whole = make_phantoms(20, 32, seed=6, mask="whole", **kw)
+    healthy = make_phantoms(20, 32, seed=6, **{**kw, "tumor_fraction": 0.0})
+    assert core.masks is not None and whole.masks is not None
+    assert torch.equal(core.images, whole.images)
+    assert bool((whole.masks >= core.masks).all())
+    oedema = (whole.masks - core.masks)[:, 0].bool()
+    assert int(oedema.sum()) > 0.3 * int(core.masks.sum())
+    change = (whole.images - healthy.images)[:, 0].abs()
+    assert float(change[oedema].median()) > 0.2  # FLAIR oedema 0.90 against white matter 0.41
+    assert make_phantoms(10, 32, seed=6, tumor_fraction=0.0, mask="whole").masks.sum() == 0
+
+
 def test_lesion_differs_from_surrounding_brain(tumours: ImageSet) -> None:
     assert tumours.masks is not None
     diffs = []
@@ -201,6 +217,7 @@ def test_noise_and_bias_change_the_image() -> None:
         {"tumor_fraction": "half"},
         {"tumor_fraction": float("nan")},
         {"size": 32.0},
+        {"mask": "oedema"},
     ],
 )
 def test_bad_args_raise_config_error(kwargs: dict) -> None:

@@ -53,6 +53,7 @@ def test_run_writes_the_run_directory(tmp_path: Path, toy_plugins: str) -> None:
     assert metrics["recipe"] == "toy" and metrics["seed"] == 1
     data = metrics["data"]
     assert data["n_train"] + data["n_val"] + data["n_test"] == 48
+    assert data["layout"] == "phantoms (core tumour masks)"
     rows = metrics["classification"]
     # real x 2 fractions + synthetic x 1 + mixed x 2 fractions
     assert sorted((r["train_on"], r["real_fraction"]) for r in rows) == [

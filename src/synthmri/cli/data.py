@@ -22,10 +22,13 @@ def phantoms(
     size: Annotated[int, typer.Option("--size", help="Side length in pixels.")] = 128,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     contrast: Annotated[str, typer.Option("--contrast", help="t1, t2, flair or mixed.")] = "mixed",
+    mask: Annotated[
+        str, typer.Option("--mask", help="core (the tumour) or whole (core and oedema).")
+    ] = "core",
 ) -> None:
     """Write procedural brain phantoms (normal/ and tumor/, masks beside as *_mask.png)."""
     from synthmri.core.phantoms import write_phantoms
 
-    paths = write_phantoms(out, n, size, seed=seed, contrast=contrast)
+    paths = write_phantoms(out, n, size, seed=seed, contrast=contrast, mask=mask)
     if not state_of(ctx).quiet:
         console.print(f"wrote {len(paths)} slices ({size} px) with masks to {out}", markup=False)

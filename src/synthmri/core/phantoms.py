@@ -32,6 +32,7 @@ from synthmri.core.interfaces import ImageSet
 
 __all__ = [
     "CONTRASTS",
+    "MASKS",
     "MAX_PIXELS",
     "MAX_SIZE",
     "PHANTOM_CLASSES",
@@ -54,6 +55,9 @@ PHANTOM_SOURCE = "phantom:"
 
 CONTRASTS: tuple[str, ...] = ("t1", "t2", "flair")
 """The MRI contrasts a phantom can have (``contrast="mixed"`` draws one per slice)."""
+
+MASKS: tuple[str, ...] = ("core", "whole")
+"""What a phantom's mask covers: the tumour core, or the whole tumour (core and oedema)."""
 
 _T = 720  # resolution of the per-slice angular lookup tables
 _BATCH_PIXELS = 1 << 18  # pixels rendered at once (small enough to stay in cache)
@@ -88,6 +92,7 @@ def make_phantoms(
     contrast: str = "mixed",
     noise: float = 0.03,
     bias_field: float = 0.2,
+    mask: str = "core",
 ) -> ImageSet:
     """Draw ``n`` procedural axial brain slices, about ``tumor_fraction`` of them with a tumour.
 
@@ -95,8 +100,11 @@ def make_phantoms(
     (0 normal / 1 tumor, exactly ``round(n * tumor_fraction)`` tumours, shuffled by the
     seed), ``class_names=PHANTOM_CLASSES``, masks ``[n, 1, size, size]`` of 0/1, sources
     ``"phantom:seed=<seed>:<i>"`` and groups equal to the sources (each slice is its own
-    patient). The mask is the tumour itself (solid core plus necrotic centre), without
-    the oedema around it, and lies inside the brain; normal slices have an all-zero mask.
+    patient). With ``mask="core"`` the mask is the tumour itself (solid core plus necrotic
+    centre), without the oedema around it; with ``mask="whole"`` it is the whole tumour of
+    BraTS and of FLAIR abnormality masks such as LGG's: the core and the oedema where it
+    shows at half its intensity or more (white matter; the cortex shows it at 0.45). It
+    lies inside the brain; normal slices have an all-zero mask.
 
     ``contrast`` is ``"t1"``, ``"t2"``, ``"flair"`` or ``"mixed"`` (one drawn per slice);
     ``noise`` is the Rician noise sigma (each slice draws within +-25 % of it) and
@@ -105,7 +113,7 @@ def make_phantoms(
     Renders on one CPU thread (torch's thread count is restored afterwards): the work is
     many small element-wise operations, which extra threads slow down on a busy machine.
     """
-    check_phantom_args(n, size, seed, tumor_fraction, contrast, noise, bias_field)
+    check_phantom_args(n, size, seed, tumor_fraction, contrast, noise, bias_field, mask)
     n, size, seed = int(n), int(size), int(seed)
     n_tumor = round(float(n) * float(tumor_fraction))
     labels = np.zeros(n, dtype=np.int64)
@@ -118,7 +126,7 @@ def make_phantoms(
         for start in range(0, n, per_batch):
             idx = range(start, min(n, start + per_batch))
             draws = [_draw_slice(seed, i, size, contrast, bool(labels[i]), noise) for i in idx]
-            img, msk = _render(_stack(draws), size, bias_field)
+            img, msk = _render(_stack(draws), size, bias_field, whole=mask == "whole")
             images.append(img)
             masks.append(msk)
     sources = [f"{PHANTOM_SOURCE}seed={seed}:{i}" for i in range(n)]
@@ -145,7 +153,7 @@ def write_phantoms(
     """
     from synthmri.core.files import OutputDir, output_guard
 
-    check_phantom_args(n, size, seed, kw.get("tumor_fraction", 0.5), kw.get("contrast", "mixed"))
+    check_phantom_args(n, size, seed, **kw)
     out = Path(out_dir)
     with output_guard(out):
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -181,6 +189,7 @@ def check_phantom_args(
     contrast: Any = "mixed",
     noise: Any = 0.03,
     bias_field: Any = 0.2,
+    mask: Any = "core",
 ) -> None:
     """Raise ConfigError (one line) for arguments make_phantoms cannot use (a size over
     ``MAX_SIZE``, more than ``MAX_PIXELS`` pixels in all)."""
@@ -205,6 +214,8 @@ def check_phantom_args(
         raise ConfigError(
             f"phantoms: unknown contrast {contrast!r}; choose one of {[*CONTRASTS, 'mixed']}"
         )
+    if mask not in MASKS:
+        raise ConfigError(f"phantoms: unknown mask {mask!r}; choose one of {list(MASKS)}")
 
 
 _PHI = np.linspace(-math.pi, math.pi, _T, endpoint=False)  # angle of table column j
@@ -422,9 +433,10 @@ def _fields(p: dict[str, torch.Tensor], size: int) -> torch.Tensor:
 
 
 def _render(
-    p: dict[str, torch.Tensor], size: int, bias_field: float
+    p: dict[str, torch.Tensor], size: int, bias_field: float, whole: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Render a batch of slices from their stacked parameters: (images, masks) [B, H, W]."""
+    """Render a batch of slices from their stacked parameters: (images, masks) [B, H, W];
+    the masks are the core, or with ``whole`` the core and the oedema."""
     b = p["theta"].shape[0]
 
     def col(x: torch.Tensor) -> torch.Tensor:
@@ -562,7 +574,8 @@ def _render(
         necrosis = _ramp((core_r * nec - ld) * bst) * (nec > 0) * core
         _paint(img_t, tis["necrosis"][ti], necrosis)
         img[ti] = img_t
-        masks[ti] = ((core >= 0.5) & (brain_t >= 0.5)).float()
+        lesion = (core >= 0.5) | (oedema >= 0.5) if whole else core >= 0.5
+        masks[ti] = (lesion & (brain_t >= 0.5)).float()
 
     # --- acquisition: bias field, then a gain that does not depend on the tumour (the
     # brightest tissue the slice could show, lesion included, under the bias inside the head)

@@ -196,7 +196,7 @@ def load_data(recipe: Recipe, run: RunContext) -> tuple[DataSummary, ImageSet, I
     """Load the real data (a folder, or phantoms) and split it leak-free into train / val /
     test; also the data section of ``metrics.json``."""
     cfg = recipe.data
-    skipped, duplicate_groups, layout, dropped = 0, 0, "phantoms", 0
+    skipped, duplicate_groups, dropped = 0, 0, 0
     if cfg.uses_folder:
         with run.progress(1, "load images") as bar:
             result = load_images(cfg.path or "", cfg)
@@ -212,7 +212,9 @@ def load_data(recipe: Recipe, run: RunContext) -> tuple[DataSummary, ImageSet, I
             seed=recipe.seed,
             contrast=cfg.contrast,
             tumor_fraction=cfg.tumor_fraction,
+            mask=cfg.tumor_mask,
         )
+        layout = f"phantoms ({cfg.tumor_mask} tumour masks)"
     if skipped:
         run.note(f"skipped {skipped} unreadable files (on_bad_file: skip)")
     if dropped:

@@ -62,7 +62,9 @@ def _check_data(recipe: Recipe) -> None:
     from synthmri.core.phantoms import check_phantom_args
 
     try:
-        check_phantom_args(cfg.n, cfg.size, recipe.seed, cfg.tumor_fraction, cfg.contrast)
+        check_phantom_args(
+            cfg.n, cfg.size, recipe.seed, cfg.tumor_fraction, cfg.contrast, mask=cfg.tumor_mask
+        )
     except ConfigError as exc:
         raise RecipeError(f"data: {exc.message}", hint=exc.hint) from None
 

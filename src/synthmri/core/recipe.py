@@ -84,6 +84,9 @@ class DataConfig(LoadOptions):
         "mixed", description="phantoms: t1, t2, flair or mixed"
     )
     tumor_fraction: float = Field(0.5, ge=0.0, le=1.0, description="phantoms: share with tumour")
+    tumor_mask: Literal["core", "whole"] = Field(
+        "core", description="phantoms: mask the tumour core, or the whole tumour (core and oedema)"
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
 
     @model_serializer(mode="wrap")

@@ -377,7 +377,7 @@ def fit_global_centroids(maps: np.ndarray, clusters: int, alpha: float) -> Tenso
     import torch
     from sklearn.cluster import KMeans
 
-    k = max(1, min(clusters, len(maps)))
+    k = max(1, min(clusters, len(np.unique(maps, axis=0))))  # identical maps: fewer clusters
     km = KMeans(n_clusters=k, n_init=4, random_state=0).fit(maps)
     counts = np.bincount(km.labels_, minlength=k)
     normal = counts > alpha * len(maps)
