@@ -43,7 +43,8 @@ same phantom drawn without its tumour and without noise; a phantom's anatomy, po
 contrast and bias field do not depend on its label). What it misses, the error maps,
 thresholds, decision methods and masks lose, not the model; its Dice is bounded by what a
 healthy model can show (the tumour's whole footprint: core, oedema and mass effect) against
-the phantom's mask (the core only).
+the phantom's mask (the recipe's: the whole tumour, core and oedema; ``--set
+data.tumor_mask=core``: the core only).
 
 Usage::
 

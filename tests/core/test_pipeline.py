@@ -53,7 +53,7 @@ def test_run_writes_the_run_directory(tmp_path: Path, toy_plugins: str) -> None:
     assert metrics["recipe"] == "toy" and metrics["seed"] == 1
     data = metrics["data"]
     assert data["n_train"] + data["n_val"] + data["n_test"] == 48
-    assert data["layout"] == "phantoms (core tumour masks)"
+    assert data["layout"] == "phantoms, core tumour masks"
     rows = metrics["classification"]
     # real x 2 fractions + synthetic x 1 + mixed x 2 fractions
     assert sorted((r["train_on"], r["real_fraction"]) for r in rows) == [
@@ -76,6 +76,7 @@ def test_run_writes_the_run_directory(tmp_path: Path, toy_plugins: str) -> None:
     assert (run_dir / "figures" / "generate-toy_mean-samples.png").is_file()
     html = (run_dir / "report.html").read_text()
     assert "data:image/png;base64" in html and "classification" in html
+    assert "data (phantoms, core tumour masks): " in (run_dir / "report.md").read_text()
     # the recipe saved in the run directory reproduces the run's recipe
     assert parse_recipe((run_dir / "recipe.yaml").read_text()) == parse_recipe(RECIPE)
 

@@ -103,8 +103,8 @@ def make_phantoms(
     patient). With ``mask="core"`` the mask is the tumour itself (solid core plus necrotic
     centre), without the oedema around it; with ``mask="whole"`` it is the whole tumour of
     BraTS and of FLAIR abnormality masks such as LGG's: the core and the oedema where it
-    shows at half its intensity or more (white matter; the cortex shows it at 0.45). It
-    lies inside the brain; normal slices have an all-zero mask.
+    shows at half its intensity or more (white matter; the cortex, which shows it at 0.45,
+    is left out). It lies inside the brain; normal slices have an all-zero mask.
 
     ``contrast`` is ``"t1"``, ``"t2"``, ``"flair"`` or ``"mixed"`` (one drawn per slice);
     ``noise`` is the Rician noise sigma (each slice draws within +-25 % of it) and

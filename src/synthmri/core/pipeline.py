@@ -214,7 +214,7 @@ def load_data(recipe: Recipe, run: RunContext) -> tuple[DataSummary, ImageSet, I
             tumor_fraction=cfg.tumor_fraction,
             mask=cfg.tumor_mask,
         )
-        layout = f"phantoms ({cfg.tumor_mask} tumour masks)"
+        layout = f"phantoms, {cfg.tumor_mask} tumour masks"
     if skipped:
         run.note(f"skipped {skipped} unreadable files (on_bad_file: skip)")
     if dropped:

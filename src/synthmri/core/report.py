@@ -150,7 +150,7 @@ def write_report(run_dir: Path, recipe: Recipe, metrics: Metrics, figures: list[
         figs = [p for p in figs if p != key[0]]
     data = metrics.data
     summary = (
-        f"data: {data.n_train} train / {data.n_val} val / "
+        f"data ({data.layout}): {data.n_train} train / {data.n_val} val / "
         f"{data.n_test} test (real, leak-free by group); "
         f"{data.duplicate_groups} duplicate groups; classes "
         f"{', '.join(data.classes)}; total time "
