@@ -68,8 +68,9 @@ step quickstart 75 $PY -m synthmri --quiet run quickstart --device cuda --out /t
   --set experiments.0.synthetic_per_class=32
 cp /tmp/gpu-runs/quickstart-*/metrics.json "$OUT/quickstart-metrics.json" 2>/dev/null
 
+# the recipe's split at its former 600 phantoms: comparable with docs/results.md, within 200 s
 step anomaly_diffusion 200 $PY benchmarks/anomaly_methods.py --study --device cuda \
-  --variants default --model diffusion_anomaly --param latent=false \
+  --set data.n=600 --variants default --model diffusion_anomaly --param latent=false \
   --param iterations=1500 --noise-levels 0.3 0.4 --anomaly-thresholds 98
 
 # fastgan: steps for FASTGAN_S seconds per class, from a timed fit at the paper's widths
