@@ -25,7 +25,19 @@
 #      ~80 ms a step, the paper's 10000+ steps need FASTGAN_S=800 and a lease of their own);
 #   5. the diffusion generator: pixel space at 64 px with the GPU-sized UNet, a short fit and
 #      50-step DDIM sampling, its seconds per step and images per second;
-#   6. the throughput benchmarks on CUDA (plugin loop against a plain PyTorch/MONAI loop).
+#   6. the throughput benchmarks on CUDA (plugin loop against a plain PyTorch/MONAI loop);
+#   7. issue 14: the diffusion generator in pixel space at its GPU size, trained on a GPU on
+#      the scarcity recipe's train part for as many steps as fit DIFFUSION_S seconds (default
+#      240); the run samples 400 images per class through the memorisation guard and they
+#      come back in $OUT/diffusion-samples.tar.gz, to be scored on a CPU by the scarcity
+#      recipe with a `folder` generator (docs/results.md, scarcity). The phantoms are read
+#      from .gpu/phantoms (`synthmri phantoms --n 1000 --size 64 --out .gpu/phantoms`,
+#      carried), so that real and synthetic images pass the same loader. The noise schedule
+#      is gan-zoo's (cosine, v, lr 5e-4, EMA 0.995): the plugin's defaults (linear, epsilon,
+#      lr 2e-4) left the samples noisy after 1700 steps, cosine / v gave clean heads after
+#      1500 (validation TSTR 0.667 and 0.707; docs/results.md).
+#      DIFFUSION_ITERS skips the timing; DIFFUSION_EXTRA (", key: value, ...") adds params.
+# CHECKS (default: all) names the steps to run, e.g. CHECKS="gpu diffusion_speed diffusion_tstr".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check-out}
@@ -33,6 +45,8 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 DEADLINE_S=${DEADLINE_S:-500}
 FASTGAN_S=${FASTGAN_S:-40}
+DIFFUSION_S=${DIFFUSION_S:-240}
+CHECKS=${CHECKS:-all}
 LOGS=$(mktemp -d)  # one log per step; $OUT gets them all in checks.log
 if compgen -G ".whl/*.whl" >/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
@@ -43,6 +57,7 @@ export PYTHONPATH="$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 step() {  # step NAME LIMIT_S COMMAND...: run, time, log to $OUT/checks.log, never stop
   local name=$1 limit=$2
   shift 2
+  [[ $CHECKS == all || " $CHECKS " == *" $name "* ]] || return 0
   local left=$((DEADLINE_S - SECONDS))
   if ((left < 20)); then
     echo "$name: skipped, deadline" | tee -a "$OUT/summary.txt"
@@ -119,4 +134,38 @@ EOF
 step dcgan_throughput 45 $PY benchmarks/dcgan_throughput.py --device cuda --size 128 --batch 64
 step classifier_throughput 45 $PY benchmarks/classifier_throughput.py --device cuda --size 128
 step unet_throughput 40 $PY benchmarks/unet_throughput.py --device cuda --size 128
+# the diffusion generator at its GPU size on the scarcity recipe's phantoms (step 7)
+step diffusion_speed 60 $PY - "$DIFFUSION_S" <<'EOF'
+import sys, time, torch
+from synthmri.core.phantoms import make_phantoms
+from synthmri.core.training import RunContext
+from synthmri.plugins.generators.diffusion import Diffusion
+
+data = make_phantoms(256, 64, seed=0)
+ctx = RunContext(device="cuda", seed=0)
+params = {"unet": "gpu128", "conditional": True, "emits_masks": True, "batch_size": 64}
+Diffusion({**params, "iterations": 10}).fit(data, ctx)  # warm-up
+torch.cuda.synchronize(); t0 = time.perf_counter()
+Diffusion({**params, "iterations": 60}).fit(data, ctx)
+torch.cuda.synchronize(); per = (time.perf_counter() - t0) / 60
+print(f"diffusion 64 px, gpu128, batch 64: {per * 1000:.1f} ms/step")
+print("iterations", max(500, min(50000, int(float(sys.argv[1]) / per) // 100 * 100)))
+EOF
+ITERS=${DIFFUSION_ITERS:-$(awk '/^iterations/ {print $2}' "$LOGS/diffusion_speed.log" 2>/dev/null)}
+step diffusion_tstr $((DIFFUSION_S + 180)) $PY -m synthmri --quiet run scarcity --device cuda \
+  --out /tmp/gpu-runs --set data.path=.gpu/phantoms \
+  --set "generators=[{plugin: diffusion, per_class: false, memorisation: {action: reject,
+    quantile: 0.05}, params: {conditional: true, emits_masks: true, unet: gpu128,
+    iterations: ${ITERS:-1000}, batch_size: 64, guidance: 2.0, sample_steps: 50, schedule: cosine,
+    prediction: v, lr: 5.0e-4, ema: 0.995${DIFFUSION_EXTRA:-}}}]" \
+  --set 'experiments.0.train_on=[synthetic]' --set 'experiments.0.real_fraction=[1.0]' \
+  --set 'experiments.0.seeds=[0]' --set experiments.0.synthetic_per_class=400 \
+  --set 'evaluate=[classification]'
+for d in /tmp/gpu-runs/scarcity-*/; do
+  [[ -d $d ]] || continue
+  tar -czf "$OUT/diffusion-samples.tar.gz" -C "$d" synthetic
+  cp "$d/metrics.json" "$OUT/diffusion-metrics.json"
+  cp "$d/figures/generate-diffusion-samples.png" "$OUT/" 2>/dev/null
+done
+
 cat "$OUT/summary.txt"
