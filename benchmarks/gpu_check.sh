@@ -37,7 +37,8 @@
 #      lr 2e-4) left the samples noisy after 1700 steps, cosine / v gave clean heads after
 #      1500 (validation TSTR 0.667 and 0.707; docs/results.md).
 #      DIFFUSION_ITERS skips the timing; DIFFUSION_EXTRA (", key: value, ...") adds params.
-# CHECKS (default: all) names the steps to run, e.g. CHECKS="gpu diffusion_speed diffusion_tstr".
+# CHECKS (default: all) names the steps to run. Steps 1-6 fill the deadline on their own, so
+# step 7 runs in a call of its own: CHECKS="gpu diffusion_speed diffusion_tstr" DEADLINE_S=520.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check-out}
