@@ -28,7 +28,7 @@
 #   6. the throughput benchmarks on CUDA (plugin loop against a plain PyTorch/MONAI loop);
 #   7. issue 14: the diffusion generator in pixel space at its GPU size, trained on a GPU on
 #      the scarcity recipe's train part for as many steps as fit DIFFUSION_S seconds (default
-#      240); the run samples 400 images per class through the memorisation guard and they
+#      240); the run samples 800 images per class through the memorisation guard and they
 #      come back in $OUT/diffusion-samples.tar.gz, to be scored on a CPU by the scarcity
 #      recipe with a `folder` generator (docs/results.md, scarcity). The phantoms are read
 #      from .gpu/phantoms (`synthmri phantoms --n 1000 --size 64 --out .gpu/phantoms`,
@@ -36,6 +36,8 @@
 #      is gan-zoo's (cosine, v, lr 5e-4, EMA 0.995): the plugin's defaults (linear, epsilon,
 #      lr 2e-4) left the samples noisy after 1700 steps, cosine / v gave clean heads after
 #      1500 (validation TSTR 0.667 and 0.707; docs/results.md).
+#      800 samples per class (the first run's 400 left a class filter that keeps 43 % of
+#      the normal class 163 distinct images for 300 places, some shown twice).
 #      DIFFUSION_ITERS skips the timing; DIFFUSION_EXTRA (", key: value, ...") adds params.
 # CHECKS (default: all) names the steps to run. Steps 1-6 fill the deadline on their own, so
 # step 7 runs in a call of its own: CHECKS="gpu diffusion_speed diffusion_tstr" DEADLINE_S=520.
@@ -160,7 +162,7 @@ step diffusion_tstr $((DIFFUSION_S + 180)) $PY -m synthmri --quiet run scarcity 
     iterations: ${ITERS:-1000}, batch_size: 64, guidance: 2.0, sample_steps: 50, schedule: cosine,
     prediction: v, lr: 5.0e-4, ema: 0.995${DIFFUSION_EXTRA:-}}}]" \
   --set 'experiments.0.train_on=[synthetic]' --set 'experiments.0.real_fraction=[1.0]' \
-  --set 'experiments.0.seeds=[0]' --set experiments.0.synthetic_per_class=400 \
+  --set 'experiments.0.seeds=[0]' --set experiments.0.synthetic_per_class=800 \
   --set 'evaluate=[classification]'
 for d in /tmp/gpu-runs/scarcity-*/; do
   [[ -d $d ]] || continue
