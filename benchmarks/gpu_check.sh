@@ -24,7 +24,8 @@
 #      seconds per class (default 40: an end-to-end CUDA run, far too short for quality; at
 #      ~80 ms a step, the paper's 10000+ steps need FASTGAN_S=800 and a lease of their own);
 #   5. the diffusion generator: pixel space at 64 px with the GPU-sized UNet, a short fit and
-#      50-step DDIM sampling, its seconds per step and images per second;
+#      50-step DDIM sampling, its seconds per step and images per second (and the steps that
+#      fit DIFFUSION_S seconds, for step 7);
 #   6. the throughput benchmarks on CUDA (plugin loop against a plain PyTorch/MONAI loop);
 #   7. issue 14: the diffusion generator in pixel space at its GPU size, trained on a GPU on
 #      the scarcity recipe's train part for as many steps as fit DIFFUSION_S seconds (default
@@ -40,7 +41,7 @@
 #      the normal class 163 distinct images for 300 places, some shown twice).
 #      DIFFUSION_ITERS skips the timing; DIFFUSION_EXTRA (", key: value, ...") adds params.
 # CHECKS (default: all) names the steps to run. Steps 1-6 fill the deadline on their own, so
-# step 7 runs in a call of its own: CHECKS="gpu diffusion_speed diffusion_tstr" DEADLINE_S=520.
+# step 7 runs in a call of its own: CHECKS="gpu diffusion diffusion_tstr" DEADLINE_S=520.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check-out}
@@ -117,28 +118,7 @@ step fastgan 240 $PY -m synthmri --quiet run fastgan --device cuda --out /tmp/gp
 cp /tmp/gpu-runs/fastgan-*/metrics.json "$OUT/fastgan-metrics.json" 2>/dev/null
 cp /tmp/gpu-runs/fastgan-*/figures/generate-fastgan-samples.png "$OUT/" 2>/dev/null
 
-step diffusion 60 $PY - <<'EOF'
-import time, torch
-from synthmri.core.phantoms import make_phantoms
-from synthmri.core.training import RunContext
-from synthmri.plugins.generators.diffusion import Diffusion
-
-data = make_phantoms(256, 64, seed=0)
-model = Diffusion({"unet": "gpu128", "conditional": True, "iterations": 100, "batch_size": 64})
-t0 = time.perf_counter(); model.fit(data, RunContext(device="cuda", seed=0))
-torch.cuda.synchronize(); fit = time.perf_counter() - t0
-t0 = time.perf_counter(); s = model.sample(64, label=1, seed=0)
-torch.cuda.synchronize(); samp = time.perf_counter() - t0
-print(f"fit 100 steps: {fit:.1f} s ({fit / 100:.3f} s/step, batch 64, 64 px, gpu128)")
-print(f"sample 64 images, 50 DDIM steps: {samp:.1f} s ({64 / samp:.1f} images/s)")
-print("peak GPU memory", round(torch.cuda.max_memory_allocated() / 2**30, 2), "GiB")
-EOF
-
-step dcgan_throughput 45 $PY benchmarks/dcgan_throughput.py --device cuda --size 128 --batch 64
-step classifier_throughput 45 $PY benchmarks/classifier_throughput.py --device cuda --size 128
-step unet_throughput 40 $PY benchmarks/unet_throughput.py --device cuda --size 128
-# the diffusion generator at its GPU size on the scarcity recipe's phantoms (step 7)
-step diffusion_speed 60 $PY - "$DIFFUSION_S" <<'EOF'
+step diffusion 75 $PY - "$DIFFUSION_S" <<'EOF'
 import sys, time, torch
 from synthmri.core.phantoms import make_phantoms
 from synthmri.core.training import RunContext
@@ -148,13 +128,23 @@ data = make_phantoms(256, 64, seed=0)
 ctx = RunContext(device="cuda", seed=0)
 params = {"unet": "gpu128", "conditional": True, "emits_masks": True, "batch_size": 64}
 Diffusion({**params, "iterations": 10}).fit(data, ctx)  # warm-up
+model = Diffusion({**params, "iterations": 60})
 torch.cuda.synchronize(); t0 = time.perf_counter()
-Diffusion({**params, "iterations": 60}).fit(data, ctx)
+model.fit(data, ctx)
 torch.cuda.synchronize(); per = (time.perf_counter() - t0) / 60
-print(f"diffusion 64 px, gpu128, batch 64: {per * 1000:.1f} ms/step")
+t0 = time.perf_counter(); model.sample(64, label=1, seed=0)
+torch.cuda.synchronize(); samp = time.perf_counter() - t0
+print(f"fit: {per * 1000:.1f} ms/step (batch 64, 64 px, gpu128, masks, after 10 warm-up steps)")
+print(f"sample 64 images, 50 DDIM steps, guidance: {samp:.1f} s ({64 / samp:.1f} images/s)")
+print("peak GPU memory", round(torch.cuda.max_memory_allocated() / 2**30, 2), "GiB")
 print("iterations", max(500, min(50000, int(float(sys.argv[1]) / per) // 100 * 100)))
 EOF
-ITERS=${DIFFUSION_ITERS:-$(awk '/^iterations/ {print $2}' "$LOGS/diffusion_speed.log" 2>/dev/null)}
+
+step dcgan_throughput 45 $PY benchmarks/dcgan_throughput.py --device cuda --size 128 --batch 64
+step classifier_throughput 45 $PY benchmarks/classifier_throughput.py --device cuda --size 128
+step unet_throughput 40 $PY benchmarks/unet_throughput.py --device cuda --size 128
+# the diffusion generator at its GPU size on the scarcity recipe's phantoms (step 7)
+ITERS=${DIFFUSION_ITERS:-$(awk '/^iterations/ {print $2}' "$LOGS/diffusion.log" 2>/dev/null)}
 step diffusion_tstr $((DIFFUSION_S + 180)) $PY -m synthmri --quiet run scarcity --device cuda \
   --out /tmp/gpu-runs --set data.path=.gpu/phantoms \
   --set "generators=[{plugin: diffusion, per_class: false, memorisation: {action: reject,
