@@ -39,9 +39,15 @@
 #      1500 (validation TSTR 0.667 and 0.707; docs/results.md).
 #      800 samples per class (the first run's 400 left a class filter that keeps 43 % of
 #      the normal class 163 distinct images for 300 places, some shown twice).
+#      Then the same weights sample 400 per class at each scale of DIFFUSION_GUIDANCE
+#      (default "1 1.5 2"; `synthmri generate`, no guard): guidance 2 put lesions on
+#      normal-class samples, and at 32 px on a CPU validation TSTR chose 1, the run's scale
+#      now (docs/results.md); the sets check that choice at this size.
+#      They come back in $OUT/diffusion-guidance.tar.gz (g<scale>/<class>/).
 #      DIFFUSION_ITERS skips the timing; DIFFUSION_EXTRA (", key: value, ...") adds params.
 # CHECKS (default: all) names the steps to run. Steps 1-6 fill the deadline on their own, so
-# step 7 runs in a call of its own: CHECKS="gpu diffusion diffusion_tstr" DEADLINE_S=520.
+# step 7 runs in a call of its own: CHECKS="gpu diffusion diffusion_tstr diffusion_guidance"
+# DEADLINE_S=540 DIFFUSION_S=180 (the guidance sets take about 40 s per scale).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check-out}
@@ -149,7 +155,7 @@ step diffusion_tstr $((DIFFUSION_S + 180)) $PY -m synthmri --quiet run scarcity 
   --out /tmp/gpu-runs --set data.path=.gpu/phantoms \
   --set "generators=[{plugin: diffusion, per_class: false, memorisation: {action: reject,
     quantile: 0.05}, params: {conditional: true, emits_masks: true, unet: gpu128,
-    iterations: ${ITERS:-1000}, batch_size: 64, guidance: 2.0, sample_steps: 50, schedule: cosine,
+    iterations: ${ITERS:-1000}, batch_size: 64, guidance: 1.0, sample_steps: 50, schedule: cosine,
     prediction: v, lr: 5.0e-4, ema: 0.995${DIFFUSION_EXTRA:-}}}]" \
   --set 'experiments.0.train_on=[synthetic]' --set 'experiments.0.real_fraction=[1.0]' \
   --set 'experiments.0.seeds=[0]' --set experiments.0.synthetic_per_class=800 \
@@ -159,6 +165,12 @@ for d in /tmp/gpu-runs/scarcity-*/; do
   tar -czf "$OUT/diffusion-samples.tar.gz" -C "$d" synthetic
   cp "$d/metrics.json" "$OUT/diffusion-metrics.json"
   cp "$d/figures/generate-diffusion-samples.png" "$OUT/" 2>/dev/null
+  # the same weights at other guidance scales (a sampling param), without the guard
+  for g in ${DIFFUSION_GUIDANCE:-1 1.5 2}; do
+    step diffusion_guidance 60 $PY -m synthmri --quiet generate --device cuda -n 400 \
+      "$d/checkpoints/generate-diffusion.pt" --set "guidance=$g" --out "/tmp/gpu-guidance/g$g"
+  done
+  tar -czf "$OUT/diffusion-guidance.tar.gz" -C /tmp/gpu-guidance . 2>/dev/null
 done
 
 cat "$OUT/summary.txt"

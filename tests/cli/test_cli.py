@@ -245,6 +245,28 @@ def test_generate_from_checkpoint(cli, tmp_path: Path, toy_plugins: str) -> None
     assert code == 2 and "r.yaml" in err
 
 
+def test_generate_from_a_conditional_checkpoint(cli, tmp_path: Path, toy_plugins: str) -> None:
+    """Without ``--label`` a conditional model writes N of each class; with it, one class."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        RECIPE.replace(
+            "[{plugin: toy_mean}]",
+            "[{plugin: toy_mean, per_class: false, params: {conditional: true}}]",
+        )
+    )
+    assert cli("-q", "run", str(path), "--out", str(tmp_path / "runs"))[0] == 0
+    ckpt = str(next((tmp_path / "runs").glob("*/checkpoints/generate-toy_mean.pt")))
+    code, _, err = cli("generate", ckpt, "-n", "3", "--out", str(tmp_path / "all"))
+    assert code == 0, err
+    counts = {d.name: len(list(d.glob("*.png"))) for d in (tmp_path / "all").iterdir()}
+    assert counts == {"normal": 3, "tumor": 3}
+    one = tmp_path / "one"
+    args = ("-n", "2", "--label", "tumor", "--device", "cpu", "--out", str(one))
+    code, _, err = cli("generate", ckpt, *args)
+    assert code == 0, err
+    assert [d.name for d in one.iterdir()] == ["tumor"] and len(list(one.glob("*/*.png"))) == 2
+
+
 def test_generate_overrides_a_sampling_param(cli, tmp_path: Path, toy_plugins: str) -> None:
     """``--set name=value`` replaces the checkpoint's param when sampling; a bad one is a
     one-line error."""

@@ -282,6 +282,12 @@ class Generator(Plugin):
         """``n`` new images in [0, 1] (with ``labels`` set to ``label`` when given)."""
         raise NotImplementedError
 
+    def to(self, device: torch.device) -> None:
+        """Sample on ``device`` from now on. ``load_state_dict`` restores a model on the CPU;
+        the pipeline calls this after loading one (a ``--resume``d or pooled stage), so a
+        model that samples on a GPU does so there too. Default: nothing (sampling stays where
+        it is)."""
+
 
 class TrainedModel(Plugin):
     """What an experiment trains and tests: the base of classifiers and segmenters."""

@@ -333,6 +333,7 @@ def train_generators(
             cached = cache.lookup(key, digest)
             if cached is not None:
                 model.load_state_dict(cached["state"])
+                model.to(run.device)  # a restored model is on the CPU
                 run.log(stage_reused=key)
                 seconds[key] = float(cached.get("train_seconds", 0.0))
                 continue
@@ -363,6 +364,7 @@ def train_generators(
         if model is None:  # trained in a worker: rebuilt from its state
             model = get_plugin("generator", tg.entry.plugin)(tg.entry.params)
             model.load_state_dict(result.payload["state"])
+            model.to(run.device)
         tg.models[cname] = model
         seconds[job.key] = float(result.payload["train_seconds"])
 

@@ -454,3 +454,10 @@ class GAN(Generator):
         self.class_names = list(state.get("class_names", []))
         self.G, self.D, self.G_ema = G.eval(), D.eval(), None if G_ema is None else G_ema.eval()
         self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> None:
+        """Sample on ``device`` (the generators move there; D stays)."""
+        for net in (self.G, self.G_ema):
+            if net is not None:
+                net.to(device)
+        self.device = device

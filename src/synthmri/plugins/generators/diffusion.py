@@ -83,7 +83,11 @@ class DiffusionParams(DiffusionTrainingParams):
         False, description="one model for all classes; sample(n, label=k) gives class k"
     )
     guidance: float = Field(
-        2.0, ge=0, description="classifier-free guidance scale (1: plain conditional)"
+        2.0,
+        ge=0,
+        description="classifier-free guidance scale (1: plain conditional); with "
+        "emits_masks, 2 and more put lesions on normal-class samples (docs/results.md), "
+        "the diffusion recipe samples at 1",
     )
     label_dropout: float = Field(
         0.1, ge=0, lt=1, description="share of training labels replaced by 'no label'"
@@ -355,6 +359,13 @@ class Diffusion(Generator):
         self.class_names = list(state.get("class_names", []))
         self.unet, self.ae = unet, ae
         self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> None:
+        """Sample on ``device`` (the UNet, and the autoencoder when latent, move there)."""
+        for net in (self.unet, self.ae):
+            if net is not None:
+                net.to(device)
+        self.device = device
 
 
 @hookimpl
