@@ -22,7 +22,7 @@ def generate(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="checkpoints/generate-*.pt from a run.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (new or empty).")],
-    n: Annotated[int, typer.Option("-n", "--n", help="Number of images.")] = 16,
+    n: Annotated[int, typer.Option("-n", "--n", help="Number of images (see --label).")] = 16,
     label: Annotated[
         str | None,
         typer.Option(
