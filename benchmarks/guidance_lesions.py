@@ -8,13 +8,16 @@ training data only, no test part. docs/results.md (scarcity) gives the figures o
 
     OMP_NUM_THREADS=1 python benchmarks/guidance_lesions.py
 
-(32 px, 400 phantoms, ``unet: cpu``, 1500 steps: about 1300 CPU-s for the fit).
+(32 px, 400 phantoms, ``unet: cpu``, 1500 steps: about 1300 CPU-s for the fit). With
+``--count DIR ...`` it only counts, in class folders of images with ``*_mask.png`` beside
+(the sets ``synthmri generate`` writes, or ``synthmri phantoms``), masks resized to ``--size``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -30,6 +33,32 @@ def largest_blob(mask: np.ndarray) -> int:
     return int(np.bincount(labels.ravel())[1:].max()) if n else 0
 
 
+def lesion_row(masks_by_class: dict[str, np.ndarray], min_blob: int) -> str:
+    """Per class: the share of masks ``[N, H, W]`` with a blob of ``min_blob`` px or more,
+    and the median mask area."""
+    row = []
+    for name, masks in masks_by_class.items():
+        blobs = np.array([largest_blob(m) for m in masks])
+        area = masks.reshape(len(masks), -1).sum(1)
+        row.append(f"{name} {np.mean(blobs >= min_blob):.2f} (median area "
+                   f"{np.median(area):.0f} px, n={len(masks)})")  # fmt: skip
+    return ", ".join(row)
+
+
+def folder_masks(root: Path, size: int) -> dict[str, np.ndarray]:
+    """The ``*_mask.png`` of each class folder under ``root``, resized to ``size`` (nearest)."""
+    from PIL import Image
+
+    out = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(folder.glob("*_mask.png"))
+        out[folder.name] = np.stack([
+            np.asarray(Image.open(f).convert("L").resize((size, size), Image.NEAREST)) > 127
+            for f in files
+        ])  # fmt: skip
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=32)
@@ -38,7 +67,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=100, help="per class and guidance")
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0, 4.0])
     ap.add_argument("--min-blob", type=int, default=4)
+    ap.add_argument("--count", type=Path, nargs="+", metavar="DIR",
+                    help="only count: class folders with *_mask.png (a synthmri generate "
+                    "--out, or synthmri phantoms), masks resized to --size")  # fmt: skip
     args = ap.parse_args()
+    if args.count:
+        for root in args.count:
+            row = lesion_row(folder_masks(root, args.size), args.min_blob)
+            print(f"{root}: with a lesion: {row}")
+        return
 
     data = make_phantoms(args.n, args.size, seed=0)
     real = data.masks[data.labels == 1].flatten(1).sum(1)
@@ -54,14 +91,11 @@ def main() -> None:
     for g in args.guidance:
         sampler = Diffusion({**params, "guidance": g})
         sampler.load_state_dict(state)
-        row = []
-        for k, name in enumerate(data.class_names):
-            masks = (sampler.sample(args.samples, label=k, seed=1).masks > 0.5).numpy()[:, 0]
-            blobs = np.array([largest_blob(m) for m in masks])
-            area = masks.reshape(len(masks), -1).sum(1)
-            row.append(f"{name} {np.mean(blobs >= args.min_blob):.2f} (median area "
-                       f"{np.median(area):.0f} px)")  # fmt: skip
-        print(f"guidance {g}: with a lesion: " + ", ".join(row), flush=True)
+        masks = {
+            name: (sampler.sample(args.samples, label=k, seed=1).masks > 0.5).numpy()[:, 0]
+            for k, name in enumerate(data.class_names)
+        }
+        print(f"guidance {g}: with a lesion: {lesion_row(masks, args.min_blob)}", flush=True)
 
 
 if __name__ == "__main__":
