@@ -2,7 +2,8 @@
 
 A new built-in plugin is tested here with no new test code: each kind's conformance check
 from ``synthmri.testing`` runs on it with its ``quick_params``, and a generator whose params
-offer ``conditional`` / ``emits_masks`` is checked with them switched on too. Third-party
+offer ``conditional`` / ``emits_masks`` is checked with them switched on too, and one that
+offers ``mask_conditioned`` with that switched on (with ``conditional``). Third-party
 plugins run the same checks in their own test suites.
 """
 
@@ -23,6 +24,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "evaluator": check_evaluator,
 }
 GENERATOR_FLAGS = ("conditional", "emits_masks")
+MASK_INPUT = "mask_conditioned"  # excludes emits_masks: a case of its own
 
 
 def _cases() -> list[Any]:
@@ -35,6 +37,12 @@ def _cases() -> list[Any]:
         if info.kind == "generator" and flags:
             params = {**info.cls.quick_params, **dict.fromkeys(flags, True)}
             label = "+".join(flags)
+            cases.append(pytest.param(info.kind, info.cls, params, id=f"{info.name}-{label}"))
+        if info.kind == "generator" and MASK_INPUT in info.cls.Params.model_fields:
+            params = {**info.cls.quick_params, MASK_INPUT: True}
+            cases.append(pytest.param(info.kind, info.cls, params, id=f"{info.name}-{MASK_INPUT}"))
+            params = {**params, "conditional": True}
+            label = f"conditional+{MASK_INPUT}"
             cases.append(pytest.param(info.kind, info.cls, params, id=f"{info.name}-{label}"))
     return cases
 

@@ -42,6 +42,8 @@ QUALITY_COLUMNS = (
     "recall",
     "class_agreement",
     "class_agreement_real",
+    "mask_contrast",
+    "mask_contrast_real",
     "ms_ssim_synthetic",
     "ms_ssim_real",
     "intensity_wasserstein",

@@ -11,7 +11,10 @@
   parameters.
 
 Conditional networks take class labels: ``CondInput`` concatenates a label embedding to
-z in G, and ``Projection`` adds the class term of a projection discriminator to D.
+z in G, and ``Projection`` adds the class term of a projection discriminator to D. A
+mask-conditioned ``dcgan`` generator (``mask_input``) is given a tumour mask and sees it,
+average-pooled to each layer's size, as one more input channel of every transposed conv
+after the first (a concatenation in the manner of label-map-to-image generators).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -122,6 +126,8 @@ class DCGANGenerator(nn.Module):
 
     ``norm`` after every transposed conv but the last: ``batch`` (the paper's BatchNorm),
     ``pixel`` (``PixelNorm``, per sample and position; Karras et al. 2018) or ``none``.
+    ``mask_input``: ``forward`` takes a mask ``[N, 1, S, S]`` in [-1, 1] too, and every
+    transposed conv after the first gets it, pooled to its input's size, as an extra channel.
     """
 
     def __init__(
@@ -132,14 +138,17 @@ class DCGANGenerator(nn.Module):
         ngf: int,
         n_classes: int = 0,
         norm: GeneratorNorm = "batch",
+        mask_input: bool = False,
     ) -> None:
         super().__init__()
         if norm not in GENERATOR_NORMS:
             raise ValueError(f"unknown norm {norm!r}; use one of {', '.join(GENERATOR_NORMS)}")
         self.cond = CondInput(n_classes)
+        self.mask_input = mask_input
         steps = int(math.log2(size // 4))  # stride-2 upsamplings after the 4x4 start
         width = [ngf * min(2 ** (steps - 1 - i), 8) for i in range(steps)]
-        cin = [latent_dim + self.cond.extra, *width[:-1]]
+        extra = int(mask_input)
+        cin = [latent_dim + self.cond.extra, *(w + extra for w in width[:-1])]
         layers: list[nn.Module] = []
         for i in range(steps):
             stride, pad = (1, 0) if i == 0 else (2, 1)
@@ -149,13 +158,26 @@ class DCGANGenerator(nn.Module):
             elif norm == "pixel":
                 layers.append(PixelNorm())
             layers.append(nn.ReLU(True))
-        layers += [nn.ConvTranspose2d(width[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += [
+            nn.ConvTranspose2d(width[-1] + extra, channels, 4, 2, 1, bias=False),
+            nn.Tanh(),
+        ]
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
-    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, z: Tensor, y: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         h = self.cond(z, y)
-        return self.net(h.reshape(h.shape[0], h.shape[1], 1, 1))
+        h = h.reshape(h.shape[0], h.shape[1], 1, 1)
+        if not self.mask_input:
+            return self.net(h)
+        if mask is None:
+            raise ValueError("a mask-conditioned generator needs masks")
+        for layer in self.net:
+            if isinstance(layer, nn.ConvTranspose2d) and h.shape[-1] > 1:
+                pooled = F.adaptive_avg_pool2d(mask.to(h.dtype), h.shape[-1])
+                h = torch.cat([h, pooled], dim=1)
+            h = layer(h)
+        return h
 
 
 class DCGANDiscriminator(ProjectionDiscriminator):
@@ -254,21 +276,24 @@ def build_networks(config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
     """(G, D) for a network config: size, channels, latent_dim, ngf, ndf, n_classes
     (0 = unconditional), architecture (``dcgan``, the default, or ``reference-keras``) and,
     for ``dcgan``, the generator's ``g_norm`` and the discriminator's ``d_norm`` (default
-    ``batch`` both) and ``minibatch_std`` (default off)."""
+    ``batch`` both), ``minibatch_std`` (default off) and ``mask_input`` (default off: then G
+    draws ``image_channels`` and D judges them with their mask, ``channels`` in all)."""
     size, ch, k = int(config["size"]), int(config["channels"]), int(config["n_classes"])
     if config.get("architecture", "dcgan") == "reference-keras":
         return (
             KerasGenerator(size, ch, int(config["latent_dim"]), k),
             KerasDiscriminator(size, ch, k),
         )
+    mask_input = bool(config.get("mask_input", False))
     return (
         DCGANGenerator(
             size,
-            ch,
+            int(config["image_channels"]) if mask_input else ch,
             int(config["latent_dim"]),
             int(config["ngf"]),
             k,
             norm=config.get("g_norm", "batch"),
+            mask_input=mask_input,
         ),
         DCGANDiscriminator(
             size,

@@ -19,6 +19,7 @@ from synthmri.plugins.evaluators.image_quality import (
     build_extractor,
     frechet_distance,
     kernel_inception_distance,
+    mask_contrast,
     ms_ssim_diversity,
     precision_recall,
     quality_metrics,
@@ -57,6 +58,20 @@ def test_fid_matches_hand_computation() -> None:
     a = torch.randn(30, 40, generator=g, dtype=torch.float64)
     b = 1.3 * torch.randn(25, 40, generator=g, dtype=torch.float64) + 0.2
     assert trace_term_gram(a, b) == pytest.approx(trace_term_cov(a, b), rel=1e-6)
+
+
+def test_mask_contrast_by_hand() -> None:
+    images = torch.full((3, 1, 16, 16), 0.4)
+    masks = torch.zeros(3, 1, 16, 16)
+    masks[:, :, 6:9, 6:9] = 1  # 9 px
+    images[0, :, 6:9, 6:9] = 0.9  # a lesion where the mask is: 0.5 above its ring
+    images[1, :, 6:9, 6:9] = 0.2  # a darker one: 0.2 below
+    masks[2] = 0
+    masks[2, :, 0, 0] = 1  # a speck: left out
+    assert mask_contrast(images, masks) == pytest.approx(0.35)  # the median of 0.5 and 0.2
+    assert mask_contrast(images[:1], masks[:1].roll(7, dims=-1)) == pytest.approx(0.0)
+    assert mask_contrast(images, None) is None
+    assert mask_contrast(images[2:], masks[2:]) is None
 
 
 def test_kid_matches_hand_computation() -> None:
@@ -198,6 +213,14 @@ def test_image_quality_evaluator_rows(parts: dict[str, ImageSet], make_inputs) -
         assert by[("copier", c)]["memorized_fraction"] == 1.0
         assert by[("fresh", c)]["memorized_fraction"] <= 0.1
         assert by[("fresh", c)]["class_agreement"] is None  # random features carry no classes
+        assert by[("noise", c)]["mask_contrast"] is None  # a set without masks
+    # lesions where the masks say: the fresh phantoms' tumours contrast like the real ones
+    fresh, real = (
+        by[("fresh", "tumor")]["mask_contrast"],
+        by[("fresh", "tumor")]["mask_contrast_real"],
+    )
+    assert fresh > 0.1 and real > 0.1 and abs(fresh - real) < 0.5 * real
+    assert by[("fresh", "normal")]["mask_contrast"] is None  # empty masks
     json.dumps(rows, allow_nan=False)  # plain, finite values
 
 

@@ -128,6 +128,42 @@ def test_emits_masks_returns_aligned_binary_masks(phantoms: ImageSet) -> None:
     DCGAN({**TINY, "iterations": 2, "emits_masks": True}).fit(no_masks, RunContext(seed=0))
 
 
+def test_mask_conditioned_draws_training_masks_and_uses_them(phantoms: ImageSet) -> None:
+    model = DCGAN({**TINY, "iterations": 4, "mask_conditioned": True, "conditional": True})
+    assert model.emits_masks
+    model.fit(phantoms, RunContext(seed=0, device="cpu"))
+    assert model.config["channels"] == 2 and model.config["mask_input"]
+    tumour = model.sample(12, label=1, seed=2)
+    normal = model.sample(12, label=0, seed=2)
+    assert tumour.masks is not None and normal.masks is not None
+    assert float(normal.masks.sum()) == 0  # the normal class's masks are empty
+    # every tumour mask is a tumour-class training mask, as it is or mirrored left-right
+    bank = phantoms.masks[phantoms.labels == 1]  # type: ignore[index]
+    bank = torch.cat([bank, bank.flip(-1)]).flatten(1)
+    for m in tumour.masks.flatten(1):
+        assert bool((bank == m).all(dim=1).any())
+    assert float(tumour.masks.sum()) > 0
+    # its generator sees the mask: the same latents with another mask give other images
+    G, D = build_networks(model.config)
+    G.load_state_dict(model.state_dict()["G"])
+    z, y = torch.randn(4, model.config["latent_dim"]), torch.ones(4, dtype=torch.long)
+    masks = tumour.masks[:4] * 2 - 1
+    with torch.no_grad():
+        a, b = G.eval()(z, y, masks), G(z, y, masks.flip(-2))
+    assert tuple(a.shape) == (4, 1, 32, 32) and not torch.allclose(a, b)
+    assert D(torch.cat([a, masks], 1)).shape == (4,)
+
+
+def test_mask_conditioned_checks(phantoms: ImageSet) -> None:
+    with pytest.raises(DataError, match="mask_conditioned needs tumour masks"):
+        DCGAN({**TINY, "mask_conditioned": True}).fit(
+            ImageSet(images=phantoms.images[:16]), RunContext(seed=0)
+        )
+    for bad in ({"emits_masks": True}, {"architecture": "reference-keras"}):
+        with pytest.raises(Exception, match="mask_conditioned takes the masks as input"):
+            DCGAN({**TINY, "mask_conditioned": True, **bad})
+
+
 def test_state_dict_round_trip_through_checkpoint(tmp_path: Path, trained: DCGAN) -> None:
     path = tmp_path / "dcgan.pt"
     torch.save(trained.state_dict(), path)

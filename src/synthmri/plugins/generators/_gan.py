@@ -4,7 +4,8 @@ A GAN plugin subclasses ``GAN`` and writes only what is its own:
 
 - ``Params``: extends ``GANParams`` (iterations, batch size, DiffAugment, EMA, logging)
   with ``latent_dim``, ``lr`` and ``beta1`` (Adam; ``beta2`` too if it is not 0.999), its
-  network widths, and ``conditional`` / ``emits_masks`` if it supports them;
+  network widths, and ``conditional`` / ``emits_masks`` / ``mask_conditioned`` if it
+  supports them (a mask-conditioned G is called ``G(z, y, mask)``: ``t.generate`` does);
 - ``build_networks(config)``: the generator ``G(z, y)`` (images in [-1, 1]) and the
   discriminator ``D(x, y)`` (one score per image) for a network config, the dict
   ``network_config`` makes and checkpoints keep (``synthmri.nn.dcgan.build_networks``
@@ -23,7 +24,8 @@ minibatches, logs the losses' means and the batch diversity every ``log_every`` 
 (the only host sync), stops on NaN, notes a mode collapse, saves sample grids, and
 recomputes the EMA generator's BatchNorm statistics at the end; after ``start_from`` it
 fine-tunes another trained model's G and D instead of new ones. ``sample`` draws per
-class or conditionally (with masks when ``emits_masks``), reproducibly for a seed, and
+class or conditionally (with masks when ``emits_masks``; mask-conditioned, from the
+training masks it keeps), reproducibly for a seed, and
 ``state_dict`` / ``load_state_dict`` round-trip config, class names and weights. The
 params every GAN shares and ``GANTraining`` live in ``_gan_training.py``.
 
@@ -76,7 +78,10 @@ class GAN(Generator):
         self.start_state: Mapping[str, Any] | None = None  # start_from
         self.negatives: ImageSet | None = None  # use_negatives
         self.conditional = bool(getattr(self.params, "conditional", False))
-        self.emits_masks = bool(getattr(self.params, "emits_masks", False))
+        self.mask_input = bool(getattr(self.params, "mask_conditioned", False))
+        self.emits_masks = self.mask_input or bool(getattr(self.params, "emits_masks", False))
+        self.mask_bank: Tensor | None = None  # mask_input: the training masks, uint8
+        self.mask_bank_labels: Tensor | None = None  # and their classes (conditional)
         self.G: nn.Module | None = None  # raw generator (unwrapped)
         self.D: nn.Module | None = None
         self.G_ema: nn.Module | None = None
@@ -96,13 +101,15 @@ class GAN(Generator):
 
     def network_config(self, size: int, channels: int, n_classes: int) -> dict[str, Any]:
         """What ``build_networks`` needs: size, channels (a mask is one more),
-        image_channels, latent_dim, n_classes (0 = unconditional). Extend it with widths."""
+        image_channels, latent_dim, n_classes (0 = unconditional), and ``mask_input: true``
+        when mask-conditioned (G draws the image channels only). Extend it with widths."""
         return {
             "size": size,
             "channels": channels,
             "image_channels": channels - (1 if self.emits_masks else 0),
             "latent_dim": self.params.latent_dim,
             "n_classes": n_classes,
+            **({"mask_input": True} if self.mask_input else {}),
         }
 
     def start_training(self, t: GANTraining) -> dict[str, Tensor]:
@@ -148,6 +155,11 @@ class GAN(Generator):
         from synthmri.nn.tensors import check_training_set
 
         n_classes = check_training_set(train, self.name, self.conditional)
+        if self.mask_input and train.masks is None:
+            raise DataError(
+                f"{self.name}: mask_conditioned needs tumour masks, and the training set has none",
+                hint="use an image+mask layout or phantoms, or set mask_conditioned: false",
+            )
         sizes = self.image_sizes()
         if train.size not in sizes or train.images.shape[-2] != train.size:
             raise DataError(
@@ -185,6 +197,9 @@ class GAN(Generator):
         data = self.training_tensor(train).to(device).contiguous(memory_format=fmt)
         labels = train.labels.to(device) if self.conditional else None  # type: ignore[union-attr]
         self.config = self.network_config(train.size, data.shape[1], n_classes)
+        if self.mask_input:
+            self.mask_bank = (data[:, -1:] > 0).to("cpu", torch.uint8).contiguous()
+            self.mask_bank_labels = train.labels.clone() if self.conditional else None  # type: ignore[union-attr]
         negatives = self._negatives(train, fmt)
         latent_dim = int(self.config["latent_dim"])
 
@@ -236,6 +251,7 @@ class GAN(Generator):
             blocks=IndexBlocks(batches, first, p.log_every * self.batches_per_step, device),
             negatives=negatives,
             negative_share=p.negative_share,
+            mask_input=self.mask_input,
         )
         if p.ada_target is not None:  # p from 0; "auto" = every op, whatever the data size
             t.ada = AdaptiveAugment(p.ada_target, batch=b, speed=p.ada_speed, device=device)
@@ -261,6 +277,8 @@ class GAN(Generator):
 
         if ema is not None:
             batches_z = latent_batches(8, max(b, 64), latent_dim, n_classes, device)
+            if self.mask_input:
+                batches_z = ((z, y, self._draw_masks(len(z), y, None)) for z, y in batches_z)
             recalibrate_bn(ema.module, batches_z, t.autocast)
         for net in (g_raw, d_raw):
             net.eval()
@@ -288,7 +306,7 @@ class GAN(Generator):
             return
         from synthmri.core.artifacts import save_sample_grid
 
-        images, masks = self._split(self._generate(z, y))
+        images, masks = self._draw(z, y, run.seed + 2)
         save_sample_grid(run, images, name, masks=masks)
 
     # ------------------------------------------------------------ sampling
@@ -307,8 +325,9 @@ class GAN(Generator):
             )
         return net
 
-    def _generate(self, z: Tensor, y: Tensor | None) -> Tensor:
-        """G(z, y) in eval mode, mapped to [0, 1], on the CPU."""
+    def _generate(self, z: Tensor, y: Tensor | None, masks: Tensor | None = None) -> Tensor:
+        """G(z, y) (mask-conditioned: G(z, y, masks)) in eval mode, mapped to [0, 1], on
+        the CPU."""
         import torch
 
         from synthmri.nn.tensors import to_unit
@@ -321,12 +340,47 @@ class GAN(Generator):
         with torch.no_grad():
             for i in range(0, z.shape[0], step):
                 yb = None if y is None else y[i : i + step]
-                out = to_unit(net(z[i : i + step], yb).float()).clamp_(0, 1)
+                mb = () if masks is None else (masks[i : i + step],)
+                out = to_unit(net(z[i : i + step], yb, *mb).float()).clamp_(0, 1)
                 outs.append(out.cpu().contiguous())  # the nets run channels_last
         net.train(was_training)
         if not outs:
             return torch.empty(0, int(self.config.get("channels", 1)), self.size, self.size)
         return torch.cat(outs)
+
+    def _draw_masks(self, n: int, y: Tensor | None, seed: int | None) -> Tensor:
+        """``n`` masks in [-1, 1] on the sampling device for a mask-conditioned G: training
+        masks (of class ``y[i]`` when conditional; an empty one for a class without any),
+        drawn with replacement and mirrored left-right at random, reproducibly for ``seed``."""
+        import torch
+
+        bank, bank_labels = self.mask_bank, self.mask_bank_labels
+        if bank is None:
+            raise TrainingError(f"{self.name}: no training masks to condition on")
+        g = torch.Generator()
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(int(seed))
+        masks = torch.zeros(n, *bank.shape[1:])
+        classes = [None] if y is None or bank_labels is None else y.cpu().unique().tolist()
+        for k in classes:
+            rows = torch.arange(n) if k is None else (y.cpu() == k).nonzero().flatten()  # type: ignore[union-attr]
+            pool = bank if k is None else bank[bank_labels == k]
+            if len(pool):
+                masks[rows] = pool[torch.randint(len(pool), (len(rows),), generator=g)].float()
+        flip = torch.rand(n, generator=g) < 0.5
+        masks[flip] = masks[flip].flip(-1)
+        return (masks * 2 - 1).to(self.device or "cpu")
+
+    def _draw(self, z: Tensor, y: Tensor | None, seed: int | None) -> tuple[Tensor, Tensor | None]:
+        """Images in [0, 1] and binary masks (None unless ``emits_masks``) for latents
+        ``z`` and classes ``y``, on the CPU; a mask-conditioned G gets masks drawn with
+        ``seed``, and they are the masks returned."""
+        if not self.mask_input:
+            return self._split(self._generate(z, y))
+        masks = self._draw_masks(len(z), y, seed)
+        return self._generate(z, y, masks), (masks > 0).float().cpu()
 
     def _split(self, out: Tensor) -> tuple[Tensor, Tensor | None]:
         """Images and binary masks (None unless ``emits_masks``)."""
@@ -369,7 +423,7 @@ class GAN(Generator):
                 y = torch.full((n,), int(label), dtype=torch.long)
             y = y.to(self.device)
         z = latent_seeded(n, int(self.config["latent_dim"]), seed, self.device or "cpu")
-        images, masks = self._split(self._generate(z, y))
+        images, masks = self._draw(z, y, None if seed is None else int(seed) + 2)
         if y is not None:
             out_labels: Tensor | None = y.cpu()
         elif label is not None:
@@ -420,6 +474,12 @@ class GAN(Generator):
             "class_names": list(self.class_names),
             "conditional": self.conditional,
             "emits_masks": self.emits_masks,
+            **({"mask_bank": self.mask_bank} if self.mask_bank is not None else {}),
+            **(
+                {"mask_bank_labels": self.mask_bank_labels}
+                if self.mask_bank_labels is not None
+                else {}
+            ),
             "G": cpu(self.G),
             "G_ema": cpu(self.G_ema) if self.G_ema is not None else None,
             "D": cpu(self.D),
@@ -450,7 +510,15 @@ class GAN(Generator):
                 G_ema.requires_grad_(False)
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise DataError(f"{self.name}: checkpoint does not fit this plugin ({exc})") from None
+        mask_input = bool(config.get("mask_input", False))
+        if mask_input and state.get("mask_bank") is None:
+            raise DataError(f"{self.name}: checkpoint of a mask-conditioned model without masks")
         self.config, self.conditional, self.emits_masks = config, conditional, emits_masks
+        self.mask_input = mask_input
+        self.mask_bank, self.mask_bank_labels = (
+            state.get("mask_bank"),
+            state.get("mask_bank_labels"),
+        )
         self.class_names = list(state.get("class_names", []))
         self.G, self.D, self.G_ema = G.eval(), D.eval(), None if G_ema is None else G_ema.eval()
         self.device = torch.device("cpu")

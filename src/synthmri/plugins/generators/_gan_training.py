@@ -126,11 +126,24 @@ class GANTraining:
     """The share of D's fake batch that ``fakes_for_d`` replaces by negatives."""
     negatives_mixed: bool = False
     """Set by ``fakes_for_d``: ``fit`` checks that a GAN given negatives mixes them in."""
+    mask_input: bool = False
+    """Mask-conditioned (``mask_conditioned``): G is given masks, D judges (slice, mask)."""
 
     def batch(self) -> tuple[Tensor, Tensor | None]:
         """The next real minibatch in [-1, 1] and its labels (None unless conditional)."""
         idx = self.blocks.next()
         return self.data[idx], self.labels[idx] if self.labels is not None else None
+
+    def generate(self, y: Tensor | None, real: Tensor) -> Tensor:
+        """G's batch for the latents ``z``: ``G(z, y)``. Mask-conditioned, ``G(z, y, m)``
+        for the masks ``m`` of the real batch ``real``, with ``m`` appended as the channel
+        D judges beside the slice."""
+        if not self.mask_input:
+            return self.G(self.z, y)
+        import torch
+
+        m = real[:, self.image_channels :]
+        return torch.cat([self.G(self.z, y, m), m], dim=1)
 
     def augment(self, x: Tensor) -> Tensor:
         """DiffAugment of ``x`` with the run's policy (use it on real and fake alike); under

@@ -7,7 +7,8 @@ optional one-sided label smoothing), Adam (2e-4, beta1 0.5), DiffAugment on real
 before D, an EMA of G for sampling (the loop, sampling and checkpoints are the GAN base's,
 ``_gan``). ``conditional`` learns all classes in one model (label embedding
 concatenated to z in G, projection discriminator); ``emits_masks`` learns (slice, mask)
-pairs as two channels.
+pairs as two channels; ``mask_conditioned`` gives G the mask and lets it draw the slice
+around it (the GAN base keeps the class's training masks to draw from when sampling).
 
 Remedies against mode collapse, all off by default (``synthmri.nn.gan_training``):
 ``mode_seeking`` (MSGAN's term: different latents must give different images; the one
@@ -76,6 +77,12 @@ class DCGAN(GAN):
         emits_masks: bool = Field(
             False, description="learn (slice, tumour mask) pairs; sample() returns masks too"
         )
+        mask_conditioned: bool = Field(
+            False,
+            description="G is given a tumour mask (a training mask of the class, mirrored at "
+            "random) and draws the slice around it; D judges (slice, mask) pairs; sample() "
+            "returns the masks it drew for (architecture: dcgan; not with emits_masks)",
+        )
         architecture: Literal["dcgan", "reference-keras"] = Field(
             "dcgan",
             description="'dcgan' (Radford et al.) or 'reference-keras' (the networks of the "
@@ -117,6 +124,11 @@ class DCGAN(GAN):
         def _compatible(self) -> DCGAN.Params:
             if self.loss == "hinge" and self.label_smoothing:
                 raise ValueError("label_smoothing is defined for loss: bce only")
+            if self.mask_conditioned and (self.emits_masks or self.architecture != "dcgan"):
+                raise ValueError(
+                    "mask_conditioned takes the masks as input: not with emits_masks, and "
+                    "for architecture: dcgan only"
+                )
             if self.architecture == "reference-keras" and (
                 self.g_norm != "batch" or self.d_norm != "batch" or self.minibatch_std
             ):
@@ -166,7 +178,7 @@ class DCGAN(GAN):
         real, y = t.batch()
         t.z.normal_()
         with t.autocast():
-            fake = t.G(t.z, y)
+            fake = t.generate(y, real)
             real_a = t.augment(real)
             if p.r1_gamma > 0:
                 real_a = real_a.detach().requires_grad_(True)
@@ -182,7 +194,9 @@ class DCGAN(GAN):
             with t.autocast():
                 loss_g = g_loss(t.d(t.augment(fake), y), p.loss)
                 if p.mode_seeking > 0:
-                    ms = mode_seeking_loss(fake, t.z)
+                    ms = mode_seeking_loss(
+                        fake[:, : t.image_channels] if t.mask_input else fake, t.z
+                    )
                     loss_g = loss_g + p.mode_seeking * ms
             t.update(t.opt_g, loss_g)
         losses = {
