@@ -13,7 +13,9 @@ Contenders:
   ``.item()`` per step to record the losses;
 - ``plugin``: ``DCGAN.fit`` with DiffAugment and EMA off: the same algorithm;
 - ``plugin+defaults``: ``DCGAN.fit`` with its defaults (DiffAugment on, EMA on): shown for
-  information, it does more work per step.
+  information, it does more work per step;
+- ``plugin+mask`` (``--mask``): as ``plugin``, with ``mask_conditioned`` (G takes the
+  tumour mask, D the (slice, mask) pair): what giving G the masks costs.
 
     python benchmarks/dcgan_throughput.py --size 64 --batch 32 --iters 10 --device cpu
 """
@@ -112,15 +114,24 @@ def train_plain(images: torch.Tensor, iters: int, batch: int, device: torch.devi
 
 
 def train_plugin(
-    images: torch.Tensor, iters: int, batch: int, device: torch.device, defaults: bool
+    images: torch.Tensor,
+    iters: int,
+    batch: int,
+    device: torch.device,
+    defaults: bool,
+    masks: torch.Tensor | None = None,
 ) -> None:
-    """``DCGAN.fit`` for ``iters`` steps (DiffAugment and EMA off unless ``defaults``)."""
+    """``DCGAN.fit`` for ``iters`` steps (DiffAugment and EMA off unless ``defaults``;
+    ``mask_conditioned`` on ``masks`` when given)."""
     from synthmri import ImageSet
 
     params = {"iterations": iters, "batch_size": batch, "log_every": iters}
     if not defaults:
         params.update({"diffaugment": None, "ema": None})
-    DCGAN(params).fit(ImageSet(images=images), RunContext(device=device, seed=0))
+    if masks is not None:
+        params["mask_conditioned"] = True
+    data = ImageSet(images=images, masks=masks)
+    DCGAN(params).fit(data, RunContext(device=device, seed=0))
 
 
 def _sync(device: torch.device) -> None:
@@ -138,12 +149,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--no-defaults", action="store_true", help="skip the plugin+defaults run")
+    ap.add_argument("--mask", action="store_true", help="add the plugin+mask run")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    images = make_phantoms(args.images, args.size, seed=0).images
+    phantoms = make_phantoms(args.images, args.size, seed=0)
+    images = phantoms.images
     contenders = {
         "plain": lambda n: train_plain(images, n, args.batch, device),
         "plugin": lambda n: train_plugin(images, n, args.batch, device, defaults=False),
@@ -151,6 +164,10 @@ def main() -> None:
     if not args.no_defaults:
         contenders["plugin+defaults"] = lambda n: train_plugin(
             images, n, args.batch, device, defaults=True
+        )
+    if args.mask:
+        contenders["plugin+mask"] = lambda n: train_plugin(
+            images, n, args.batch, device, defaults=False, masks=phantoms.masks
         )
     for fn in contenders.values():  # warm-up: allocator, oneDNN/cuDNN kernels
         fn(2)
@@ -184,9 +201,9 @@ def main() -> None:
     print(f"ratio plugin / plain (best): {rate['plugin'] / rate['plain']:.3f}")
     cpu_ratio = min(cpu["plain"]) / min(cpu["plugin"])
     print(f"ratio plugin / plain (per CPU-second, robust on a busy machine): {cpu_ratio:.3f}")
-    if "plugin+defaults" in rate:
-        ratio = rate["plugin+defaults"] / rate["plain"]
-        print(f"ratio plugin+defaults / plain (best): {ratio:.3f}")
+    for name in ("plugin+defaults", "plugin+mask"):
+        if name in rate:
+            print(f"ratio {name} / plain (best): {rate[name] / rate['plain']:.3f}")
 
 
 if __name__ == "__main__":

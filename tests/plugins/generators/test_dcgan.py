@@ -143,6 +143,10 @@ def test_mask_conditioned_draws_training_masks_and_uses_them(phantoms: ImageSet)
     for m in tumour.masks.flatten(1):
         assert bool((bank == m).all(dim=1).any())
     assert float(tumour.masks.sum()) > 0
+    # the same seed trains the same model (the masks of the BN recalibration included)
+    again = DCGAN({**TINY, "iterations": 4, "mask_conditioned": True, "conditional": True})
+    again.fit(phantoms, RunContext(seed=0, device="cpu"))
+    assert torch.equal(again.sample(12, label=1, seed=2).images, tumour.images)
     # its generator sees the mask: the same latents with another mask give other images
     G, D = build_networks(model.config)
     G.load_state_dict(model.state_dict()["G"])

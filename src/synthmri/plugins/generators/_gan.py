@@ -277,8 +277,11 @@ class GAN(Generator):
 
         if ema is not None:
             batches_z = latent_batches(8, max(b, 64), latent_dim, n_classes, device)
-            if self.mask_input:
-                batches_z = ((z, y, self._draw_masks(len(z), y, None)) for z, y in batches_z)
+            if self.mask_input:  # masks drawn reproducibly, as the latents
+                batches_z = (
+                    (z, y, self._draw_masks(len(z), y, run.seed + 3 + i))
+                    for i, (z, y) in enumerate(batches_z)
+                )
             recalibrate_bn(ema.module, batches_z, t.autocast)
         for net in (g_raw, d_raw):
             net.eval()
