@@ -42,6 +42,8 @@ def _cases() -> list[Any]:
             params = {**info.cls.quick_params, MASK_INPUT: True}
             cases.append(pytest.param(info.kind, info.cls, params, id=f"{info.name}-{MASK_INPUT}"))
             params = {**params, "conditional": True}
+            if "mask_mismatch" in info.cls.Params.model_fields:  # with its mismatched pairs
+                params["mask_mismatch"] = 0.25
             label = f"conditional+{MASK_INPUT}"
             cases.append(pytest.param(info.kind, info.cls, params, id=f"{info.name}-{label}"))
     return cases

@@ -166,6 +166,8 @@ def test_mask_conditioned_checks(phantoms: ImageSet) -> None:
     for bad in ({"emits_masks": True}, {"architecture": "reference-keras"}):
         with pytest.raises(Exception, match="mask_conditioned takes the masks as input"):
             DCGAN({**TINY, "mask_conditioned": True, **bad})
+    with pytest.raises(Exception, match="mask_mismatch applies with mask_conditioned"):
+        DCGAN({**TINY, "mask_mismatch": 0.25})
 
 
 def test_state_dict_round_trip_through_checkpoint(tmp_path: Path, trained: DCGAN) -> None:

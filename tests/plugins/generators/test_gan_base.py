@@ -166,6 +166,32 @@ def test_negatives_take_their_share_of_ds_fake_batch() -> None:
         model.fit(data.of_class("tumor"), RunContext(seed=0))
 
 
+def test_mask_mismatch_pairs_real_slices_with_other_samples_masks() -> None:
+    dcgan = get_plugin("generator", "dcgan")
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    class Recorded(dcgan):  # type: ignore[misc, valid-type]
+        def train_step(self, t: Any) -> Any:
+            real, _ = t.batch()
+            seen.append((real, t.fakes_for_d(torch.full_like(real, 7.0), real)))
+            return super().train_step(t)
+
+    params = {"iterations": 3, "batch_size": 8, "conditional": True, "mask_conditioned": True}
+    model = Recorded({**dcgan.quick_params, **params, "mask_mismatch": 0.5})
+    model.fit(make_phantoms(32, 32, seed=0), RunContext(seed=0))
+    swapped = 0
+    for real, batch in seen:
+        assert batch.shape == real.shape and bool((batch[:4] == 7).all())  # half stay fakes
+        for i in range(4, 8):
+            other = real[4 + (i - 5) % 4, 1:]  # the previous mask of the four, in a ring
+            if torch.equal(other, real[i, 1:]):  # the same mask (both empty): a fake kept
+                assert bool((batch[i] == 7).all())
+            else:
+                assert torch.equal(batch[i], torch.cat([real[i, :1], other]))
+                swapped += 1
+    assert swapped > 0
+
+
 def test_a_gan_that_ignores_negatives_is_stopped(example: type[GAN]) -> None:
     class Careless(example):  # type: ignore[misc, valid-type]
         def train_step(self, t: Any) -> Any:

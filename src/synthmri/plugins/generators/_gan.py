@@ -252,6 +252,7 @@ class GAN(Generator):
             negatives=negatives,
             negative_share=p.negative_share,
             mask_input=self.mask_input,
+            mismatch_share=float(getattr(p, "mask_mismatch", 0.0)),
         )
         if p.ada_target is not None:  # p from 0; "auto" = every op, whatever the data size
             t.ada = AdaptiveAugment(p.ada_target, batch=b, speed=p.ada_speed, device=device)

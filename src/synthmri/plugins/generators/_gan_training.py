@@ -128,6 +128,9 @@ class GANTraining:
     """Set by ``fakes_for_d``: ``fit`` checks that a GAN given negatives mixes them in."""
     mask_input: bool = False
     """Mask-conditioned (``mask_conditioned``): G is given masks, D judges (slice, mask)."""
+    mismatch_share: float = 0.0
+    """Mask-conditioned: the share of D's fake batch that ``fakes_for_d`` replaces by real
+    slices paired with another sample's mask (``mask_mismatch``)."""
 
     def batch(self) -> tuple[Tensor, Tensor | None]:
         """The next real minibatch in [-1, 1] and its labels (None unless conditional)."""
@@ -154,19 +157,39 @@ class GANTraining:
             return self.ada.augment(x, self.policy, self.image_channels)
         return diff_augment(x, self.policy, self.image_channels)
 
-    def fakes_for_d(self, fake: Tensor) -> Tensor:
+    def fakes_for_d(self, fake: Tensor, real: Tensor | None = None) -> Tensor:
         """D's fake batch: ``fake``, its first ``round(negative_share * batch)`` images
         (at least one generated image left) replaced by random negatives when the fit has
-        them (NDA). Every D step calls it."""
+        them (NDA); then, mask-conditioned with ``mismatch_share`` and the real batch
+        ``real`` given, its last images replaced by ``mismatched(real)``. Every D step
+        calls it."""
         import torch
 
         self.negatives_mixed = True
         neg, b = self.negatives, fake.shape[0]
         k = 0 if neg is None else min(round(self.negative_share * b), b - 1)
-        if neg is None or k == 0:
-            return fake
-        idx = torch.randint(len(neg), (k,), device=neg.device)
-        return torch.cat([neg[idx].to(fake.dtype), fake[k:]])
+        if neg is not None and k > 0:
+            idx = torch.randint(len(neg), (k,), device=neg.device)
+            fake = torch.cat([neg[idx].to(fake.dtype), fake[k:]])
+        j = 0 if real is None or not self.mask_input else round(self.mismatch_share * b)
+        j = min(j, b - k - 1)
+        if j > 0:
+            fake = torch.cat([fake[: b - j], self.mismatched(real[b - j :], fake[b - j :])])
+        return fake
+
+    def mismatched(self, real: Tensor, fallback: Tensor) -> Tensor:
+        """The matching-aware discriminator's negatives (Reed et al. 2016): each real
+        slice of ``real`` with the mask of the sample before it (a lesion without its mask, a
+        mask without its lesion); where the two masks are the same (e.g. both empty), the
+        pair would be real, so ``fallback`` (generated pairs) is kept there instead."""
+        import torch
+
+        c = self.image_channels
+        m = real[:, c:]
+        other = torch.roll(m, 1, dims=0)
+        pair = torch.cat([real[:, :c], other], dim=1).to(fallback.dtype)
+        differs = (m != other).flatten(1).any(1).view(-1, 1, 1, 1)
+        return torch.where(differs, pair, fallback)
 
     def observe_real(self, d_real: Tensor) -> None:
         """D's logits on the augmented real batch, once per D step: they drive ``ada``."""

@@ -83,6 +83,14 @@ class DCGAN(GAN):
             "random) and draws the slice around it; D judges (slice, mask) pairs; sample() "
             "returns the masks it drew for (architecture: dcgan; not with emits_masks)",
         )
+        mask_mismatch: float = Field(
+            0.0,
+            ge=0.0,
+            lt=1.0,
+            description="mask_conditioned: this share of each D step's fake batch is real "
+            "slices paired with another sample's mask (the matching-aware discriminator of "
+            "Reed et al. 2016), so D learns that a lesion belongs inside its mask; 0 = off",
+        )
         architecture: Literal["dcgan", "reference-keras"] = Field(
             "dcgan",
             description="'dcgan' (Radford et al.) or 'reference-keras' (the networks of the "
@@ -129,6 +137,8 @@ class DCGAN(GAN):
                     "mask_conditioned takes the masks as input: not with emits_masks, and "
                     "for architecture: dcgan only"
                 )
+            if self.mask_mismatch and not self.mask_conditioned:
+                raise ValueError("mask_mismatch applies with mask_conditioned: true only")
             if self.architecture == "reference-keras" and (
                 self.g_norm != "batch" or self.d_norm != "batch" or self.minibatch_std
             ):
@@ -183,7 +193,7 @@ class DCGAN(GAN):
             if p.r1_gamma > 0:
                 real_a = real_a.detach().requires_grad_(True)
             d_real = t.D(real_a, y)
-            d_fake = t.D(t.augment(t.fakes_for_d(fake.detach())), y)
+            d_fake = t.D(t.augment(t.fakes_for_d(fake.detach(), real)), y)
             loss_d = d_loss(d_real, d_fake, p.loss, p.label_smoothing)
             if p.r1_gamma > 0:
                 r1 = r1_penalty(d_real, real_a)
