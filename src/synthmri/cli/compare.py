@@ -47,6 +47,9 @@ QUALITY_COLUMNS = (
     "ms_ssim_synthetic",
     "ms_ssim_real",
     "intensity_wasserstein",
+    "tilt_spread",
+    "size_spread",
+    "brightness_spread",
 )
 PRIVACY_COLUMNS = ("memorized_fraction", "nn_ssim_max")
 COUNT_COLUMNS = ("n_synthetic", "n_real", "n_real_floor")  # from image_quality

@@ -18,6 +18,8 @@ from synthmri.plugins.evaluators.image_quality import (
     ImageQualityEvaluator,
     build_extractor,
     frechet_distance,
+    geometry_spread,
+    head_geometry,
     kernel_inception_distance,
     mask_contrast,
     ms_ssim_diversity,
@@ -72,6 +74,41 @@ def test_mask_contrast_by_hand() -> None:
     assert mask_contrast(images[:1], masks[:1].roll(7, dims=-1)) == pytest.approx(0.0)
     assert mask_contrast(images, None) is None
     assert mask_contrast(images[2:], masks[2:]) is None
+
+
+def _ellipses(tilts: list[float], value: float = 0.6, size: int = SIZE) -> torch.Tensor:
+    """Heads: ellipses (semi-axes 12 and 8 px, the long one vertical before turning) turned
+    by ``tilts`` degrees, each with a dark hole (a ventricle) that the fill must close."""
+    yy, xx = torch.meshgrid(
+        torch.arange(size) - size / 2 + 0.5, torch.arange(size) - size / 2 + 0.5, indexing="ij"
+    )
+    out = []
+    for t in tilts:
+        c, s = math.cos(math.radians(t)), math.sin(math.radians(t))
+        u, v = c * xx - s * yy, s * xx + c * yy  # v along the long axis
+        head = (u / 8) ** 2 + (v / 12) ** 2 <= 1
+        img = head.float() * value
+        img[(u.abs() < 1.5) & (v.abs() < 3)] = 0.05
+        out.append(img)
+    return torch.stack(out)[:, None]
+
+
+def test_head_geometry_by_hand() -> None:
+    tilts = [-20.0, -10.0, 0.0, 5.0, 15.0, 25.0]
+    heads = _ellipses(tilts)
+    g = head_geometry(torch.cat([heads, torch.zeros(1, 1, SIZE, SIZE)]))
+    turned = g[:-1, 0] * (1 if g[-2, 0] > 0 else -1)  # the sign follows the image's axes
+    assert turned.tolist() == pytest.approx(tilts, abs=2.5)
+    assert g[:-1, 1].tolist() == pytest.approx([math.pi * 12 * 8 / SIZE**2] * 6, rel=0.05)
+    inside = [float(h[h > 0].mean()) for h in heads]  # the holes count: they are filled
+    assert g[:-1, 2].tolist() == pytest.approx(inside, abs=1e-5)
+    assert g[-1].isnan().all()  # no head
+    # the same heads all upright: no variety of tilt; as the reference, nothing to compare to
+    upright = _ellipses([0.0] * 6)
+    assert geometry_spread(heads, upright)["tilt_spread"] == pytest.approx(0.0, abs=0.05)
+    assert set(geometry_spread(upright, heads).values()) == {None}
+    wide = geometry_spread(_ellipses([-5.0, 0.0, 0.0, 5.0]), _ellipses([-20.0, 0.0, 5.0, 20.0]))
+    assert wide["tilt_spread"] > 2
 
 
 def test_kid_matches_hand_computation() -> None:
@@ -221,6 +258,12 @@ def test_image_quality_evaluator_rows(parts: dict[str, ImageSet], make_inputs) -
     )
     assert fresh > 0.1 and real > 0.1 and abs(fresh - real) < 0.5 * real
     assert by[("fresh", "normal")]["mask_contrast"] is None  # empty masks
+    # new phantoms vary in pose, size and contrast like the real ones; uniform noise fills
+    # the frame every time
+    for c in ("normal", "tumor"):
+        for key in ("tilt_spread", "size_spread", "brightness_spread"):
+            assert 0.5 < by[("fresh", c)][key] < 2, (c, key)
+        assert by[("noise", c)]["size_spread"] < 0.2
     json.dumps(rows, allow_nan=False)  # plain, finite values
 
 

@@ -29,6 +29,12 @@ Per generator and class, against the REAL TRAIN part of that class:
   images, beside the same for the class's real test images (``mask_contrast_real``). A
   mask drawn at a place the image shows nothing scores about what the image's own texture
   gives (about 0.05 on phantoms). None without masks.
+- ``tilt_spread``, ``size_spread``, ``brightness_spread``: does the class's synthetic set
+  vary in pose, head size and contrast as much as the real train part of the class? Per
+  image, ``head_geometry`` finds the head (the largest bright region, holes filled) and
+  measures its tilt, area and mean intensity; each spread is the interquartile range over
+  the synthetic images divided by that over the real ones (1: the real variety; a generator
+  that draws every head alike approaches 0).
 
 Features come from ``_features`` (``domain`` by default: a classifier trained on the real
 train part only). Nothing is fitted on the real test part. When the features are
@@ -72,6 +78,8 @@ __all__ = [
     "candidate_metrics",
     "floor_metrics",
     "frechet_distance",
+    "geometry_spread",
+    "head_geometry",
     "intensity_wasserstein",
     "kernel_inception_distance",
     "ms_ssim_diversity",
@@ -345,6 +353,7 @@ def candidate_metrics(
     row["intensity_wasserstein"] = metric_value(
         intensity_wasserstein(reference, candidate, seed=seed)
     )
+    row.update(geometry_spread(reference, candidate))
     return row
 
 
@@ -565,6 +574,7 @@ def _row(
         "mask_contrast",
         "mask_contrast_real",
         "intensity_wasserstein",
+        *GEOMETRY_KEYS,
     ):
         row[key] = metrics.get(key)
     row["memorized_fraction"] = metric_value(float(memorized.float().mean())) if n_syn else None
@@ -595,6 +605,56 @@ def mask_contrast(images: torch.Tensor, masks: torch.Tensor | None, ring: int = 
     inside = (x * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3))
     around = (x * band).sum(dim=(1, 2, 3)) / band.sum(dim=(1, 2, 3)).clamp(min=1)
     return metric_value(float(torch.quantile((inside - around).abs(), 0.5)))
+
+
+GEOMETRY_KEYS = ("tilt_spread", "size_spread", "brightness_spread")
+"""The ``geometry_spread`` keys: the columns of ``head_geometry``, in order."""
+
+
+def head_geometry(images: torch.Tensor, level: float = 0.15) -> torch.Tensor:
+    """Per image, ``[N, 3]``: the head's tilt (degrees of its long axis from the vertical,
+    in [-90, 90)), its area (share of the pixels) and its mean intensity.
+
+    The head is the largest connected region brighter than ``level`` x the image's 99th
+    percentile, its holes filled (``scipy.ndimage``); the tilt comes from the region's
+    second moments. A row of NaN for an image without such a region.
+    """
+    import numpy as np
+    import torch
+    from scipy import ndimage
+
+    x = images.float().mean(dim=1).cpu().numpy()
+    out = np.full((len(x), 3), np.nan)
+    for i, img in enumerate(x):
+        top = np.quantile(img, 0.99)
+        labels, n = ndimage.label(img > level * top)
+        if top <= 0 or n == 0:
+            continue
+        largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+        head = ndimage.binary_fill_holes(labels == largest)
+        ys, xs = np.nonzero(head)
+        cov = np.cov(np.stack([xs, ys]).astype(float)) if len(xs) > 1 else np.zeros((2, 2))
+        axis = 0.5 * math.degrees(math.atan2(2 * cov[0, 1], cov[0, 0] - cov[1, 1]))
+        out[i] = (axis % 180.0 - 90.0, head.mean(), img[head].mean())  # tilt from the vertical
+    return torch.from_numpy(out)
+
+
+def geometry_spread(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, Any]:
+    """``GEOMETRY_KEYS``: the interquartile range of each ``head_geometry`` column over
+    ``candidate`` divided by that over ``reference`` (None where either has fewer than four
+    heads or the reference does not vary). Quartiles, not standard deviations: a few
+    malformed heads would widen a standard deviation and pass for variety."""
+
+    def iqr(v: torch.Tensor) -> float | None:
+        v = v[~v.isnan()]
+        return float(v.quantile(0.75) - v.quantile(0.25)) if len(v) >= 4 else None
+
+    ref, cand = head_geometry(reference), head_geometry(candidate)
+    row: dict[str, Any] = {}
+    for j, key in enumerate(GEOMETRY_KEYS):
+        r, c = iqr(ref[:, j]), iqr(cand[:, j])
+        row[key] = metric_value(c / r) if r and c is not None else None
+    return row
 
 
 def _same_class(data: ImageSet, cname: str) -> torch.Tensor:
