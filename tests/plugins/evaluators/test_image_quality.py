@@ -104,11 +104,14 @@ def test_head_geometry_by_hand() -> None:
     assert g[:-1, 2].tolist() == pytest.approx(inside, abs=1e-5)
     assert g[-1].isnan().all()  # no head
     # the same heads all upright: no variety of tilt; as the reference, nothing to compare to
-    upright = _ellipses([0.0] * 6)
-    assert geometry_spread(heads, upright)["tilt_spread"] == pytest.approx(0.0, abs=0.05)
-    assert set(geometry_spread(upright, heads).values()) == {None}
-    wide = geometry_spread(_ellipses([-5.0, 0.0, 0.0, 5.0]), _ellipses([-20.0, 0.0, 5.0, 20.0]))
-    assert wide["tilt_spread"] > 2
+    upright = head_geometry(_ellipses([0.0] * 6))
+    assert geometry_spread(g, upright)["tilt_spread"] == pytest.approx(0.0, abs=0.05)
+    assert set(geometry_spread(upright, g).values()) == {None}
+    narrow, wide = (
+        head_geometry(_ellipses([-5.0, 0, 0, 5])),
+        head_geometry(_ellipses([-20.0, 0, 5, 20])),
+    )
+    assert geometry_spread(narrow, wide)["tilt_spread"] > 2
 
 
 def test_kid_matches_hand_computation() -> None:

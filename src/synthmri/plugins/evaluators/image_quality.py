@@ -330,9 +330,11 @@ def candidate_metrics(
     seed: int = 0,
     device: torch.device | str = "cpu",
     fid_size: int | None = None,
+    ref_geometry: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """FID, KID, precision/recall, diversity and intensity distance of ``candidate`` images
-    against ``reference`` real images (feature numbers None without features).
+    """FID, KID, precision/recall, diversity, intensity distance and geometry spreads of
+    ``candidate`` images against ``reference`` real images (feature numbers None without
+    features). ``ref_geometry``: ``head_geometry(reference)`` when already computed.
 
     ``fid_size``: compute the FID as the mean over 5 random subsets of that many candidates
     (when there are more), so that it carries the same small-sample bias as a real floor
@@ -353,7 +355,9 @@ def candidate_metrics(
     row["intensity_wasserstein"] = metric_value(
         intensity_wasserstein(reference, candidate, seed=seed)
     )
-    row.update(geometry_spread(reference, candidate))
+    if ref_geometry is None:
+        ref_geometry = head_geometry(reference)
+    row.update(geometry_spread(ref_geometry, head_geometry(candidate)))
     return row
 
 
@@ -457,6 +461,7 @@ class ImageQualityEvaluator(Evaluator):
             "device": run.device,
         }
         floors: dict[str, dict[str, Any]] = {}
+        geometry: dict[str, torch.Tensor] = {}  # the real train part's heads, per class
         rows: list[dict[str, Any]] = []
         for gen, syn in inputs.synthetic.items():
             if len(syn) == 0:
@@ -490,6 +495,7 @@ class ImageQualityEvaluator(Evaluator):
                     floors[cname]["mask_contrast_real"] = mask_contrast(
                         test.images[hidx], _take(test.masks, hidx)
                     )
+                    geometry[cname] = head_geometry(train.images[ridx])
                 metrics = candidate_metrics(
                     train.images[ridx],
                     syn_images[sidx],
@@ -497,6 +503,7 @@ class ImageQualityEvaluator(Evaluator):
                     cand_features=_take(syn_f, sidx),
                     k=p.k,
                     fid_size=floors[cname]["n_real_floor"] if p.match_floor_size else None,
+                    ref_geometry=geometry[cname],
                     **common,
                 )
                 metrics.update(floors[cname])
@@ -640,19 +647,18 @@ def head_geometry(images: torch.Tensor, level: float = 0.15) -> torch.Tensor:
 
 
 def geometry_spread(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, Any]:
-    """``GEOMETRY_KEYS``: the interquartile range of each ``head_geometry`` column over
-    ``candidate`` divided by that over ``reference`` (None where either has fewer than four
-    heads or the reference does not vary). Quartiles, not standard deviations: a few
+    """``GEOMETRY_KEYS``: the interquartile range of each column of ``candidate``'s
+    ``head_geometry`` divided by that of ``reference``'s (None where either has fewer than
+    four heads or the reference does not vary). Quartiles, not standard deviations: a few
     malformed heads would widen a standard deviation and pass for variety."""
 
     def iqr(v: torch.Tensor) -> float | None:
         v = v[~v.isnan()]
         return float(v.quantile(0.75) - v.quantile(0.25)) if len(v) >= 4 else None
 
-    ref, cand = head_geometry(reference), head_geometry(candidate)
     row: dict[str, Any] = {}
     for j, key in enumerate(GEOMETRY_KEYS):
-        r, c = iqr(ref[:, j]), iqr(cand[:, j])
+        r, c = iqr(reference[:, j]), iqr(candidate[:, j])
         row[key] = metric_value(c / r) if r and c is not None else None
     return row
 
