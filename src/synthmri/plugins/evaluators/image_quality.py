@@ -634,8 +634,8 @@ def head_geometry(images: torch.Tensor, level: float = 0.15) -> torch.Tensor:
     out = np.full((len(x), 3), np.nan)
     for i, img in enumerate(x):
         top = np.quantile(img, 0.99)
-        labels, n = ndimage.label(img > level * top)
-        if top <= 0 or n == 0:
+        labels, n = ndimage.label(img > level * top) if top > 0 else (None, 0)
+        if n == 0:
             continue
         largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
         head = ndimage.binary_fill_holes(labels == largest)
