@@ -15,7 +15,9 @@ Contenders:
 - ``plugin+defaults``: ``DCGAN.fit`` with its defaults (DiffAugment on, EMA on): shown for
   information, it does more work per step;
 - ``plugin+mask`` (``--mask``): as ``plugin``, with ``mask_conditioned`` (G takes the
-  tumour mask, D the (slice, mask) pair): what giving G the masks costs.
+  tumour mask, D the (slice, mask) pair): what giving G the masks costs;
+- ``plugin+mask+lesion`` (``--lesion-d``): as ``plugin+mask``, with ``lesion_d: 1`` (a
+  second discriminator on the window around each lesion): what that discriminator costs.
 
     python benchmarks/dcgan_throughput.py --size 64 --batch 32 --iters 10 --device cpu
 """
@@ -120,16 +122,17 @@ def train_plugin(
     device: torch.device,
     defaults: bool,
     masks: torch.Tensor | None = None,
+    lesion_d: float = 0.0,
 ) -> None:
     """``DCGAN.fit`` for ``iters`` steps (DiffAugment and EMA off unless ``defaults``;
-    ``mask_conditioned`` on ``masks`` when given)."""
+    ``mask_conditioned`` on ``masks`` when given, with ``lesion_d``)."""
     from synthmri import ImageSet
 
     params = {"iterations": iters, "batch_size": batch, "log_every": iters}
     if not defaults:
         params.update({"diffaugment": None, "ema": None})
     if masks is not None:
-        params["mask_conditioned"] = True
+        params.update({"mask_conditioned": True, "lesion_d": lesion_d})
     data = ImageSet(images=images, masks=masks)
     DCGAN(params).fit(data, RunContext(device=device, seed=0))
 
@@ -150,6 +153,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--no-defaults", action="store_true", help="skip the plugin+defaults run")
     ap.add_argument("--mask", action="store_true", help="add the plugin+mask run")
+    ap.add_argument("--lesion-d", action="store_true", help="add the plugin+mask+lesion run")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,6 +172,10 @@ def main() -> None:
     if args.mask:
         contenders["plugin+mask"] = lambda n: train_plugin(
             images, n, args.batch, device, defaults=False, masks=phantoms.masks
+        )
+    if args.lesion_d:
+        contenders["plugin+mask+lesion"] = lambda n: train_plugin(
+            images, n, args.batch, device, defaults=False, masks=phantoms.masks, lesion_d=1.0
         )
     for fn in contenders.values():  # warm-up: allocator, oneDNN/cuDNN kernels
         fn(2)
@@ -201,7 +209,7 @@ def main() -> None:
     print(f"ratio plugin / plain (best): {rate['plugin'] / rate['plain']:.3f}")
     cpu_ratio = min(cpu["plain"]) / min(cpu["plugin"])
     print(f"ratio plugin / plain (per CPU-second, robust on a busy machine): {cpu_ratio:.3f}")
-    for name in ("plugin+defaults", "plugin+mask"):
+    for name in ("plugin+defaults", "plugin+mask", "plugin+mask+lesion"):
         if name in rate:
             print(f"ratio {name} / plain (best): {rate[name] / rate['plain']:.3f}")
 

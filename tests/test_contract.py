@@ -44,6 +44,8 @@ def _cases() -> list[Any]:
             params = {**params, "conditional": True}
             if "mask_mismatch" in info.cls.Params.model_fields:  # with its mismatched pairs
                 params["mask_mismatch"] = 0.25
+            if "lesion_d" in info.cls.Params.model_fields:  # and its lesion discriminator
+                params["lesion_d"] = 1.0
             label = f"conditional+{MASK_INPUT}"
             cases.append(pytest.param(info.kind, info.cls, params, id=f"{info.name}-{label}"))
     return cases

@@ -34,6 +34,21 @@ def test_bce_and_hinge_losses_have_their_textbook_values() -> None:
     assert float(g_loss(torch.tensor([1.0, 3.0]), "hinge")) == pytest.approx(-2.0)
 
 
+def test_weighted_losses_average_the_weighted_logits_only() -> None:
+    logits = torch.tensor([0.0, 5.0, -3.0])
+    keep = torch.tensor([1.0, 0.0, 1.0])  # the middle logit must not count
+    for kind in ("bce", "hinge"):
+        kept = logits[keep > 0]
+        assert float(g_loss(logits, kind, keep)) == pytest.approx(float(g_loss(kept, kind)))
+        got = d_loss(logits, -logits, kind, weights=(keep, keep))
+        assert float(got) == pytest.approx(float(d_loss(kept, -kept, kind)))
+    # all weights 0: no loss and no gradient, not a division by zero
+    x = logits.clone().requires_grad_(True)
+    loss = g_loss(x, "bce", torch.zeros(3))
+    loss.backward()
+    assert float(loss) == 0.0 and float(x.grad.abs().sum()) == 0.0  # type: ignore[union-attr]
+
+
 def test_losses_reject_unknown_kinds_and_smoothed_hinge() -> None:
     x = torch.zeros(2)
     with pytest.raises(ValueError, match="wasserstein"):

@@ -14,7 +14,11 @@ Conditional networks take class labels: ``CondInput`` concatenates a label embed
 z in G, and ``Projection`` adds the class term of a projection discriminator to D. A
 mask-conditioned ``dcgan`` generator (``mask_input``) is given a tumour mask and sees it,
 average-pooled to each layer's size, as one more input channel of every transposed conv
-after the first (a concatenation in the manner of label-map-to-image generators).
+after the first (a concatenation in the manner of label-map-to-image generators). A
+``dcgan`` discriminator with a ``lesion_window`` carries a second, small discriminator that
+judges the window around each sample's lesion (``lesion_windows``), as the global and local
+discriminators of image completion (Iizuka et al. 2017): a lesion covers about 1 % of a
+slice, too little of the whole image's score to teach G what one looks like.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "ProjectionDiscriminator",
     "build_networks",
     "dcgan_init",
+    "lesion_windows",
 ]
 
 SIZES: tuple[int, ...] = (32, 64, 128, 256)
@@ -188,7 +193,10 @@ class DCGANDiscriminator(ProjectionDiscriminator):
     BatchNorm after every conv but the first), ``spectral`` (spectral normalisation of
     every conv, head and projection included, and no BatchNorm; Miyato et al. 2018) or
     ``none``. ``minibatch_std``: a ``MinibatchStd`` feature map (groups of 4) before the
-    head, so the head sees how much the samples of a batch differ.
+    head, so the head sees how much the samples of a batch differ. ``lesion_window`` > 0:
+    ``lesion`` is a second discriminator of this kind for windows of that side (the last
+    channel a mask), called through ``judge_lesions``; built after the rest, so the main
+    discriminator starts from the same weights with or without it.
     """
 
     def __init__(
@@ -199,6 +207,7 @@ class DCGANDiscriminator(ProjectionDiscriminator):
         n_classes: int = 0,
         norm: DiscriminatorNorm = "batch",
         minibatch_std: bool = False,
+        lesion_window: int = 0,
     ) -> None:
         super().__init__()
         if norm not in DISCRIMINATOR_NORMS:
@@ -224,6 +233,18 @@ class DCGANDiscriminator(ProjectionDiscriminator):
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Embedding)):
                     spectral_norm(m)
+        self.lesion_window = lesion_window
+        self.lesion = (
+            DCGANDiscriminator(lesion_window, channels, ndf, 0, norm) if lesion_window else None
+        )
+
+    def judge_lesions(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The lesion discriminator's logits ``[N]`` on ``lesion_windows(x)``, and their
+        weights ``[N]`` (0 where a sample's mask is empty)."""
+        if self.lesion is None:
+            raise ValueError("this discriminator has no lesion_window")
+        windows, weight = lesion_windows(x, self.lesion_window)
+        return self.lesion(windows), weight
 
 
 class KerasGenerator(nn.Module):
@@ -272,12 +293,38 @@ class KerasDiscriminator(ProjectionDiscriminator):
         self.apply(_keras_init)
 
 
+def lesion_windows(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Windows ``[N, C, window, window]`` of ``x`` ``[N, C, S, S]`` (last channel a mask in
+    [-1, 1], lesion > 0) centred on each sample's mask centroid and kept inside the image,
+    and weights ``[N]``: 1 where the mask has a lesion pixel, 0 where it is empty (its
+    window is the image's centre). Gradients flow to ``x``; the windows' places do not
+    depend on it differentiably."""
+    n, _, h, w = x.shape
+    m = (x[:, -1] > 0).to(x.dtype)
+    mass = m.sum(dim=(1, 2))
+    has = mass > 0
+
+    def start(profile: Tensor, side: int) -> Tensor:
+        pos = torch.arange(side, device=x.device, dtype=x.dtype)
+        centre = (profile * pos).sum(1) / mass.clamp_min(1)
+        centre = torch.where(has, centre, torch.full_like(centre, (side - 1) / 2))
+        return (centre - (window - 1) / 2).round().long().clamp(0, side - window)
+
+    steps = torch.arange(window, device=x.device)
+    rows = start(m.sum(2), h)[:, None] + steps
+    cols = start(m.sum(1), w)[:, None] + steps
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    windows = x[batch, :, rows[:, :, None], cols[:, None, :]]  # [N, window, window, C]
+    return windows.permute(0, 3, 1, 2).contiguous(), has.to(x.dtype)
+
+
 def build_networks(config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
     """(G, D) for a network config: size, channels, latent_dim, ngf, ndf, n_classes
     (0 = unconditional), architecture (``dcgan``, the default, or ``reference-keras``) and,
     for ``dcgan``, the generator's ``g_norm`` and the discriminator's ``d_norm`` (default
-    ``batch`` both), ``minibatch_std`` (default off) and ``mask_input`` (default off: then G
-    draws ``image_channels`` and D judges them with their mask, ``channels`` in all)."""
+    ``batch`` both), ``minibatch_std`` (default off), ``mask_input`` (default off: then G
+    draws ``image_channels`` and D judges them with their mask, ``channels`` in all) and
+    ``lesion_window`` (default 0: no lesion discriminator)."""
     size, ch, k = int(config["size"]), int(config["channels"]), int(config["n_classes"])
     if config.get("architecture", "dcgan") == "reference-keras":
         return (
@@ -302,5 +349,6 @@ def build_networks(config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
             k,
             norm=config.get("d_norm", "batch"),
             minibatch_std=bool(config.get("minibatch_std", False)),
+            lesion_window=int(config.get("lesion_window", 0)),
         ),
     )

@@ -49,33 +49,56 @@ GAN_LOSSES: tuple[str, ...] = ("bce", "hinge")
 Loss = Literal["bce", "hinge"]
 
 
-def d_loss(d_real: Tensor, d_fake: Tensor, kind: Loss = "bce", smoothing: float = 0.0) -> Tensor:
-    """The discriminator's loss on real and fake logits (any shape, averaged).
+def _bce(logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
+    """Binary cross-entropy on logits, averaged or ``weight``-weighted (unweighted, torch's
+    own reduction: its gradient differs in the last bits from a mean of the per-logit
+    losses, and the unweighted losses keep their numbers)."""
+    if weight is None:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    return _mean(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), weight)
+
+
+def _mean(x: Tensor, weight: Tensor | None) -> Tensor:
+    """The mean of ``x``, or its ``weight``-weighted mean (0 when every weight is 0)."""
+    if weight is None:
+        return x.mean()
+    weight = weight.float()
+    return (x * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def d_loss(
+    d_real: Tensor,
+    d_fake: Tensor,
+    kind: Loss = "bce",
+    smoothing: float = 0.0,
+    weights: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """The discriminator's loss on real and fake logits (any shape, averaged; with
+    ``weights``, one per logit for the real and the fake ones, weighted averages).
 
     ``bce``: ``BCE(D(x), 1 - smoothing) + BCE(D(G(z)), 0)``; ``hinge``:
     ``E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]`` (``smoothing`` must be 0).
     """
     d_real, d_fake = d_real.float(), d_fake.float()
+    w_real, w_fake = weights if weights is not None else (None, None)
     if kind == "bce":
         real_t = torch.full_like(d_real, 1.0 - smoothing)
-        return F.binary_cross_entropy_with_logits(
-            d_real, real_t
-        ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        return _bce(d_real, real_t, w_real) + _bce(d_fake, torch.zeros_like(d_fake), w_fake)
     if kind == "hinge":
         if smoothing:
             raise ValueError("label smoothing is defined for the bce loss only")
-        return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+        return _mean(F.relu(1.0 - d_real), w_real) + _mean(F.relu(1.0 + d_fake), w_fake)
     raise ValueError(f"unknown GAN loss {kind!r}; use one of {', '.join(GAN_LOSSES)}")
 
 
-def g_loss(d_gen: Tensor, kind: Loss = "bce") -> Tensor:
+def g_loss(d_gen: Tensor, kind: Loss = "bce", weight: Tensor | None = None) -> Tensor:
     """The generator's loss on the logits of its samples: non-saturating ``BCE(D(G(z)), 1)``
-    (``bce``) or ``-E[D(G(z))]`` (``hinge``)."""
+    (``bce``) or ``-E[D(G(z))]`` (``hinge``); ``weight``-weighted over the logits if given."""
     d_gen = d_gen.float()
     if kind == "bce":
-        return F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+        return _bce(d_gen, torch.ones_like(d_gen), weight)
     if kind == "hinge":
-        return -d_gen.mean()
+        return -_mean(d_gen, weight)
     raise ValueError(f"unknown GAN loss {kind!r}; use one of {', '.join(GAN_LOSSES)}")
 
 

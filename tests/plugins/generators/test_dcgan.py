@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 from synthmri import ImageSet, PluginError, RunContext, TrainingError
 from synthmri.core.errors import DataError
 from synthmri.core.phantoms import make_phantoms
-from synthmri.nn.dcgan import build_networks
+from synthmri.nn.dcgan import build_networks, lesion_windows
 from synthmri.nn.gan_training import MinibatchStd, PixelNorm
 from synthmri.nn.tensors import batch_diversity
 from synthmri.plugins.generators.dcgan import DCGAN
@@ -168,6 +168,70 @@ def test_mask_conditioned_checks(phantoms: ImageSet) -> None:
             DCGAN({**TINY, "mask_conditioned": True, **bad})
     with pytest.raises(Exception, match="mask_mismatch applies with mask_conditioned"):
         DCGAN({**TINY, "mask_mismatch": 0.25})
+
+
+def test_lesion_windows_follow_each_mask_and_stay_inside() -> None:
+    x = -torch.ones(3, 2, 32, 32)
+    x[:, 0] = torch.arange(32.0).view(1, 32, 1) * 100 + torch.arange(32.0)  # row*100 + col
+    x[0, 1, 10:13, 20:23] = 1  # lesion centred at (11, 21)
+    x[1, 1, 0:2, 30:32] = 1  # at the corner: the window is kept inside the image
+    # sample 2: no lesion, the window is the image's centre and its weight 0
+    windows, weight = lesion_windows(x, 8)
+    assert tuple(windows.shape) == (3, 2, 8, 8) and weight.tolist() == [1.0, 1.0, 0.0]
+    assert float(windows[0, 0, 0, 0]) == 8 * 100 + 18  # rows 8-15, columns 18-25
+    assert float(windows[1, 0, 0, 0]) == 0 * 100 + 24  # rows 0-7, columns 24-31
+    assert float(windows[2, 0, 0, 0]) == 12 * 100 + 12  # the centre, (15.5, 15.5)
+    assert float(windows[0, 1].sum()) == 9 - (64 - 9)  # the mask travels with the slice
+    # gradients reach the slice through the windows
+    leaf = x.clone().requires_grad_(True)
+    lesion_windows(leaf, 8)[0][:, 0].sum().backward()
+    assert float(leaf.grad[:, 0].sum()) == 3 * 64  # type: ignore[index]
+
+
+@pytest.mark.parametrize("masks", ["mask_conditioned", "emits_masks"])
+def test_lesion_d_judges_the_lesion_windows(tmp_path: Path, phantoms: ImageSet, masks: str) -> None:
+    base = {**TINY, "iterations": 4, "batch_size": 8, "log_every": 2, masks: True}
+    model = DCGAN({**base, "lesion_d": 1.0})
+    model.fit(phantoms.of_class("tumor"), RunContext(out_dir=tmp_path, seed=0, device="cpu"))
+    assert model.config["lesion_window"] == 8  # a quarter of 32 px
+    steps = [json.loads(s) for s in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(d["loss_lesion_d"] > 0 for d in steps if "step" in d)
+    lesion = model.D.lesion  # type: ignore[union-attr]
+    assert sum(q.numel() for q in lesion.parameters()) > 0
+    # its weights train: they differ from a fresh network's
+    _, fresh = build_networks(model.config)
+    assert not torch.equal(lesion.head.weight, fresh.lesion.head.weight)  # type: ignore[union-attr]
+    # the main discriminator starts from the weights it has without the option
+    plain_config = {k: v for k, v in model.config.items() if k != "lesion_window"}
+    nets = []
+    for config in (plain_config, model.config):
+        torch.manual_seed(3)
+        nets.append(build_networks(config))
+    plain, main = nets[0][1].state_dict(), nets[1][1].state_dict()
+    assert plain.keys() == {k for k in main if not k.startswith("lesion.")}
+    assert all(torch.equal(v, main[k]) for k, v in plain.items())
+    restored = DCGAN({**base, "lesion_d": 1.0})
+    restored.load_state_dict(model.state_dict())
+    assert torch.equal(restored.sample(3, seed=2).images, model.sample(3, seed=2).images)
+    if masks == "mask_conditioned":
+        # the normal class's masks are empty: the lesion term weighs nothing, and G learns
+        # as without the option (an emits_masks G draws its own masks, so not there)
+        normal = phantoms.of_class("normal")
+        with_d, without = DCGAN({**base, "lesion_d": 1.0}), DCGAN(base)
+        for m in (with_d, without):
+            m.fit(normal, RunContext(seed=0, device="cpu"))
+        assert torch.equal(with_d.sample(4, seed=1).images, without.sample(4, seed=1).images)
+
+
+def test_lesion_d_checks(phantoms: ImageSet) -> None:
+    with pytest.raises(PluginError, match="lesion_d needs a mask channel"):
+        DCGAN({**TINY, "lesion_d": 1.0})
+    with pytest.raises(PluginError, match="lesion_d needs a mask channel"):
+        DCGAN({**TINY, "lesion_d": 1.0, "emits_masks": True, "architecture": "reference-keras"})
+    run = RunContext(seed=0)
+    run.world_size = 2  # as under torchrun
+    with pytest.raises(PluginError, match="one process"):
+        DCGAN({**TINY, "lesion_d": 1.0, "mask_conditioned": True}).fit(phantoms, run)
 
 
 def test_state_dict_round_trip_through_checkpoint(tmp_path: Path, trained: DCGAN) -> None:

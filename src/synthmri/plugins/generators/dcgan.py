@@ -15,7 +15,9 @@ Remedies against mode collapse, all off by default (``synthmri.nn.gan_training``
 that broke the quickstart collapse, docs/results.md "DCGAN collapse"), ``loss: hinge``,
 ``d_norm: spectral|none``, ``g_norm: pixel|none``, ``minibatch_std``, ``r1_gamma``,
 ``lr_d`` (two time-scale updates) and, from the GAN base, ``ada_target`` (adaptive
-DiffAugment probability).
+DiffAugment probability). For lesions (with a mask channel): ``mask_mismatch`` (real
+slices with another sample's mask as fakes) and ``lesion_d`` (a second discriminator on
+the window around each lesion).
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from synthmri import hookimpl
+from synthmri.core.errors import PluginError
 from synthmri.plugins.generators._gan import GAN, GANParams, GANStep, GANTraining
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from synthmri.core.interfaces import ImageSet
+    from synthmri.core.training import RunContext
 
 
 class DCGAN(GAN):
@@ -91,6 +97,15 @@ class DCGAN(GAN):
             "slices paired with another sample's mask (the matching-aware discriminator of "
             "Reed et al. 2016), so D learns that a lesion belongs inside its mask; 0 = off",
         )
+        lesion_d: float = Field(
+            0.0,
+            ge=0.0,
+            description="with a mask channel (mask_conditioned or emits_masks): weight in G's "
+            "loss of a second, small discriminator that judges the window (a quarter of the "
+            "image side) around each sample's lesion, as the global and local "
+            "discriminators of Iizuka et al. 2017; one process only (not under torchrun); "
+            "0 = off",
+        )
         architecture: Literal["dcgan", "reference-keras"] = Field(
             "dcgan",
             description="'dcgan' (Radford et al.) or 'reference-keras' (the networks of the "
@@ -139,6 +154,13 @@ class DCGAN(GAN):
                 )
             if self.mask_mismatch and not self.mask_conditioned:
                 raise ValueError("mask_mismatch applies with mask_conditioned: true only")
+            if self.lesion_d and not (
+                (self.mask_conditioned or self.emits_masks) and self.architecture == "dcgan"
+            ):
+                raise ValueError(
+                    "lesion_d needs a mask channel (mask_conditioned or emits_masks) and "
+                    "architecture: dcgan"
+                )
             if self.architecture == "reference-keras" and (
                 self.g_norm != "batch" or self.d_norm != "batch" or self.minibatch_std
             ):
@@ -159,6 +181,7 @@ class DCGAN(GAN):
             "g_norm": p.g_norm,
             "d_norm": p.d_norm,
             "minibatch_std": p.minibatch_std,
+            **({"lesion_window": size // 4} if p.lesion_d else {}),
         }
 
     def build_networks(self, config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
@@ -177,9 +200,20 @@ class DCGAN(GAN):
                 group["lr"] = self.params.lr_d
         return opt_g, opt_d
 
+    def fit(self, train: ImageSet, run: RunContext) -> None:
+        """The GAN base's fit; ``lesion_d`` calls D's lesion part outside DDP, so one
+        process only."""
+        if self.params.lesion_d and run.world_size > 1:
+            raise PluginError(
+                f"{self.name}: lesion_d trains in one process, not under torchrun",
+                hint="run it without torchrun, or set lesion_d: 0",
+            )
+        super().fit(train, run)
+
     def train_step(self, t: GANTraining) -> GANStep:
         """D step (real up, fake down, the same DiffAugment on both; plus the R1 penalty
-        when ``r1_gamma``), then G's step through the updated D (non-saturating or hinge)."""
+        when ``r1_gamma`` and the lesion windows' loss when ``lesion_d``), then G's step
+        through the updated D (non-saturating or hinge)."""
         import torch
 
         from synthmri.nn.gan_training import d_loss, g_loss, mode_seeking_loss, r1_penalty
@@ -193,16 +227,25 @@ class DCGAN(GAN):
             if p.r1_gamma > 0:
                 real_a = real_a.detach().requires_grad_(True)
             d_real = t.D(real_a, y)
-            d_fake = t.D(t.augment(t.fakes_for_d(fake.detach(), real)), y)
+            fake_d = t.augment(t.fakes_for_d(fake.detach(), real))
+            d_fake = t.D(fake_d, y)
             loss_d = d_loss(d_real, d_fake, p.loss, p.label_smoothing)
             if p.r1_gamma > 0:
                 r1 = r1_penalty(d_real, real_a)
                 loss_d = loss_d + 0.5 * p.r1_gamma * r1
+            if p.lesion_d > 0:
+                (l_real, w_real), (l_fake, w_fake) = map(t.d.judge_lesions, (real_a, fake_d))
+                loss_lesion = d_loss(l_real, l_fake, p.loss, p.label_smoothing, (w_real, w_fake))
+                loss_d = loss_d + loss_lesion
         t.update(t.opt_d, loss_d)
         t.observe_real(d_real)
         with t.frozen_d():
             with t.autocast():
-                loss_g = g_loss(t.d(t.augment(fake), y), p.loss)
+                fake_a = t.augment(fake)
+                loss_g = g_loss(t.d(fake_a, y), p.loss)
+                if p.lesion_d > 0:
+                    l_gen, w_gen = t.d.judge_lesions(fake_a)
+                    loss_g = loss_g + p.lesion_d * g_loss(l_gen, p.loss, w_gen)
                 if p.mode_seeking > 0:
                     ms = mode_seeking_loss(
                         fake[:, : t.image_channels] if t.mask_input else fake, t.z
@@ -219,6 +262,8 @@ class DCGAN(GAN):
             losses["r1"] = r1.detach()
         if p.mode_seeking > 0:
             losses["mode_seeking"] = ms.detach()
+        if p.lesion_d > 0:
+            losses["loss_lesion_d"] = loss_lesion.detach()
         return GANStep(losses, real, fake)
 
 
