@@ -234,7 +234,8 @@ class DCGAN(GAN):
                 r1 = r1_penalty(d_real, real_a)
                 loss_d = loss_d + 0.5 * p.r1_gamma * r1
             if p.lesion_d > 0:
-                (l_real, w_real), (l_fake, w_fake) = map(t.d.judge_lesions, (real_a, fake_d))
+                l_real, w_real = t.d.judge_lesions(real_a)
+                l_fake, w_fake = t.d.judge_lesions(fake_d)
                 loss_lesion = d_loss(l_real, l_fake, p.loss, p.label_smoothing, (w_real, w_fake))
                 loss_d = loss_d + loss_lesion
         t.update(t.opt_d, loss_d)
