@@ -34,7 +34,9 @@ Per generator and class, against the REAL TRAIN part of that class:
   image, ``head_geometry`` finds the head (the largest bright region, holes filled) and
   measures its tilt, area and mean intensity; each spread is the interquartile range over
   the synthetic images divided by that over the real ones (1: the real variety; a generator
-  that draws every head alike approaches 0).
+  that draws every head alike approaches 0). A faint haze round a generated head that is
+  brighter than ``head_geometry``'s level joins the head and widens the tilt and size
+  spreads (docs/results.md, quickstart, "The heads' spreads above the generator's haze").
 
 Features come from ``_features`` (``domain`` by default: a classifier trained on the real
 train part only). Nothing is fitted on the real test part. When the features are
