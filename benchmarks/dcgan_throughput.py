@@ -17,7 +17,9 @@ Contenders:
 - ``plugin+mask`` (``--mask``): as ``plugin``, with ``mask_conditioned`` (G takes the
   tumour mask, D the (slice, mask) pair): what giving G the masks costs;
 - ``plugin+mask+lesion`` (``--lesion-d``): as ``plugin+mask``, with ``lesion_d: 1`` (a
-  second discriminator on the window around each lesion): what that discriminator costs.
+  second discriminator on the window around each lesion): what that discriminator costs;
+- ``plugin+mask+pose`` (``--pose``): as ``plugin+mask``, with ``pose: 30`` (z turns,
+  scales and shifts each slice, and its mask the other way): what the pose head costs.
 
     python benchmarks/dcgan_throughput.py --size 64 --batch 32 --iters 10 --device cpu
 """
@@ -123,16 +125,17 @@ def train_plugin(
     defaults: bool,
     masks: torch.Tensor | None = None,
     lesion_d: float = 0.0,
+    pose: float = 0.0,
 ) -> None:
     """``DCGAN.fit`` for ``iters`` steps (DiffAugment and EMA off unless ``defaults``;
-    ``mask_conditioned`` on ``masks`` when given, with ``lesion_d``)."""
+    ``mask_conditioned`` on ``masks`` when given, with ``lesion_d`` and ``pose``)."""
     from synthmri import ImageSet
 
     params = {"iterations": iters, "batch_size": batch, "log_every": iters}
     if not defaults:
         params.update({"diffaugment": None, "ema": None})
     if masks is not None:
-        params.update({"mask_conditioned": True, "lesion_d": lesion_d})
+        params.update({"mask_conditioned": True, "lesion_d": lesion_d, "pose": pose})
     data = ImageSet(images=images, masks=masks)
     DCGAN(params).fit(data, RunContext(device=device, seed=0))
 
@@ -154,6 +157,7 @@ def main() -> None:
     ap.add_argument("--no-defaults", action="store_true", help="skip the plugin+defaults run")
     ap.add_argument("--mask", action="store_true", help="add the plugin+mask run")
     ap.add_argument("--lesion-d", action="store_true", help="add the plugin+mask+lesion run")
+    ap.add_argument("--pose", action="store_true", help="add the plugin+mask+pose run")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -176,6 +180,10 @@ def main() -> None:
     if args.lesion_d:
         contenders["plugin+mask+lesion"] = lambda n: train_plugin(
             images, n, args.batch, device, defaults=False, masks=phantoms.masks, lesion_d=1.0
+        )
+    if args.pose:
+        contenders["plugin+mask+pose"] = lambda n: train_plugin(
+            images, n, args.batch, device, defaults=False, masks=phantoms.masks, pose=30.0
         )
     for fn in contenders.values():  # warm-up: allocator, oneDNN/cuDNN kernels
         fn(2)
@@ -209,7 +217,7 @@ def main() -> None:
     print(f"ratio plugin / plain (best): {rate['plugin'] / rate['plain']:.3f}")
     cpu_ratio = min(cpu["plain"]) / min(cpu["plugin"])
     print(f"ratio plugin / plain (per CPU-second, robust on a busy machine): {cpu_ratio:.3f}")
-    for name in ("plugin+defaults", "plugin+mask", "plugin+mask+lesion"):
+    for name in ("plugin+defaults", "plugin+mask", "plugin+mask+lesion", "plugin+mask+pose"):
         if name in rate:
             print(f"ratio {name} / plain (best): {rate[name] / rate['plain']:.3f}")
 

@@ -44,11 +44,14 @@ __all__ = [
     "DCGANGenerator",
     "KerasDiscriminator",
     "KerasGenerator",
+    "PoseHead",
     "Projection",
     "ProjectionDiscriminator",
     "build_networks",
     "dcgan_init",
+    "invert_affine",
     "lesion_windows",
+    "warp_affine",
 ]
 
 SIZES: tuple[int, ...] = (32, 64, 128, 256)
@@ -126,6 +129,48 @@ class ProjectionDiscriminator(nn.Module):
         return out
 
 
+class PoseHead(nn.Module):
+    """z ``[N, F]`` -> a pose per sample as the ``[N, 2, 3]`` matrix of ``F.affine_grid``
+    (output to input coordinates): a turn of up to ``degrees``, a scale within
+    ``exp(+-0.15)`` and a shift within 5 % of the frame, each bounded by a tanh of a linear
+    map of z (near the identity at initialisation).
+
+    The DCGAN generator left alone draws every head in one pose (docs/results.md, "DCGAN
+    collapse"); with the pose as an explicit output, a diversity term can move it cheaply,
+    as the affine layers of layered GANs do (LR-GAN, Yang et al. 2017)."""
+
+    SCALE = 0.15
+    SHIFT = 0.1  # of the half-width: affine_grid's coordinates span [-1, 1]
+
+    def __init__(self, in_features: int, degrees: float) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, 4)
+        self.max_turn = math.radians(degrees)
+
+    def forward(self, h: Tensor) -> Tensor:
+        with torch.autocast(h.device.type, enabled=False):
+            p = torch.tanh(self.fc(h.float()))
+        turn, inv_scale = p[:, 0] * self.max_turn, torch.exp(-p[:, 1] * self.SCALE)
+        cos, sin = torch.cos(turn) * inv_scale, torch.sin(turn) * inv_scale
+        dx, dy = p[:, 2] * self.SHIFT, p[:, 3] * self.SHIFT
+        return torch.stack([torch.stack([cos, -sin, dx], 1), torch.stack([sin, cos, dy], 1)], 1)
+
+
+def invert_affine(theta: Tensor) -> Tensor:
+    """The inverse of each ``[2, 3]`` affine map of ``theta`` ``[N, 2, 3]``."""
+    a, t = theta[:, :, :2], theta[:, :, 2:]
+    inv = torch.linalg.inv(a)
+    return torch.cat([inv, -inv @ t], dim=2)
+
+
+def warp_affine(x: Tensor, theta: Tensor) -> Tensor:
+    """``x`` ``[N, C, H, W]`` in [-1, 1] resampled (bilinear) through ``theta`` (as
+    ``F.affine_grid``), in float32; what comes in from outside the frame is background, -1."""
+    with torch.autocast(x.device.type, enabled=False):
+        grid = F.affine_grid(theta.float(), list(x.shape), align_corners=False)
+        return F.grid_sample(x.float() + 1, grid, align_corners=False) - 1
+
+
 class DCGANGenerator(nn.Module):
     """z ``[N, latent]`` -> images ``[N, C, S, S]`` in [-1, 1] by transposed convs from 4x4.
 
@@ -133,6 +178,8 @@ class DCGANGenerator(nn.Module):
     ``pixel`` (``PixelNorm``, per sample and position; Karras et al. 2018) or ``none``.
     ``mask_input``: ``forward`` takes a mask ``[N, 1, S, S]`` in [-1, 1] too, and every
     transposed conv after the first gets it, pooled to its input's size, as an extra channel.
+    ``pose`` (degrees, 0 = none): a ``PoseHead`` turns, scales and shifts the drawn slice
+    as z says (the mask given is moved the other way first, so it fits the result).
     """
 
     def __init__(
@@ -144,12 +191,14 @@ class DCGANGenerator(nn.Module):
         n_classes: int = 0,
         norm: GeneratorNorm = "batch",
         mask_input: bool = False,
+        pose: float = 0.0,
     ) -> None:
         super().__init__()
         if norm not in GENERATOR_NORMS:
             raise ValueError(f"unknown norm {norm!r}; use one of {', '.join(GENERATOR_NORMS)}")
         self.cond = CondInput(n_classes)
         self.mask_input = mask_input
+        self.pose = PoseHead(latent_dim + self.cond.extra, pose) if pose > 0 else None
         steps = int(math.log2(size // 4))  # stride-2 upsamplings after the 4x4 start
         width = [ngf * min(2 ** (steps - 1 - i), 8) for i in range(steps)]
         extra = int(mask_input)
@@ -172,11 +221,20 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z: Tensor, y: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         h = self.cond(z, y)
+        if self.mask_input and mask is None:
+            raise ValueError("a mask-conditioned generator needs masks")
+        if self.pose is None:
+            return self._draw(h, mask)
+        theta = self.pose(h)
+        if self.mask_input:  # drawn upright around the mask as it will lie once turned
+            mask = warp_affine(mask, invert_affine(theta)).to(mask.dtype)
+        out = self._draw(h, mask)
+        return warp_affine(out, theta).to(out.dtype)
+
+    def _draw(self, h: Tensor, mask: Tensor | None) -> Tensor:
         h = h.reshape(h.shape[0], h.shape[1], 1, 1)
         if not self.mask_input:
             return self.net(h)
-        if mask is None:
-            raise ValueError("a mask-conditioned generator needs masks")
         for layer in self.net:
             if isinstance(layer, nn.ConvTranspose2d) and h.shape[-1] > 1:
                 pooled = F.adaptive_avg_pool2d(mask.to(h.dtype), h.shape[-1])
@@ -324,7 +382,8 @@ def build_networks(config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
     for ``dcgan``, the generator's ``g_norm`` and the discriminator's ``d_norm`` (default
     ``batch`` both), ``minibatch_std`` (default off), ``mask_input`` (default off: then G
     draws ``image_channels`` and D judges them with their mask, ``channels`` in all) and
-    ``lesion_window`` (default 0: no lesion discriminator)."""
+    ``lesion_window`` (default 0: no lesion discriminator) and the generator's ``pose``
+    (degrees; default 0: no pose head)."""
     size, ch, k = int(config["size"]), int(config["channels"]), int(config["n_classes"])
     if config.get("architecture", "dcgan") == "reference-keras":
         return (
@@ -341,6 +400,7 @@ def build_networks(config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
             k,
             norm=config.get("g_norm", "batch"),
             mask_input=mask_input,
+            pose=float(config.get("pose", 0.0)),
         ),
         DCGANDiscriminator(
             size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,14 @@ from torch.nn.utils import parametrize
 from synthmri import ImageSet, PluginError, RunContext, TrainingError
 from synthmri.core.errors import DataError
 from synthmri.core.phantoms import make_phantoms
-from synthmri.nn.dcgan import build_networks, lesion_windows
+from synthmri.nn.dcgan import (
+    DCGANGenerator,
+    PoseHead,
+    build_networks,
+    invert_affine,
+    lesion_windows,
+    warp_affine,
+)
 from synthmri.nn.gan_training import MinibatchStd, PixelNorm
 from synthmri.nn.tensors import batch_diversity
 from synthmri.plugins.generators.dcgan import DCGAN
@@ -358,6 +366,7 @@ def test_discriminator_norms_and_minibatch_std() -> None:
         {"r1_gamma": 1.0, "d_norm": "none"},
         {"ada_target": 0.6, "ada_speed": 64},
         {"mode_seeking": 0.3, "g_norm": "pixel", "lr_d": 1e-3, "beta2": 0.9},
+        {"mode_seeking": 0.6, "pose": 30, "diffaugment": "translation,cutout"},
     ],
 )
 def test_remedies_train_log_and_round_trip(
@@ -394,6 +403,10 @@ def test_remedy_params_are_checked() -> None:
         DCGAN({"d_norm": "layer"})
     with pytest.raises(PluginError, match="mode_seeking"):
         DCGAN({"mode_seeking": -1})
+    with pytest.raises(PluginError, match="pose"):
+        DCGAN({"pose": 120})
+    with pytest.raises(PluginError, match="pose apply to architecture: dcgan"):
+        DCGAN({"architecture": "reference-keras", "pose": 30})
 
 
 def test_lr_d_sets_the_discriminator_learning_rate() -> None:
@@ -410,3 +423,60 @@ def test_registered_as_builtin() -> None:
     from synthmri import get_plugin
 
     assert get_plugin("generator", "dcgan") is DCGAN
+
+
+# ------------------------------------------------------------------ the pose head
+
+
+def test_pose_head_stays_within_its_bounds() -> None:
+    head = PoseHead(8, degrees=20)
+    nn.init.normal_(head.fc.weight, 0.0, 10.0)  # saturate the tanh
+    theta = head(torch.randn(256, 8)).detach()
+    a = theta[:, :, :2]
+    turn = torch.rad2deg(torch.atan2(a[:, 1, 0], a[:, 0, 0]))
+    scale = torch.linalg.det(a).rsqrt()  # affine_grid maps output to input: 1 / scale^2
+    assert float(turn.abs().max()) <= 20 + 1e-4 and float(turn.abs().max()) > 15
+    lo, hi = math.exp(-PoseHead.SCALE) - 1e-5, math.exp(PoseHead.SCALE) + 1e-5
+    assert lo <= float(scale.min()) <= float(scale.max()) <= hi
+    assert float(theta[:, :, 2].abs().max()) <= PoseHead.SHIFT + 1e-6
+    assert torch.allclose(invert_affine(invert_affine(theta)), theta, atol=1e-5)
+
+
+def test_pose_head_at_rest_draws_what_the_generator_draws() -> None:
+    torch.manual_seed(0)
+    plain = DCGANGenerator(32, 1, 16, 8, mask_input=True)
+    posed = DCGANGenerator(32, 1, 16, 8, mask_input=True, pose=30)
+    posed.load_state_dict({**posed.state_dict(), **plain.state_dict()})
+    assert posed.pose is not None
+    nn.init.zeros_(posed.pose.fc.weight)  # the identity pose
+    z, mask = torch.randn(3, 16), torch.full((3, 1, 32, 32), -1.0)
+    mask[:, :, 10:16, 18:24] = 1.0
+    with torch.no_grad():
+        assert torch.allclose(posed.eval()(z, None, mask), plain.eval()(z, None, mask), atol=1e-5)
+
+
+def test_pose_head_moves_the_given_mask_back_to_where_it_was() -> None:
+    """G is given its mask turned the other way, so what it draws around it, once turned,
+    sits on the mask that comes out with the sample."""
+    torch.manual_seed(0)
+    G = DCGANGenerator(32, 1, 16, 8, mask_input=True, pose=45)
+    assert G.pose is not None
+    nn.init.normal_(G.pose.fc.weight, 0.0, 1.0)
+    seen: list[torch.Tensor] = []
+
+    def draw(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        assert mask is not None
+        seen.append(mask)
+        return mask  # a generator that draws exactly the mask it is given
+
+    G._draw = draw  # type: ignore[method-assign]
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    blob = torch.exp(-((yy - 13) ** 2 + (xx - 19) ** 2) / 18) * 2 - 1  # smooth, off-centre
+    mask = blob.expand(4, 1, 32, 32).contiguous()
+    with torch.no_grad():
+        out = G(torch.randn(4, 16), None, mask)
+    assert not torch.allclose(seen[0], mask, atol=0.1)  # it was moved
+    assert float((out - mask).abs().max()) < 0.1  # and comes back (bilinear, twice)
+    theta = G.pose(torch.randn(4, 16)).detach()
+    back = warp_affine(warp_affine(mask, invert_affine(theta)), theta)
+    assert torch.allclose(back, mask, atol=0.1)

@@ -14,8 +14,9 @@ Remedies against mode collapse, all off by default (``synthmri.nn.gan_training``
 ``mode_seeking`` (MSGAN's term: different latents must give different images; the one
 that broke the quickstart collapse, docs/results.md "DCGAN collapse"), ``loss: hinge``,
 ``d_norm: spectral|none``, ``g_norm: pixel|none``, ``minibatch_std``, ``r1_gamma``,
-``lr_d`` (two time-scale updates) and, from the GAN base, ``ada_target`` (adaptive
-DiffAugment probability). For lesions (with a mask channel): ``mask_mismatch`` (real
+``lr_d`` (two time-scale updates), ``pose`` (z sets each slice's turn, scale and shift
+through a pose head) and, from the GAN base, ``ada_target`` (adaptive DiffAugment
+probability). For lesions (with a mask channel): ``mask_mismatch`` (real
 slices with another sample's mask as fakes) and ``lesion_d`` (a second discriminator on
 the window around each lesion).
 """
@@ -136,6 +137,15 @@ class DCGAN(GAN):
             description="weight of MSGAN's mode-seeking term in G's loss (different latents, "
             "different images); 0 = off",
         )
+        pose: float = Field(
+            0.0,
+            ge=0,
+            le=90,
+            description="a pose head in the 'dcgan' generator: z also turns the drawn slice "
+            "by up to this many degrees, scales it within exp(+-0.15) and shifts it within "
+            "5 % of the frame (a mask-conditioned G is given its mask moved the other way, "
+            "so the mask still fits); 0 = off",
+        )
         r1_gamma: float = Field(
             0.0,
             ge=0,
@@ -162,11 +172,11 @@ class DCGAN(GAN):
                     "architecture: dcgan"
                 )
             if self.architecture == "reference-keras" and (
-                self.g_norm != "batch" or self.d_norm != "batch" or self.minibatch_std
+                self.g_norm != "batch" or self.d_norm != "batch" or self.minibatch_std or self.pose
             ):
                 raise ValueError(
-                    "g_norm, d_norm and minibatch_std apply to architecture: dcgan only (the "
-                    "reference Keras networks are kept as published)"
+                    "g_norm, d_norm, minibatch_std and pose apply to architecture: dcgan only "
+                    "(the reference Keras networks are kept as published)"
                 )
             return self
 
@@ -182,6 +192,7 @@ class DCGAN(GAN):
             "d_norm": p.d_norm,
             "minibatch_std": p.minibatch_std,
             **({"lesion_window": size // 4} if p.lesion_d else {}),
+            **({"pose": p.pose} if p.pose else {}),
         }
 
     def build_networks(self, config: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
