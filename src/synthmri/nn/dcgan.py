@@ -163,12 +163,14 @@ def invert_affine(theta: Tensor) -> Tensor:
     return torch.cat([inv, -inv @ t], dim=2)
 
 
-def warp_affine(x: Tensor, theta: Tensor) -> Tensor:
+def warp_affine(x: Tensor, theta: Tensor, padding: str = "zeros") -> Tensor:
     """``x`` ``[N, C, H, W]`` in [-1, 1] resampled (bilinear) through ``theta`` (as
-    ``F.affine_grid``), in float32; what comes in from outside the frame is background, -1."""
+    ``F.affine_grid``), in float32. What comes in from outside the frame is -1 (``zeros``:
+    the background of a mask) or the frame mirrored (``reflection``: a slice's background
+    goes on, noise and all, where black corners would show the turned frame)."""
     with torch.autocast(x.device.type, enabled=False):
         grid = F.affine_grid(theta.float(), list(x.shape), align_corners=False)
-        return F.grid_sample(x.float() + 1, grid, align_corners=False) - 1
+        return F.grid_sample(x.float() + 1, grid, padding_mode=padding, align_corners=False) - 1
 
 
 class DCGANGenerator(nn.Module):
@@ -229,7 +231,7 @@ class DCGANGenerator(nn.Module):
         if self.mask_input:  # drawn upright around the mask as it will lie once turned
             mask = warp_affine(mask, invert_affine(theta)).to(mask.dtype)
         out = self._draw(h, mask)
-        return warp_affine(out, theta).to(out.dtype)
+        return warp_affine(out, theta, "reflection").to(out.dtype)
 
     def _draw(self, h: Tensor, mask: Tensor | None) -> Tensor:
         h = h.reshape(h.shape[0], h.shape[1], 1, 1)
