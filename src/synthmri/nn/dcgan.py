@@ -163,7 +163,9 @@ def invert_affine(theta: Tensor) -> Tensor:
     return torch.cat([inv, -inv @ t], dim=2)
 
 
-def warp_affine(x: Tensor, theta: Tensor, padding: str = "zeros") -> Tensor:
+def warp_affine(
+    x: Tensor, theta: Tensor, padding: Literal["zeros", "reflection"] = "zeros"
+) -> Tensor:
     """``x`` ``[N, C, H, W]`` in [-1, 1] resampled (bilinear) through ``theta`` (as
     ``F.affine_grid``), in float32. What comes in from outside the frame is -1 (``zeros``:
     the background of a mask) or the frame mirrored (``reflection``: a slice's background
