@@ -40,3 +40,18 @@ def test_diff_augment_translation_and_cutout_fill_background() -> None:
 def test_diff_augment_rejects_an_unknown_op() -> None:
     with pytest.raises(ValueError, match="zoom"):
         diff_augment(torch.zeros(2, 1, 8, 8), "zoom")
+
+
+def test_diff_augment_gain_keeps_black_and_the_mask() -> None:
+    torch.manual_seed(2)
+    image = torch.rand(16, 1, 32, 32) * 2 - 1
+    image[:, :, :4] = -1.0  # a black background band
+    mask = torch.where(torch.rand(16, 1, 32, 32) > 0.7, 1.0, -1.0)
+    out = diff_augment(torch.cat([image, mask], dim=1), "gain", image_channels=1)
+    assert torch.equal(out[:, 1], mask[:, 0])
+    assert bool((out[:, 0, :4] == -1.0).all())  # black stays black
+    above = image[:, 0] + 1  # intensity above black
+    g = (out[:, 0] + 1).sum(dim=(1, 2)) / above.sum(dim=(1, 2))  # one factor per sample
+    assert torch.allclose(out[:, 0] + 1, g[:, None, None] * above, atol=1e-5)
+    assert bool((g >= 0.5 - 1e-5).all()) and bool((g <= 1.5 + 1e-5).all())
+    assert float(g.std()) > 0.1

@@ -23,7 +23,7 @@ __all__ = [
     "resolve_policy",
 ]
 
-DIFFAUGMENT_OPS: tuple[str, ...] = ("color", "translation", "cutout")
+DIFFAUGMENT_OPS: tuple[str, ...] = ("color", "gain", "translation", "cutout")
 AUTO_POLICY = "color,translation,cutout"
 AUTO_THRESHOLD = 1000  # "auto" turns DiffAugment on below this many training images
 
@@ -58,11 +58,13 @@ def diff_augment(x: Tensor, policy: str, image_channels: int = 1) -> Tensor:
     """DiffAugment of a batch ``x`` ``[N, C, H, W]`` in [-1, 1].
 
     ``policy`` is a comma list of ``color`` (random brightness, saturation and contrast;
-    saturation only with 3 image channels), ``translation`` (up to 1/8 of the size,
-    background (-1) padded) and ``cutout`` (a square of half the size set to -1). Every
-    op draws per sample, is differentiable and runs batched on ``x``'s device. Colour
-    only touches the first ``image_channels`` channels, so a mask channel is moved and
-    cut with its image but keeps its values.
+    saturation only with 3 image channels), ``gain`` (the intensity above black times a
+    random 0.5-1.5: brightness and contrast that keep the background black, so a faint
+    background a generator draws stays visible to D), ``translation`` (up to 1/8 of the
+    size, background (-1) padded) and ``cutout`` (a square of half the size set to -1).
+    Every op draws per sample, is differentiable and runs batched on ``x``'s device.
+    Colour and gain only touch the first ``image_channels`` channels, so a mask channel is
+    moved and cut with its image but keeps its values.
     """
     if not policy:
         return x
@@ -70,6 +72,8 @@ def diff_augment(x: Tensor, policy: str, image_channels: int = 1) -> Tensor:
         op = op.strip()
         if op == "color":
             x = _rand_color(x, image_channels)
+        elif op == "gain":
+            x = _rand_gain(x, image_channels)
         elif op == "translation":
             x = _rand_translation(x)
         elif op == "cutout":
@@ -95,6 +99,15 @@ def _rand_color(x: Tensor, image_channels: int) -> Tensor:
     if image_channels < c:
         return torch.cat([img, x[:, image_channels:]], dim=1)
     return img
+
+
+def _rand_gain(x: Tensor, image_channels: int) -> Tensor:
+    import torch
+
+    img = x[:, :image_channels]
+    g = torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device) + 0.5
+    img = (img + 1) * g - 1  # in [0, 1] terms: x * g, black stays black
+    return torch.cat([img, x[:, image_channels:]], dim=1)
 
 
 def _rand_translation(x: Tensor, ratio: float = 0.125) -> Tensor:

@@ -38,7 +38,8 @@ class GANParams(AdaptiveAugmentParams):
         "auto",
         description="DiffAugment policy on real and fake images before the discriminator: "
         f"'auto' ('{AUTO_POLICY}' below {AUTO_THRESHOLD} training images, else off), a comma "
-        "list of color/translation/cutout, or null/'' for off",
+        "list of color/gain/translation/cutout (gain: colour's brightness as a factor, so the "
+        "background stays black), or null/'' for off",
     )
     ema: float | None = Field(
         0.999, gt=0.0, lt=1.0, description="EMA decay of the G weights sampled; null = the raw G"
