@@ -111,6 +111,8 @@ def test_plugins_show_lists_params(cli, toy_plugins: str) -> None:
     assert code == 0 and "noise" in out and "synthmri-toys" in out
     code, _, err = cli("plugins", "show", "toy_maen")
     assert code == 2 and "toy_mean" in err
+    code, out, _ = cli("plugins", "show", "ensemble_anomaly")  # a default from a factory
+    assert code == 0 and "dae_anomaly" in out and "Undefined" not in out
 
 
 RECIPE = """\

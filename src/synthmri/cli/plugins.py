@@ -102,7 +102,10 @@ def show(
         for field, spec in info.cls.Params.model_fields.items():
             ann = getattr(spec.annotation, "__name__", None) or str(spec.annotation)
             table.add_row(
-                field, ann.replace("typing.", ""), repr(spec.default), spec.description or ""
+                field,
+                ann.replace("typing.", ""),
+                repr(spec.get_default(call_default_factory=True)),
+                spec.description or "",
             )
         print_table(table)
         sampling = sorted(getattr(info.cls, "sampling_params", ()))

@@ -46,6 +46,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "synthmri.plugins.classifiers.diffusion_anomaly",
     "synthmri.plugins.classifiers.dae_anomaly",
     "synthmri.plugins.classifiers.pca_anomaly",
+    "synthmri.plugins.classifiers.ensemble_anomaly",
     "synthmri.plugins.segmenters.unet",
     "synthmri.plugins.evaluators.classification",
     "synthmri.plugins.evaluators.intensity",

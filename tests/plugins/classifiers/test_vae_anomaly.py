@@ -183,7 +183,7 @@ def test_thresholds_never_touch_test_data(
                 raise AssertionError("calibration ran during prediction")
 
             mp.setattr(VAEAnomaly, "calibrate", forbidden)
-            mp.setattr(VAEAnomaly, "_pick_threshold", forbidden)
+            mp.setattr(VAEAnomaly, "_calibrated", forbidden)
             mp.setattr(VAEAnomaly, "_fit_global", forbidden)
             mp.setattr(VAEAnomaly, "reconstruct", ideal_healthy)
             bright = test.of_class("tumor").images.clamp(0, 1) ** 0.3  # all tumours, brighter
@@ -266,13 +266,13 @@ def test_calibration_modes() -> None:
     m = VAEAnomaly({"calibration": "youden"})
     scores = np.array([0.0, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.25])
     normal = np.array([True, True, True, True, False, False, False, False])
-    assert m._pick_threshold(scores, normal, None) == pytest.approx(0.3)
+    assert m._calibrated(scores, normal, None)[1] == pytest.approx(0.3)
     m = VAEAnomaly({"calibration": "specificity", "target_specificity": 0.75})
-    assert m._pick_threshold(scores, normal, None) == pytest.approx(0.2)
+    assert m._calibrated(scores, normal, None)[1] == pytest.approx(0.2)
     m = VAEAnomaly({"calibration": "none", "tumor_index": 0.42})
-    assert m._pick_threshold(scores, normal, None) == 0.42
+    assert m._calibrated(scores, normal, None)[1] == 0.42
     m = VAEAnomaly({"calibration": "f1"})  # only normals: falls back to the specificity
-    assert m._pick_threshold(scores[:4], normal[:4], None) == pytest.approx(0.3)
+    assert m._calibrated(scores[:4], normal[:4], None)[1] == pytest.approx(0.3)
 
 
 def test_helpers() -> None:
@@ -335,12 +335,12 @@ def test_sensitivity_calibration_keeps_the_target_share_of_val_tumours() -> None
     m = VAEAnomaly({"calibration": "sensitivity", "target_sensitivity": 0.75})
     # 3 of the 4 tumour scores (0.7, 0.6, 0.5) above: the highest such threshold is the
     # next lower validation score, 0.3 (so every normal stays normal)
-    assert m._pick_threshold(scores, normal, None) == pytest.approx(0.3)
+    assert m._calibrated(scores, normal, None)[1] == pytest.approx(0.3)
     m = VAEAnomaly({"calibration": "sensitivity", "target_sensitivity": 1.0})
-    t = m._pick_threshold(scores, normal, None)
+    t = m._calibrated(scores, normal, None)[1]
     assert t == pytest.approx(0.2) and (scores[~normal] > t).all()
     m = VAEAnomaly({"calibration": "sensitivity", "target_specificity": 0.75})
-    assert m._pick_threshold(scores[:4], normal[:4], None) == pytest.approx(0.2)  # fallback
+    assert m._calibrated(scores[:4], normal[:4], None)[1] == pytest.approx(0.2)  # fallback
 
 
 def test_operating_point_and_error_map_choice_are_logged_and_kept(

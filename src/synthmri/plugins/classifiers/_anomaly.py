@@ -33,13 +33,15 @@ from pydantic import BaseModel
 
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import Classifier, ImageSet
-from synthmri.core.operating_point import NORMAL_FALLBACKS, healthy_index, rates, threshold_for
+from synthmri.core.operating_point import NORMAL_FALLBACKS, healthy_index, rates
 from synthmri.plugins.classifiers import _anomaly_figures
 from synthmri.plugins.classifiers._anomaly_rules import (
     METHODS,
     TIE,
     AnomalyParams,
     AnomalyScores,
+    calibrated_threshold,
+    class_probabilities,
     crossfit_folds,
     dbscan_clusters,
     fit_global_centroids,
@@ -48,6 +50,7 @@ from synthmri.plugins.classifiers._anomaly_rules import (
     kmeans_clusters,
     largest_component,
     pooled,
+    tumour_probability,
 )
 from synthmri.plugins.classifiers._base import check_val_matches, input_images
 
@@ -99,6 +102,8 @@ class ReconstructionAnomaly(Classifier):
         self.operating_point: dict[str, Any] = {}
         #: validation AUC of each error map tried when error_measure / normalise is auto
         self.selection: dict[str, float] = {}
+        #: the scores of the calibration slices (cross-fitted), as the threshold saw them
+        self.calibration_scores = np.zeros(0)
 
     # ------------------------------------------------------------ the model (subclasses)
 
@@ -293,7 +298,7 @@ class ReconstructionAnomaly(Classifier):
             ref_err = train_err if train_err is not None else healthy
             ref_fg = train_fg if train_fg is not None else foreground[torch.as_tensor(is_normal)]
             self._fit_global(ref_err, ref_fg)
-        scores = self.score_errors(errors, foreground).scores
+        scores = self.calibration_scores = self.score_errors(errors, foreground).scores
         mode, self.score_threshold = self._calibrated(scores, is_normal, run)
         spread = float(np.std(scores))
         self.score_scale = spread / 2 if spread > 0 else max(abs(self.score_threshold), 1.0) * 1e-3
@@ -317,30 +322,13 @@ class ReconstructionAnomaly(Classifier):
         self, scores: np.ndarray, is_normal: np.ndarray, run: RunContext | None
     ) -> tuple[str, float]:
         """``(mode used, score threshold)``: the calibration mode after any fallback."""
-        p = self.params
-        mode = p.calibration
-        if mode in ("youden", "f1", "sensitivity") and (is_normal.all() or not is_normal.any()):
-            if run is not None:
-                run.note(
-                    f"{self.name}: calibration {mode} needs normal and tumour validation "
-                    "slices; using target_specificity instead"
-                )
-            mode = "specificity"
-        if mode == "none" or (mode == "specificity" and not is_normal.any()):
-            return mode, float(p.tumor_index)
-        threshold = threshold_for(
-            mode,
-            scores,
-            ~is_normal,
-            target_sensitivity=p.target_sensitivity,
-            target_specificity=p.target_specificity,
-        )
+        mode, threshold = calibrated_threshold(self.params, scores, is_normal)
+        if mode != self.params.calibration and run is not None:
+            run.note(
+                f"{self.name}: calibration {self.params.calibration} needs normal and tumour "
+                "validation slices; using target_specificity instead"
+            )
         return mode, threshold
-
-    def _pick_threshold(
-        self, scores: np.ndarray, is_normal: np.ndarray, run: RunContext | None
-    ) -> float:
-        return self._calibrated(scores, is_normal, run)[1]
 
     def _fit_global(self, errors: Tensor, foreground: Tensor) -> None:
         maps = pooled(self._anomalous(errors, foreground), self.params.global_grid)
@@ -448,17 +436,12 @@ class ReconstructionAnomaly(Classifier):
 
     def tumor_probability(self, scores: np.ndarray) -> np.ndarray:
         """``sigmoid((score - threshold) / scale)``: 0.5 at the calibrated threshold."""
-        z = (scores - self.score_threshold) / self.score_scale
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+        return tumour_probability(scores, self.score_threshold, self.score_scale)
 
     def _proba(self, scores: np.ndarray) -> Tensor:
-        import torch
-
-        p = torch.from_numpy(self.tumor_probability(scores))
-        k = len(self.class_names)
-        out = (p / (k - 1))[:, None].repeat(1, k)
-        out[:, self.normal_index] = 1.0 - p
-        return out.float()
+        return class_probabilities(
+            self.tumor_probability(scores), len(self.class_names), self.normal_index
+        )
 
     def validation_score(self) -> float | None:
         """The validation AUC of the calibrated scores (None when calibrated elsewhere)."""
@@ -524,6 +507,8 @@ class ReconstructionAnomaly(Classifier):
     def state_dict(self) -> dict[str, Any]:
         """The model's config and weights, thresholds, method, classes (empty before
         ``fit``)."""
+        import torch
+
         if not self._is_trained():
             return {}
         state: dict[str, Any] = {
@@ -541,6 +526,7 @@ class ReconstructionAnomaly(Classifier):
             "calibrated_on": self.calibrated_on,
             "measure": self.measure,
             "operating_point": dict(self.operating_point),
+            "calibration_scores": torch.from_numpy(self.calibration_scores.copy()),
         }
         if self.global_centroids is not None:
             state["global_centroids"] = self.global_centroids.clone()
@@ -587,3 +573,5 @@ class ReconstructionAnomaly(Classifier):
         stats = state.get("pixel_stats")
         self.pixel_stats = None if stats is None else PixelStats.from_state(dict(stats))
         self.operating_point = dict(state.get("operating_point", {}))
+        scores = state.get("calibration_scores", [])
+        self.calibration_scores = torch.as_tensor(scores).double().numpy().reshape(-1)

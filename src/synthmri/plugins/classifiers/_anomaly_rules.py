@@ -16,7 +16,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from pydantic import Field
@@ -27,6 +27,7 @@ from synthmri.core.operating_point import (
     HealthyClass,
     TargetSensitivity,
     TargetSpecificity,
+    threshold_for,
 )
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ __all__ = [
     "METHODS",
     "AnomalyParams",
     "AnomalyScores",
+    "calibrated_threshold",
+    "class_probabilities",
     "crossfit_folds",
     "dbscan_clusters",
     "fit_global_centroids",
@@ -44,6 +47,7 @@ __all__ = [
     "kmeans_clusters",
     "largest_component",
     "pooled",
+    "tumour_probability",
 ]
 
 METHODS: tuple[str, ...] = ("giaem", "dbscan", "kmeans", "global_kmeans")
@@ -185,6 +189,57 @@ class AnomalyScores:
     scores: np.ndarray
     anomalous: Tensor  # bool [N, 1, H, W]: error above the pixel threshold (inside the head)
     candidates: Tensor  # bool [N, 1, H, W]: the pixels the method's cluster may come from
+
+
+# ------------------------------------------------------------------ calibration
+
+
+class CalibrationParams(Protocol):
+    """The params a score threshold is calibrated by (``AnomalyParams`` has them)."""
+
+    calibration: str
+    target_sensitivity: float
+    target_specificity: float
+    tumor_index: float
+
+
+def calibrated_threshold(
+    p: CalibrationParams, scores: np.ndarray, is_normal: np.ndarray
+) -> tuple[str, float]:
+    """``(mode used, score threshold)`` of ``p.calibration`` on calibration ``scores``
+    (``is_normal`` marks the healthy slices): youden, f1 and sensitivity need both classes
+    and fall back to specificity without them; ``none`` (or specificity without healthy
+    slices) keeps ``p.tumor_index``."""
+    mode = p.calibration
+    if mode in ("youden", "f1", "sensitivity") and (is_normal.all() or not is_normal.any()):
+        mode = "specificity"
+    if mode == "none" or (mode == "specificity" and not is_normal.any()):
+        return mode, float(p.tumor_index)
+    threshold = threshold_for(
+        mode,
+        scores,
+        ~is_normal,
+        target_sensitivity=p.target_sensitivity,
+        target_specificity=p.target_specificity,
+    )
+    return mode, threshold
+
+
+def tumour_probability(scores: np.ndarray, threshold: float, scale: float) -> np.ndarray:
+    """``sigmoid((score - threshold) / scale)``: 0.5 at the threshold."""
+    z = (np.asarray(scores, np.float64) - threshold) / scale
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+
+
+def class_probabilities(tumour: np.ndarray, n_classes: int, normal_index: int) -> Tensor:
+    """Class probabilities ``[N, n_classes]`` from tumour probabilities: the non-normal
+    classes share them."""
+    import torch
+
+    p = torch.from_numpy(np.asarray(tumour, np.float64))
+    out = (p / (n_classes - 1))[:, None].repeat(1, n_classes)
+    out[:, normal_index] = 1.0 - p
+    return out.float()
 
 
 # ------------------------------------------------------------------ helpers
