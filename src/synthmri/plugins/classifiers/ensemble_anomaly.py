@@ -4,9 +4,9 @@ models at once.
 Each member is a reconstruction-based anomaly classifier (``pca_anomaly``, ``dae_anomaly``,
 ``vae_anomaly``, ``diffusion_anomaly``, or a third-party one built on the same base), found
 through the registry and trained and calibrated exactly as it would be alone. A linear
-model of healthy slices and a denoising autoencoder err in different places (the PCA row
-where the pose departs from its axes, the DAE where its repair keeps a sharp edge), so their
-evidence adds up:
+model of healthy slices and a denoising autoencoder need not err on the same slices, so
+their evidence can add up (``docs/results.md``: it does on phantoms; a member that fails
+everywhere pulls the average down):
 
 - **score**: each member's tumour score in units of its healthy calibration slices' scores
   (minus their median, over their standard deviation; the calibration scores are the
