@@ -20,7 +20,7 @@ from synthmri import ImageSet, RunContext, get_plugin
 from synthmri.core.errors import PluginError
 from synthmri.core.operating_point import threshold_for
 from synthmri.core.phantoms import make_phantoms
-from synthmri.plugins.classifiers.ensemble_anomaly import EnsembleAnomaly
+from synthmri.plugins.classifiers.ensemble_anomaly import SPREAD_FLOOR, EnsembleAnomaly
 from synthmri.plugins.classifiers.pca_anomaly import PCAAnomaly
 from synthmri.testing import check_classifier, round_trip
 
@@ -78,7 +78,8 @@ def test_scores_are_the_mean_of_healthy_standardised_member_scores(
 
     def standardised(member: Any, scores: np.ndarray) -> np.ndarray:
         healthy = member.calibration_scores[is_normal]
-        return (scores - np.median(healthy)) / np.std(healthy)
+        spread = max(np.std(healthy), SPREAD_FLOOR * np.std(member.calibration_scores))
+        return (scores - np.median(healthy)) / spread
 
     parts = [standardised(m, m.anomaly_scores(test.images)) for m in model.members]
     assert np.allclose(model.anomaly_scores(test.images), np.mean(parts, 0))
@@ -89,6 +90,13 @@ def test_scores_are_the_mean_of_healthy_standardised_member_scores(
     assert model.score_threshold == pytest.approx(want)
     assert model.validation_score() == model.operating_point["val_auc"]
     assert len(model.operating_point["member_val_auc"]) == 2
+
+
+def test_a_member_whose_healthy_slices_score_alike_does_not_outweigh_the_rest(
+    model: EnsembleAnomaly,
+) -> None:
+    for member, scale in zip(model.members, model.scales, strict=True):
+        assert scale >= SPREAD_FLOOR * np.std(member.calibration_scores) > 0
 
 
 def test_masks_lie_on_the_tumours_and_only_where_called(
