@@ -139,10 +139,8 @@ class EnsembleAnomaly(Classifier):
     def fit(self, train: ImageSet, val: ImageSet | None, run: RunContext) -> None:
         """Fit and calibrate every member, then standardise their calibration scores and
         set the combined score's threshold on the same slices."""
-        ops = []
         for member in self.members:
             member.fit(train, val, run)
-            ops.append(member.operating_point)
         first = self.members[0]
         self.class_names, self.normal_index = list(first.class_names), first.normal_index
         is_normal = self._calibration_labels(val, len(first.calibration_scores))
@@ -164,7 +162,7 @@ class EnsembleAnomaly(Classifier):
             "val_sensitivity": reached["sensitivity"],
             "val_specificity": reached["specificity"],
             "val_auc": reached["auc"],
-            "member_val_auc": [op.get("val_auc") for op in ops],
+            "member_val_auc": [m.operating_point.get("val_auc") for m in self.members],
             "member_healthy_spread": [float(r) for r in spreads / np.maximum(overall, 1e-12)],
         }
         run.log(**{f"ensemble_{k}": v for k, v in self.operating_point.items()})
