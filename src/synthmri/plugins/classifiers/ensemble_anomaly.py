@@ -76,7 +76,8 @@ class EnsembleAnomalyParams(StrictParams):
         default_factory=lambda: [Member(plugin="pca_anomaly"), Member(plugin="dae_anomaly")],
         min_length=2,
         description="the anomaly classifiers combined (two or more; default: pca_anomaly "
-        "and dae_anomaly, each with its own defaults)",
+        "and dae_anomaly, each with its own defaults; their normal_class is the ensemble's "
+        "and their figures are off unless set)",
     )
     normal_class: HealthyClass = "normal"
     calibration: Calibration = Field(
