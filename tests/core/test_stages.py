@@ -63,3 +63,27 @@ def test_stage_cache_misses_on_another_hash_key_or_lost_file(tmp_path: Path) -> 
 def test_stage_cache_refuses_a_folder_that_is_no_run(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no stages\.json"):
         StageCache(None, tmp_path)
+
+
+def test_a_mixed_set_repeats_a_small_real_share_to_the_share_asked() -> None:
+    from synthmri.core.recipe import Experiment
+    from synthmri.core.stages import training_set
+    from synthmri.testing import phantom_set
+
+    train, syn = phantom_set(n=20, seed=0), phantom_set(n=40, seed=1)
+    plain = Experiment(models=[{"plugin": "brain_cnn"}], synthetic_per_class=20)
+    half = plain.model_copy(update={"mixed_real_share": 0.5})
+
+    def build(exp: Experiment, train_on: str, fraction: float) -> tuple[int, int]:
+        data = training_set(exp, train, {"g": syn}, train_on, "g", fraction, 0)
+        real = sum(s in train.sources for s in data.sources)
+        return real, len(data) - real
+
+    assert build(plain, "mixed", 0.5) == (10, 40)  # concatenated as drawn
+    assert build(half, "mixed", 0.5) == (40, 40)  # the 10 real images four times
+    assert build(half, "mixed", 1.0) == (40, 40)
+    assert build(half, "synthetic", 0.0) == (0, 40)  # only mixed sets change
+    lots = half.model_copy(update={"synthetic_per_class": 1})
+    assert build(lots, "mixed", 1.0) == (20, 2)  # a large real share is never dropped
+    with pytest.raises(ValueError, match="mixed_real_share"):
+        Experiment(models=[{"plugin": "brain_cnn"}], mixed_real_share=1.0)

@@ -187,6 +187,15 @@ class Experiment(_Strict):
     )
     real_fraction: list[float] = Field(default_factory=lambda: [1.0])
     synthetic_per_class: int = Field(200, ge=1)
+    mixed_real_share: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="mixed training: repeat the real share (whole copies) until it is about "
+        "this share of the set, so a small real share is not swamped by the synthetic images "
+        "(0.5: half of every epoch real); null: the two concatenated as drawn",
+        exclude_if=lambda v: v is None,
+    )
     generators: list[str] | None = Field(None, description="generator names (default: all)")
     seeds: list[int] | None = Field(
         None,

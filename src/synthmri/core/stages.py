@@ -206,7 +206,8 @@ def training_set(
 ) -> ImageSet:
     """The training data of one run: a share of the real train part (drawn anew per
     experiment seed ``tag``) and/or the first ``synthetic_per_class`` images per class of
-    generator ``gen``."""
+    generator ``gen``; in a mixed set the real share is repeated as
+    ``exp.mixed_real_share`` asks (whole copies, at least one)."""
     import torch
 
     from synthmri.core.data.split import real_fraction
@@ -223,6 +224,10 @@ def training_set(
             for c in range(len(syn.class_names))
         ]
         parts.append(syn.subset(torch.cat(per)))
+        share = exp.mixed_real_share
+        if train_on == "mixed" and share is not None and len(parts[0]):
+            copies = round(share * len(parts[1]) / ((1 - share) * len(parts[0])))
+            parts[0] = ImageSet.concat([parts[0]] * max(1, copies))
     if exp.task == "segment" and any(p.masks is None for p in parts):
         raise DataError(
             "segmentation needs masks, but the training data has none",
