@@ -193,7 +193,7 @@ class Experiment(_Strict):
         lt=1,
         description="mixed training: repeat the real share (whole copies) until it is about "
         "this share of the set, so a small real share is not swamped by the synthetic images "
-        "(0.5: half of every epoch real); null: the two concatenated as drawn",
+        "(0.5: about half the images drawn are real); null: the two concatenated as drawn",
         exclude_if=lambda v: v is None,
     )
     generators: list[str] | None = Field(None, description="generator names (default: all)")
