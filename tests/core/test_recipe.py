@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from synthmri.core.errors import ConfigError, RecipeError
-from synthmri.core.recipe import apply_override, load_recipe, parse_recipe, shipped_recipes
+from synthmri.core.recipe import load_recipe, parse_recipe, shipped_recipes
+from synthmri.core.recipe_yaml import apply_override
 
 GOOD = """\
 name: toy

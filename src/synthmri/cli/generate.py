@@ -52,7 +52,7 @@ def generate(
     from synthmri.core.interfaces import ImageSet
     from synthmri.core.pipeline import load_generator
     from synthmri.core.preflight import check_output_folder
-    from synthmri.core.recipe import apply_override
+    from synthmri.core.recipe_yaml import apply_override
     from synthmri.core.training import resolve_device
 
     if not 1 <= n <= MAX_IMAGES:

@@ -32,7 +32,7 @@ from synthmri.core.data.options import LoadOptions
 from synthmri.core.errors import ConfigError, PluginError, RecipeError
 from synthmri.core.interfaces import TRAIN_ON, format_validation_error
 from synthmri.core.memorisation import MemorisationGuard
-from synthmri.core.recipe_yaml import RecipeLoader, yaml_load
+from synthmri.core.recipe_yaml import RecipeLoader, apply_override, yaml_load
 
 #: the largest recipe file read
 MAX_RECIPE_BYTES = 4 * 1024 * 1024
@@ -386,58 +386,6 @@ def _hint(exc: ValidationError) -> str | None:
     if any(e["type"] == "string_type" and isinstance(e.get("input"), bool) for e in exc.errors()):
         return "YAML reads true/false as booleans: quote a name that is spelled so ('true')"
     return None
-
-
-def apply_override(raw: dict[str, Any], item: str) -> tuple[str, ...]:
-    """Apply one ``a.b.c=value`` (value parsed as YAML; list positions as numbers); returns
-    the key path set. A key with an empty or odd part is a RecipeError naming the ``--set``."""
-    if "=" not in item:
-        raise RecipeError(f"--set {item!r}: expected key.path=value")
-    key, value_text = item.split("=", 1)
-    try:
-        value = yaml_load(value_text) if value_text.strip() else None
-    except yaml.YAMLError:
-        value = value_text
-    parts = key.strip().split(".")
-    if any(not re.fullmatch(r"[A-Za-z0-9_\-]+", part) for part in parts):
-        raise RecipeError(
-            f"--set {item!r}: {key.strip()!r} is not a key path",
-            hint="give dot-separated keys and list positions, e.g. --set data.size=64",
-        )
-    target: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        target = _step(target, part, key, create=True, next_part=parts[i + 1])
-    last = parts[-1]
-    if isinstance(target, list):
-        target[_index(target, last, key)] = value
-    elif isinstance(target, dict):
-        target[last] = value
-    else:
-        raise RecipeError(f"--set {key}: {'.'.join(parts[:-1])} is not a section")
-    return tuple(parts)
-
-
-def _index(seq: list[Any], part: str, key: str) -> int:
-    try:
-        i = int(part)
-        seq[i]
-        return i
-    except (ValueError, IndexError):
-        raise RecipeError(
-            f"--set {key}: {part!r} is not a position in a list of {len(seq)}"
-        ) from None
-
-
-def _step(target: Any, part: str, key: str, create: bool, next_part: str) -> Any:
-    if isinstance(target, list):
-        return target[_index(target, part, key)]
-    if isinstance(target, dict):
-        if part not in target or target[part] is None:
-            if not create:
-                raise RecipeError(f"--set {key}: no key {part!r}")
-            target[part] = {}
-        return target[part]
-    raise RecipeError(f"--set {key}: cannot descend into {part!r}")
 
 
 def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
