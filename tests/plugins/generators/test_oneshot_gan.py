@@ -236,3 +236,18 @@ def test_logs_curves_and_saves_grids(tmp_path: Path, tumours: ImageSet) -> None:
         assert all(isinstance(x[key], float) for x in steps)
     names = {p.name for p in (tmp_path / "figures").iterdir()}
     assert "samples.png" in names and "samples-step2.png" in names
+
+
+def test_mode_seeking_term_is_logged_and_changes_the_training(
+    tmp_path: Path, tumours: ImageSet, trained: OneShotGAN
+) -> None:
+    run = RunContext(out_dir=tmp_path, seed=0)
+    model = OneShotGAN({**QUICK, "mode_seeking": 0.6})
+    model.fit(tumours, run)
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [x for x in lines if "step" in x]
+    assert steps and all(x["mode_seeking"] > 0 for x in steps)
+    # the same seed without the term (the module's model) trains other weights
+    assert not torch.equal(model.sample(4, seed=1).images, trained.sample(4, seed=1).images)
+    with pytest.raises(PluginError, match="mode_seeking"):
+        OneShotGAN({"mode_seeking": -0.1})

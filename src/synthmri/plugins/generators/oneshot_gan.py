@@ -45,6 +45,10 @@ A GAN meant for very little data: one image, one video, or one small class.
   DCGAN discriminator (strided convs with batch norm down to a 4 to 7 px map, one logit
   per image; width ``4 * channels``) added beside the two branches as a judge of the
   whole image, its BCE weighted by ``global_weight`` in ``L_adv``. See below for why.
+- **Mode-seeking term** (``mode_seeking`` > 0; not in the paper, off by default): MSGAN's
+  term on the final images, as the ``dcgan`` plugin has it, added to G's loss beside L_DR.
+  L_DR rewards distance linearly, so it pushes as little on a collapsed generator as on a
+  varied one; this term grows as the images of two latents approach each other.
 
 Slow start of the paper's discriminator (measured on CPU, 64 px phantoms, one class of
 200, batch 16, about 0.45 s per step on one core): in 300 to 600 steps its samples are
@@ -128,6 +132,12 @@ class OneShotGAN(Generator):
         )
         dr_normalize: bool = Field(
             False, description="divide L_DR per pair by the L1 distance of the two latents"
+        )
+        mode_seeking: float = Field(
+            0.0,
+            ge=0,
+            description="weight of MSGAN's mode-seeking term on the images in G's loss "
+            "(different latents, different images; not in the paper); 0 = off",
         )
         low_level_weight: float = Field(
             2.0, ge=0.0, description="weight of the low-level heads' loss in L_adv"
@@ -243,6 +253,7 @@ class OneShotGAN(Generator):
         from synthmri.core.training import check_finite, minibatches, unwrap
         from synthmri.nn.diffaugment import diff_augment, resolve_policy
         from synthmri.nn.ema import EMA
+        from synthmri.nn.gan_training import mode_seeking_loss
         from synthmri.nn.oneshot import adversarial_loss, diversity_loss
         from synthmri.nn.tensors import batch_diversity, from_unit, latent_seeded, to_unit
 
@@ -278,6 +289,8 @@ class OneShotGAN(Generator):
         if p.global_weight > 0:
             weights["global"] = p.global_weight
         names = [f"d_{k}" for k in weights] + ["d_loss", "g_adv", "l_dr"]
+        if p.mode_seeking > 0:
+            names.append("mode_seeking")
         sums = torch.zeros(len(names), device=device)
         count = 0
         collapse_noted = False
@@ -317,12 +330,17 @@ class OneShotGAN(Generator):
             g_adv = sum(w * g_loss[k] for k, w in weights.items())
             dr = diversity_loss(feats, z, p.dr_normalize)
             loss_g = g_adv - p.dr_lambda * dr
+            terms = [*d_groups, loss_d, g_adv, dr]
+            if p.mode_seeking > 0:
+                ms = mode_seeking_loss(fake, z)
+                loss_g = loss_g + p.mode_seeking * ms
+                terms.append(ms)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
             if ema is not None:
                 ema.update(g)
-            sums += torch.stack([*d_groups, loss_d, g_adv, dr]).detach()
+            sums += torch.stack(terms).detach()
             count += 1
             step = it + 1
             if step % p.log_every == 0 or step == p.iterations:
