@@ -6,13 +6,23 @@ module imports only pydantic.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from synthmri.core.interfaces import StrictParams
 
-__all__ = ["AdaptiveAugmentParams", "DiffusionTrainingParams", "VAEParams"]
+__all__ = ["AdaptiveAugmentParams", "DiffusionTrainingParams", "ModeSeekingWeight", "VAEParams"]
+
+ModeSeekingWeight = Annotated[
+    float,
+    Field(
+        ge=0,
+        description="weight of MSGAN's mode-seeking term (Mao et al. 2019) in G's loss: "
+        "different latents must give different images; 0 = off",
+    ),
+]
+"""A GAN's ``mode_seeking`` param (``synthmri.nn.gan_training.mode_seeking_loss``)."""
 
 
 class AdaptiveAugmentParams(StrictParams):

@@ -30,6 +30,7 @@ from pydantic import Field, model_validator
 
 from synthmri import hookimpl
 from synthmri.core.errors import PluginError
+from synthmri.nn.params import ModeSeekingWeight
 from synthmri.plugins.generators._gan import GAN, GANParams, GANStep, GANTraining
 
 if TYPE_CHECKING:
@@ -131,12 +132,7 @@ class DCGAN(GAN):
             description="a minibatch standard deviation map before the 'dcgan' "
             "discriminator's head (it sees how much the samples of a batch differ)",
         )
-        mode_seeking: float = Field(
-            0.0,
-            ge=0,
-            description="weight of MSGAN's mode-seeking term in G's loss (different latents, "
-            "different images); 0 = off",
-        )
+        mode_seeking: ModeSeekingWeight = 0.0
         pose: float = Field(
             0.0,
             ge=0,

@@ -82,6 +82,7 @@ from pydantic import Field, model_validator
 from synthmri import hookimpl
 from synthmri.core.errors import DataError, PluginError
 from synthmri.core.interfaces import Generator, ImageSet
+from synthmri.nn.params import ModeSeekingWeight
 from synthmri.plugins.generators._gan import GANParams
 
 if TYPE_CHECKING:
@@ -133,12 +134,7 @@ class OneShotGAN(Generator):
         dr_normalize: bool = Field(
             False, description="divide L_DR per pair by the L1 distance of the two latents"
         )
-        mode_seeking: float = Field(
-            0.0,
-            ge=0,
-            description="weight of MSGAN's mode-seeking term on the images in G's loss "
-            "(different latents, different images; not in the paper); 0 = off",
-        )
+        mode_seeking: ModeSeekingWeight = 0.0  # not in the paper
         low_level_weight: float = Field(
             2.0, ge=0.0, description="weight of the low-level heads' loss in L_adv"
         )
