@@ -52,8 +52,8 @@ def apply_override(raw: dict[str, Any], item: str) -> tuple[str, ...]:
             hint="give dot-separated keys and list positions, e.g. --set data.size=64",
         )
     target: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        target = _step(target, part, key, create=True, next_part=parts[i + 1])
+    for part in parts[:-1]:
+        target = _step(target, part, key)
     last = parts[-1]
     if isinstance(target, list):
         target[_index(target, last, key)] = value
@@ -75,13 +75,12 @@ def _index(seq: list[Any], part: str, key: str) -> int:
         ) from None
 
 
-def _step(target: Any, part: str, key: str, create: bool, next_part: str) -> Any:
+def _step(target: Any, part: str, key: str) -> Any:
+    """One key of the path: a list position, or a section (made when absent or null)."""
     if isinstance(target, list):
         return target[_index(target, part, key)]
     if isinstance(target, dict):
-        if part not in target or target[part] is None:
-            if not create:
-                raise RecipeError(f"--set {key}: no key {part!r}")
+        if target.get(part) is None:
             target[part] = {}
         return target[part]
     raise RecipeError(f"--set {key}: cannot descend into {part!r}")
